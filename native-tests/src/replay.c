@@ -1,0 +1,532 @@
+/*
+ * replay: run an allocation trace on glibc's own malloc and print where
+ * every block landed.
+ *
+ *   usage: replay TRACEFILE
+ *
+ * The point is to observe glibc's heap layout from a pristine state, so this
+ * program never calls malloc/calloc/realloc/free (or anything that allocates
+ * through them, such as stdio) except to execute the trace itself. All memory
+ * the replayer needs comes from mmap, output is formatted by hand into a
+ * static buffer and written with write(2).
+ *
+ * Trace format (one operation per line; blank lines and '#' lines ignored):
+ *   m ID SIZE          malloc(SIZE)
+ *   c ID COUNT SIZE    calloc(COUNT, SIZE)
+ *   r ID SIZE          realloc(ptr of ID, SIZE)
+ *   a ID ALIGN SIZE    memalign(ALIGN, SIZE)
+ *   f ID               free(ptr of ID)
+ *   w ID               touch one byte in every page of the block
+ *   t PAD              malloc_trim(PAD)
+ *   k NAME             checkpoint (memory statistics)
+ *
+ * A free or never-used ID names NULL: "f" then calls free(NULL), "r" calls
+ * realloc(NULL, SIZE) and "w" touches nothing (malloc_usable_size(NULL) is 0).
+ * Allocating into a live ID just overwrites it (the old block leaks).
+ *
+ * Output, one line per allocating operation:
+ *   LINE ID heap OFFSET USABLE   OFFSET relative to the first heap block
+ *   LINE ID mmap - USABLE        chunk has IS_MMAPPED set
+ *   LINE ID null                 allocation failed
+ *   LINE k NAME anon_kib resident_kib size_kib arena uordblks fordblks hblkhd
+ * and a final "end".
+ */
+
+#define _GNU_SOURCE /* mremap */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_ID 10000000u
+#define IS_MMAPPED ((size_t)2) /* bit in the chunk size word */
+#define PAGE_STEP 4096
+
+/* ---------------------------------------------------------------- output */
+
+/* Static, so that buffering output never touches the heap. */
+static char out_buf[1 << 16];
+static size_t out_len;
+
+static void write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            _exit(3); /* nowhere left to report to */
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static void out_flush(void)
+{
+    write_all(1, out_buf, out_len);
+    out_len = 0;
+}
+
+static void out_bytes(const char *p, size_t n)
+{
+    while (n > 0) {
+        if (out_len == sizeof out_buf)
+            out_flush();
+        size_t room = sizeof out_buf - out_len;
+        size_t k = n < room ? n : room;
+        memcpy(out_buf + out_len, p, k);
+        out_len += k;
+        p += k;
+        n -= k;
+    }
+}
+
+static void out_str(const char *s)
+{
+    out_bytes(s, strlen(s));
+}
+
+static void out_char(char c)
+{
+    out_bytes(&c, 1);
+}
+
+/* Formats v in decimal at the end of buf[0..32) and returns its start. */
+static char *fmt_u64(char buf[32], uint64_t v)
+{
+    char *p = buf + 32;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return p;
+}
+
+static void out_u64(uint64_t v)
+{
+    char buf[32];
+    char *p = fmt_u64(buf, v);
+    out_bytes(p, (size_t)(buf + 32 - p));
+}
+
+static void out_i64(int64_t v)
+{
+    if (v < 0) {
+        out_char('-');
+        out_u64(-(uint64_t)v); /* well defined even for INT64_MIN */
+    } else {
+        out_u64((uint64_t)v);
+    }
+}
+
+/* "error: line N: WHAT[DETAIL]" on stderr, exit 2. Pending stdout first, so
+ * that the error appears after the lines that succeeded. */
+static void fail_line(size_t line, const char *what, const char *detail,
+                      size_t detail_len)
+{
+    char buf[32];
+    char *num = fmt_u64(buf, line);
+    out_flush();
+    write_all(2, "error: line ", 12);
+    write_all(2, num, (size_t)(buf + 32 - num));
+    write_all(2, ": ", 2);
+    write_all(2, what, strlen(what));
+    if (detail != NULL) {
+        write_all(2, " '", 2);
+        write_all(2, detail, detail_len > 64 ? 64 : detail_len);
+        write_all(2, "'", 1);
+    }
+    write_all(2, "\n", 1);
+    _exit(2);
+}
+
+static void fail_msg(const char *a, const char *b)
+{
+    out_flush();
+    write_all(2, "error: ", 7);
+    write_all(2, a, strlen(a));
+    if (b != NULL)
+        write_all(2, b, strlen(b));
+    write_all(2, "\n", 1);
+    _exit(2);
+}
+
+/* ----------------------------------------------------------------- input */
+
+/*
+ * Regular files are mapped read-only: no copy, and the pages are file-backed,
+ * so they count as "shared" in /proc/self/statm and stay out of anon_kib.
+ * Anything else (a pipe, /dev/stdin) is read into an anonymous mapping that
+ * grows with mremap.
+ */
+static const char *load_file(const char *path, size_t *len_out)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        fail_msg("cannot open ", path);
+
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        fail_msg("cannot stat ", path);
+
+    if (S_ISREG(st.st_mode)) {
+        size_t len = (size_t)st.st_size;
+        *len_out = len;
+        if (len == 0) { /* mmap rejects empty mappings */
+            close(fd);
+            return "";
+        }
+        void *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+        close(fd); /* the mapping keeps the file referenced */
+        if (p == MAP_FAILED)
+            fail_msg("cannot map ", path);
+        return p;
+    }
+
+    size_t cap = 1 << 20, len = 0;
+    char *buf = mmap(NULL, cap, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED)
+        fail_msg("out of memory reading ", path);
+    for (;;) {
+        if (len == cap) {
+            void *q = mremap(buf, cap, cap * 2, MREMAP_MAYMOVE);
+            if (q == MAP_FAILED)
+                fail_msg("out of memory reading ", path);
+            buf = q;
+            cap *= 2;
+        }
+        ssize_t n = read(fd, buf + len, cap - len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            fail_msg("cannot read ", path);
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    *len_out = len;
+    return buf;
+}
+
+/* --------------------------------------------------------------- parsing */
+
+struct op {
+    char kind;        /* m c r a f w t k */
+    uint32_t id;
+    size_t a, b;      /* m/r: a=SIZE; c: a=COUNT b=SIZE; a: a=ALIGN b=SIZE;
+                         t: a=PAD */
+    const char *name; /* k: NAME (not NUL-terminated) */
+    size_t name_len;
+};
+
+struct cursor {
+    const char *p, *end;
+    size_t line;
+};
+
+static int is_blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r';
+}
+
+/* Next whitespace-separated token on the line; returns its length, 0 at end. */
+static size_t next_token(struct cursor *c, const char **tok)
+{
+    while (c->p < c->end && is_blank(*c->p))
+        c->p++;
+    *tok = c->p;
+    while (c->p < c->end && !is_blank(*c->p))
+        c->p++;
+    return (size_t)(c->p - *tok);
+}
+
+static size_t parse_size(struct cursor *c, const char *what)
+{
+    const char *t;
+    size_t n = next_token(c, &t);
+    if (n == 0)
+        fail_line(c->line, what, NULL, 0);
+    size_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned d = (unsigned)(t[i] - '0');
+        if (d > 9)
+            fail_line(c->line, "not a decimal number:", t, n);
+        if (v > (SIZE_MAX - d) / 10)
+            fail_line(c->line, "number too large:", t, n);
+        v = v * 10 + d;
+    }
+    return v;
+}
+
+static uint32_t parse_id(struct cursor *c)
+{
+    size_t v = parse_size(c, "missing ID");
+    if (v > MAX_ID)
+        fail_line(c->line, "ID above 10000000", NULL, 0);
+    return (uint32_t)v;
+}
+
+/* Parses one line (without its '\n'). Returns 0 for blank/comment lines. */
+static int parse_line(const char *p, const char *end, size_t line,
+                      struct op *op)
+{
+    struct cursor c = { p, end, line };
+    const char *t;
+    size_t n = next_token(&c, &t);
+    if (n == 0 || t[0] == '#')
+        return 0;
+    if (n != 1)
+        fail_line(line, "unknown operation", t, n);
+
+    op->kind = t[0];
+    switch (op->kind) {
+    case 'm':
+    case 'r':
+        op->id = parse_id(&c);
+        op->a = parse_size(&c, "missing SIZE");
+        break;
+    case 'c':
+        op->id = parse_id(&c);
+        op->a = parse_size(&c, "missing COUNT");
+        op->b = parse_size(&c, "missing SIZE");
+        break;
+    case 'a':
+        op->id = parse_id(&c);
+        op->a = parse_size(&c, "missing ALIGN");
+        op->b = parse_size(&c, "missing SIZE");
+        break;
+    case 'f':
+    case 'w':
+        op->id = parse_id(&c);
+        break;
+    case 't':
+        op->a = parse_size(&c, "missing PAD");
+        break;
+    case 'k':
+        op->name_len = next_token(&c, &op->name);
+        if (op->name_len == 0)
+            fail_line(line, "missing checkpoint NAME", NULL, 0);
+        break;
+    default:
+        fail_line(line, "unknown operation", t, n);
+    }
+    if (next_token(&c, &t) != 0)
+        fail_line(line, "unexpected extra field", t, (size_t)(c.end - t));
+    return 1;
+}
+
+/* Calls fn for every operation in the trace, with its 1-based line number. */
+static void for_each_op(const char *text, size_t len,
+                        void (*fn)(size_t line, const struct op *op))
+{
+    const char *p = text, *end = text + len;
+    size_t line = 0;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *eol = nl != NULL ? nl : end;
+        struct op op;
+        line++;
+        if (parse_line(p, eol, line, &op))
+            fn(line, &op);
+        p = nl != NULL ? nl + 1 : end;
+    }
+}
+
+/* ------------------------------------------------------------- execution */
+
+static void **ids;        /* ID -> block; mmap'd, NULL means free */
+static uint32_t max_id;   /* largest ID in the trace (sizes the table) */
+static uintptr_t base;    /* address of the first heap (non-mmapped) block */
+static int have_base;
+static size_t page_size;
+
+static void scan_op(size_t line, const struct op *op)
+{
+    (void)line;
+    if (op->kind != 't' && op->kind != 'k' && op->id > max_id)
+        max_id = op->id;
+}
+
+static void print_block(size_t line, uint32_t id, void *p)
+{
+    out_u64(line);
+    out_char(' ');
+    out_u64(id);
+    if (p == NULL) {
+        out_str(" null\n");
+        return;
+    }
+    size_t size_word = ((size_t *)p)[-1];
+    if (size_word & IS_MMAPPED) {
+        out_str(" mmap -");
+    } else {
+        if (!have_base) {
+            base = (uintptr_t)p;
+            have_base = 1;
+        }
+        out_str(" heap ");
+        out_i64((int64_t)((uintptr_t)p - base));
+    }
+    out_char(' ');
+    out_u64(malloc_usable_size(p));
+    out_char('\n');
+}
+
+/* Reads size, resident and shared (in pages) from /proc/self/statm. */
+static void read_statm(size_t line, uint64_t v[3])
+{
+    char buf[256];
+    size_t len = 0;
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        fail_line(line, "cannot open /proc/self/statm", NULL, 0);
+    for (;;) {
+        ssize_t n = read(fd, buf + len, sizeof buf - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        if (len == sizeof buf)
+            break;
+    }
+    close(fd);
+
+    size_t i = 0;
+    for (int f = 0; f < 3; f++) {
+        while (i < len && buf[i] == ' ')
+            i++;
+        if (i == len || buf[i] < '0' || buf[i] > '9')
+            fail_line(line, "cannot parse /proc/self/statm", NULL, 0);
+        v[f] = 0;
+        while (i < len && buf[i] >= '0' && buf[i] <= '9')
+            v[f] = v[f] * 10 + (uint64_t)(buf[i++] - '0');
+    }
+}
+
+static void checkpoint(size_t line, const struct op *op)
+{
+    uint64_t statm[3]; /* size, resident, shared; in pages */
+    read_statm(line, statm);
+    struct mallinfo2 mi = mallinfo2(); /* walks the arenas, no allocation */
+
+    out_u64(line);
+    out_str(" k ");
+    out_bytes(op->name, op->name_len);
+    out_char(' ');
+    out_u64((statm[1] - statm[2]) * page_size / 1024);
+    out_char(' ');
+    out_u64(statm[1] * page_size / 1024);
+    out_char(' ');
+    out_u64(statm[0] * page_size / 1024);
+    out_char(' ');
+    out_u64(mi.arena);
+    out_char(' ');
+    out_u64(mi.uordblks);
+    out_char(' ');
+    out_u64(mi.fordblks);
+    out_char(' ');
+    out_u64(mi.hblkhd);
+    out_char('\n');
+}
+
+/* Writes one byte per page so the block's pages become resident. volatile:
+ * otherwise the stores are dead as far as the compiler can tell. */
+static void touch(void *block)
+{
+    volatile unsigned char *p = block;
+    size_t n = malloc_usable_size(block); /* 0 for NULL */
+    for (size_t off = 0; off < n; off += PAGE_STEP)
+        p[off] = 1;
+    if (n > 0)
+        p[n - 1] = 1;
+}
+
+static void run_op(size_t line, const struct op *op)
+{
+    void *p;
+    switch (op->kind) {
+    case 'm':
+        p = malloc(op->a);
+        ids[op->id] = p;
+        print_block(line, op->id, p);
+        break;
+    case 'c':
+        p = calloc(op->a, op->b);
+        ids[op->id] = p;
+        print_block(line, op->id, p);
+        break;
+    case 'a':
+        p = memalign(op->a, op->b);
+        ids[op->id] = p;
+        print_block(line, op->id, p);
+        break;
+    case 'r': {
+        void *old = ids[op->id];
+        p = realloc(old, op->a);
+        if (p != NULL) {
+            ids[op->id] = p;
+            print_block(line, op->id, p);
+        } else if (old != NULL && op->a == 0) {
+            ids[op->id] = NULL; /* realloc(p, 0) freed the block */
+        } else {
+            print_block(line, op->id, NULL); /* failed; old block stays */
+        }
+        break;
+    }
+    case 'f':
+        free(ids[op->id]);
+        ids[op->id] = NULL;
+        break;
+    case 'w':
+        touch(ids[op->id]);
+        break;
+    case 't':
+        malloc_trim(op->a);
+        break;
+    case 'k':
+        checkpoint(line, op);
+        break;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        write_all(2, "usage: replay TRACEFILE\n", 24);
+        return 2;
+    }
+    page_size = (size_t)sysconf(_SC_PAGESIZE);
+
+    size_t len;
+    const char *text = load_file(argv[1], &len);
+
+    /* Pass 1: validate every line before any allocation happens, and find
+     * the largest ID so the table is only as big as the trace needs. */
+    for_each_op(text, len, scan_op);
+
+    /* MAP_NORESERVE + untouched pages: costs nothing until an ID is used. */
+    size_t table_bytes = ((size_t)max_id + 1) * sizeof(void *);
+    ids = mmap(NULL, table_bytes, PROT_READ | PROT_WRITE,
+               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (ids == MAP_FAILED)
+        fail_msg("cannot map the ID table", NULL);
+
+    /* Pass 2: run it. */
+    for_each_op(text, len, run_op);
+
+    out_str("end\n");
+    out_flush();
+    return 0;
+}

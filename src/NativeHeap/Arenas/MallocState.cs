@@ -1,0 +1,72 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using NativeHeap.Bins;
+using NativeHeap.Chunks;
+
+namespace NativeHeap.Arenas;
+
+/// <summary>
+/// glibc's <c>struct malloc_state</c> (an arena), field for field, living in native memory.
+/// The layout matters: a bin's head is a fake chunk whose fd/bk overlap two words of
+/// <see cref="Bins"/>, and the initial top is the unsorted bin's fake chunk, whose size field
+/// is <see cref="LastRemainder"/> (zero until the first allocation), so that the first growth
+/// sees a top of size 0.
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct MallocState
+{
+    public int Mutex;
+    public int Flags;
+    public int HaveFastchunks;
+    private int _pad;
+    public fixed ulong FastbinsY[BinIndex.NFastBins];
+    public Chunk* Top;
+    public Chunk* LastRemainder;
+    public fixed ulong Bins[BinIndex.NBins * 2 - 2];
+    public fixed uint Binmap[BinIndex.BinmapSize];
+    public MallocState* Next;
+    public MallocState* NextFree;
+    public nuint AttachedThreads;
+    public nuint SystemMem;
+    public nuint MaxSystemMem;
+
+    /// <summary>flags bit: the arena's memory is not one contiguous run of the break.</summary>
+    internal const int NonContiguousBit = 2;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Chunk* BinAt(MallocState* av, int i) =>
+        (Chunk*)((byte*)&av->Bins[(i - 1) * 2] - 2 * sizeof(nuint));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Chunk* Unsorted(MallocState* av) => BinAt(av, 1);
+
+    /// <summary>initial_top: the unsorted bin's head, standing in for a top of size 0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Chunk* InitialTop(MallocState* av) => BinAt(av, 1);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Chunk** Fastbin(MallocState* av, int index) => (Chunk**)&av->FastbinsY[index];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void MarkBin(MallocState* av, int i) => av->Binmap[i >> BinIndex.BinmapShift] |= 1u << (i & 31);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool BinMarked(MallocState* av, int i) => (av->Binmap[i >> BinIndex.BinmapShift] & (1u << (i & 31))) != 0;
+
+    internal static bool Contiguous(MallocState* av) => (av->Flags & NonContiguousBit) == 0;
+
+    internal static void SetNonContiguous(MallocState* av) => av->Flags |= NonContiguousBit;
+
+    /// <summary>malloc_init_state: empty bins, an initial top of size 0.</summary>
+    internal static void Init(MallocState* av, bool contiguous)
+    {
+        for (int i = 1; i < BinIndex.NBins; i++)
+        {
+            Chunk* bin = BinAt(av, i);
+            bin->Fd = bin->Bk = bin;
+        }
+        if (!contiguous) SetNonContiguous(av);
+        av->HaveFastchunks = 0;
+        av->Top = InitialTop(av);
+    }
+}

@@ -1,0 +1,201 @@
+using NativeHeap.Bins;
+using NativeHeap.Chunks;
+using NativeHeap.Os;
+
+namespace NativeHeap.Arenas;
+
+internal static unsafe partial class Ptmalloc
+{
+    /// <summary>
+    /// _int_free: return chunk <paramref name="p"/> to arena <paramref name="av"/>: to the tcache
+    /// if its bin has room, else to a fastbin if small, else merged with free neighbours into
+    /// the unsorted bin or top; a merged chunk of 64 KiB or more consolidates the fastbins
+    /// and may trim the top.
+    /// </summary>
+    internal static void IntFree(MallocContext* ctx, MallocState* av, Chunk* p)
+    {
+        MallocParams* mp = &ctx->Mp;
+        nuint size = Chunk.SizeOf(p);
+
+        // Sizes that wrap around the address space, or misaligned chunks, cannot be ours.
+        if ((nuint)p > (nuint)(-(nint)size) || Chunk.Misaligned(p))
+            HeapCorruptionException.Raise("free(): invalid pointer", Chunk.ToMem(p));
+        if (size < Chunk.MinSize || (size & Chunk.AlignMask) != 0)
+            HeapCorruptionException.Raise("free(): invalid size", Chunk.ToMem(p));
+
+        Tcache* tc = ctx->Tcache;
+        nuint tcIdx = BinIndex.Tcache(size);
+        if (tc != null && tcIdx < mp->TcacheBins)
+        {
+            var e = (TcacheEntry*)Chunk.ToMem(p);
+            // The key marks cached chunks: if it is there, walk the bin to see whether this
+            // chunk really is cached (a double free) or its user data only looks like the key.
+            if (e->Key == ctx->TcacheKey)
+            {
+                nuint count = 0;
+                for (TcacheEntry* tmp = *Tcache.Head(tc, tcIdx); tmp != null; tmp = Chunk.Reveal(&tmp->Next), count++)
+                {
+                    if (count >= mp->TcacheCount)
+                        HeapCorruptionException.Raise("free(): too many chunks detected in tcache", e);
+                    if (Chunk.Misaligned(tmp))
+                        HeapCorruptionException.Raise("free(): unaligned chunk detected in tcache 2", tmp);
+                    if (tmp == e)
+                        HeapCorruptionException.Raise("free(): double free detected in tcache 2", e);
+                }
+            }
+            if (tc->Counts[tcIdx] < mp->TcacheCount)
+            {
+                Tcache.Put(tc, p, tcIdx, ctx->TcacheKey);
+                return;
+            }
+        }
+
+        // glibc builds with TRIM_FASTBINS 0: a small chunk next to top still goes to a fastbin.
+        if (size <= mp->MaxFast)
+        {
+            Chunk* next = Chunk.At(p, size);
+            if (next->Size <= Chunk.HeaderSize || Chunk.SizeOf(next) >= av->SystemMem)
+                HeapCorruptionException.Raise("free(): invalid next size (fast)", Chunk.ToMem(p));
+            FreePerturb(mp, Chunk.ToMem(p), size - Chunk.HeaderSize);
+            av->HaveFastchunks = 1;
+            int idx = BinIndex.Fastbin(size);
+            Chunk** fb = MallocState.Fastbin(av, idx);
+            Chunk* old = *fb;
+            // Only the top of the bin can be checked cheaply for a double free.
+            if (old == p)
+                HeapCorruptionException.Raise("double free or corruption (fasttop)", Chunk.ToMem(p));
+            p->Fd = Chunk.Protect(&p->Fd, old);
+            *fb = p;
+            if (old != null && BinIndex.Fastbin(Chunk.SizeOf(old)) != idx)
+                HeapCorruptionException.Raise("invalid fastbin entry (free)", old);
+            return;
+        }
+
+        if (Chunk.IsMapped(p))
+        {
+            MunmapChunk(ctx, p);
+            return;
+        }
+
+        Chunk* nextchunk = Chunk.At(p, size);
+        if (p == av->Top)
+            HeapCorruptionException.Raise("double free or corruption (top)", Chunk.ToMem(p));
+        if (MallocState.Contiguous(av) && (byte*)nextchunk >= (byte*)av->Top + Chunk.SizeOf(av->Top))
+            HeapCorruptionException.Raise("double free or corruption (out)", Chunk.ToMem(p));
+        if (!Chunk.IsPrevInuse(nextchunk))
+            HeapCorruptionException.Raise("double free or corruption (!prev)", Chunk.ToMem(p));
+        nuint nextsize = Chunk.SizeOf(nextchunk);
+        if (nextchunk->Size <= Chunk.HeaderSize || nextsize >= av->SystemMem)
+            HeapCorruptionException.Raise("free(): invalid next size (normal)", Chunk.ToMem(p));
+
+        FreePerturb(mp, Chunk.ToMem(p), size - Chunk.HeaderSize);
+        size = MergeChunk(av, p, size, nextchunk, nextsize, "corrupted size vs. prev_size while consolidating", out p);
+
+        if (size >= MallocParams.FastbinConsolidationThreshold)
+        {
+            if (av->HaveFastchunks != 0) MallocConsolidate(ctx, av);
+            if (av == &ctx->Main && Chunk.SizeOf(av->Top) >= mp->TrimThreshold)
+                Systrim(ctx, mp->TopPad, av);
+        }
+    }
+
+    /// <summary>
+    /// The merge step shared by free and consolidation: join free chunk <paramref name="p"/>
+    /// with a free previous chunk and a free next chunk, then put the result at the front of
+    /// the unsorted bin, or make it the top if it touches top. Returns the merged size.
+    /// </summary>
+    private static nuint MergeChunk(MallocState* av, Chunk* p, nuint size, Chunk* nextchunk, nuint nextsize,
+        string prevSizeMessage, out Chunk* merged)
+    {
+        if (!Chunk.IsPrevInuse(p))
+        {
+            nuint prevsize = p->PrevSize;
+            size += prevsize;
+            p = Chunk.At(p, -(nint)prevsize);
+            if (Chunk.SizeOf(p) != prevsize)
+                HeapCorruptionException.Raise(prevSizeMessage, p);
+            UnlinkChunk(av, p);
+        }
+
+        if (nextchunk != av->Top)
+        {
+            if (!Chunk.InuseBitAt(nextchunk, nextsize))
+            {
+                UnlinkChunk(av, nextchunk);
+                size += nextsize;
+            }
+            else
+            {
+                Chunk.ClearInuseBitAt(nextchunk, 0);
+            }
+
+            Chunk* bck = MallocState.Unsorted(av);
+            Chunk* fwd = bck->Fd;
+            if (fwd->Bk != bck)
+                HeapCorruptionException.Raise("free(): corrupted unsorted chunks", fwd);
+            p->Fd = fwd;
+            p->Bk = bck;
+            if (!BinIndex.InSmallbinRange(size))
+                p->FdNextsize = p->BkNextsize = null;
+            bck->Fd = p;
+            fwd->Bk = p;
+            Chunk.SetHead(p, size | Chunk.PrevInuse);
+            Chunk.SetFoot(p, size);
+        }
+        else
+        {
+            size += nextsize;
+            Chunk.SetHead(p, size | Chunk.PrevInuse);
+            av->Top = p;
+        }
+        merged = p;
+        return size;
+    }
+
+    /// <summary>
+    /// malloc_consolidate: empty every fastbin, merging each chunk with its free neighbours
+    /// into the unsorted bin or top. Runs before large requests, on big frees and on trim.
+    /// </summary>
+    internal static void MallocConsolidate(MallocContext* ctx, MallocState* av)
+    {
+        av->HaveFastchunks = 0;
+        for (int i = 0; i < BinIndex.NFastBins; i++)
+        {
+            Chunk** fb = MallocState.Fastbin(av, i);
+            Chunk* p = *fb;
+            *fb = null;
+            while (p != null)
+            {
+                if (Chunk.Misaligned(p))
+                    HeapCorruptionException.Raise("malloc_consolidate(): unaligned fastbin chunk detected", p);
+                if (BinIndex.Fastbin(Chunk.SizeOf(p)) != i)
+                    HeapCorruptionException.Raise("malloc_consolidate(): invalid chunk size", p);
+                Chunk* nextp = Chunk.Reveal(&p->Fd);
+                nuint size = Chunk.SizeOf(p);
+                Chunk* nextchunk = Chunk.At(p, size);
+                nuint nextsize = Chunk.SizeOf(nextchunk);
+                MergeChunk(av, p, size, nextchunk, nextsize, "corrupted size vs. prev_size in fastbins", out _);
+                p = nextp;
+            }
+        }
+    }
+
+    /// <summary>munmap_chunk: give an mmapped chunk's whole mapping back at once.</summary>
+    internal static void MunmapChunk(MallocContext* ctx, Chunk* p)
+    {
+        nuint size = Chunk.SizeOf(p);
+        nuint mem = (nuint)Chunk.ToMem(p);
+        nuint block = (nuint)p - p->PrevSize;
+        nuint totalSize = p->PrevSize + size;
+        nuint pageMask = OsMemory.PageSize - 1;
+        // The mapping must be whole pages, and the user pointer its page's only aligned offset.
+        if (((block | totalSize) & pageMask) != 0 || !IsPowerOfTwo(mem & pageMask))
+            HeapCorruptionException.Raise("munmap_chunk(): invalid pointer", (void*)mem);
+        ctx->Mp.NMmaps--;
+        ctx->Mp.MmappedMem -= totalSize;
+        OsMemory.Unmap((void*)block, totalSize);
+    }
+
+    /// <summary>glibc's powerof2: true for 0 too.</summary>
+    internal static bool IsPowerOfTwo(nuint x) => (x & (x - 1)) == 0;
+}

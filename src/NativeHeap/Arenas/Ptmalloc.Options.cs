@@ -1,0 +1,107 @@
+using NativeHeap.Bins;
+using NativeHeap.Chunks;
+
+namespace NativeHeap.Arenas;
+
+internal static unsafe partial class Ptmalloc
+{
+    /// <summary>
+    /// __libc_mallopt and the tcache tunables: consolidate (the fastbin size may change), then
+    /// set. Returns why <paramref name="value"/> is refused, or null when it was set. glibc
+    /// returns 0 for a refused value; NativeHeap's callers turn the reason into an exception.
+    /// </summary>
+    internal static string? SetOption(MallocContext* ctx, HeapOption option, long value)
+    {
+        MallocParams* mp = &ctx->Mp;
+        MallocConsolidate(ctx, &ctx->Main);
+        switch (option)
+        {
+            case HeapOption.MxFast:
+                if (value < 0 || (ulong)value > BinIndex.MaxFastSize) return $"must be 0 to {BinIndex.MaxFastSize}";
+                mp->MaxFast = BinIndex.MaxFastChunk((nuint)value);
+                return null;
+            case HeapOption.TrimThreshold:
+                if (value < -1) return "must be -1 (never trim) or a byte count";
+                mp->TrimThreshold = value == -1 ? nuint.MaxValue : (nuint)value;
+                mp->NoDynThreshold = 1;
+                return null;
+            case HeapOption.TopPad:
+                if (value < 0) return "must be a byte count";
+                mp->TopPad = (nuint)value;
+                mp->NoDynThreshold = 1;
+                return null;
+            case HeapOption.MmapThreshold:
+                if (value < 0 || (ulong)value > MallocParams.HeapMaxSize / 2)
+                    return $"must be 0 to {MallocParams.HeapMaxSize / 2} (HEAP_MAX_SIZE / 2)";
+                mp->MmapThreshold = (nuint)value;
+                mp->NoDynThreshold = 1;
+                return null;
+            case HeapOption.MmapMax:
+                if (value < 0 || value > int.MaxValue) return "must be 0 to 2147483647";
+                mp->NMmapsMax = (int)value;
+                mp->NoDynThreshold = 1;
+                return null;
+            case HeapOption.Check:
+                if (value < 0 || value > 3) return "must be 0 to 3";
+                mp->CheckAction = (int)value;
+                return null;
+            case HeapOption.Perturb:
+                if (value < 0 || value > 255) return "must be 0 to 255";
+                mp->PerturbByte = (int)value;
+                return null;
+            case HeapOption.ArenaTest:
+                if (value <= 0) return "must be positive";
+                mp->ArenaTest = (nuint)value;
+                return null;
+            case HeapOption.ArenaMax:
+                if (value <= 0) return "must be positive";
+                mp->ArenaMax = (nuint)value;
+                return null;
+            case HeapOption.TcacheCount:
+                if (value < 0 || (ulong)value > MallocParams.MaxTcacheCount) return $"must be 0 to {MallocParams.MaxTcacheCount}";
+                FlushTcache(ctx);
+                mp->TcacheCount = (nuint)value;
+                return null;
+            case HeapOption.TcacheMax:
+                nuint maxBytes = BinIndex.TcacheUsableSize(BinIndex.TcacheMaxBins - 1);
+                if (value < 0 || (ulong)value > maxBytes) return $"must be 0 to {maxBytes}";
+                FlushTcache(ctx);
+                mp->TcacheMaxBytes = (nuint)value;
+                mp->TcacheBins = BinIndex.Tcache(Chunk.RequestToSize((nuint)value)) + 1;
+                return null;
+            case HeapOption.TcacheUnsortedLimit:
+                if (value < 0) return "must be 0 or more";
+                mp->TcacheUnsortedLimit = (nuint)value;
+                return null;
+            default:
+                return "is not an option NativeHeap knows";
+        }
+    }
+
+    /// <summary>
+    /// Return every cached chunk to its arena (as glibc's tcache_thread_shutdown), so that a
+    /// change of the tcache's shape leaves no chunk stranded in a bin it no longer uses.
+    /// </summary>
+    internal static void FlushTcache(MallocContext* ctx)
+    {
+        Tcache* tc = ctx->Tcache;
+        if (tc == null) return;
+        ctx->Tcache = null;
+        for (nuint i = 0; i < BinIndex.TcacheMaxBins; i++)
+        {
+            TcacheEntry** head = Tcache.Head(tc, i);
+            while (*head != null)
+            {
+                TcacheEntry* e = *head;
+                if (Chunk.Misaligned(e))
+                    HeapCorruptionException.Raise("tcache_thread_shutdown(): unaligned tcache chunk detected", e);
+                *head = Chunk.Reveal(&e->Next);
+                tc->Counts[i]--;
+                e->Key = 0;
+                Chunk* p = Chunk.FromMem(e);
+                IntFree(ctx, ArenaFor(ctx, p), p);
+            }
+        }
+        ctx->Tcache = tc;
+    }
+}

@@ -1,0 +1,188 @@
+using NativeHeap.Chunks;
+using NativeHeap.Os;
+
+namespace NativeHeap.Arenas;
+
+internal static unsafe partial class Ptmalloc
+{
+    /// <summary>
+    /// sysmalloc: bins and top cannot serve nb. Map a chunk of its own when nb reaches the
+    /// mmap threshold (and the mmap count allows); otherwise grow top with sbrk, handling a
+    /// break that someone else moved, and mapping 1 MiB or more when sbrk fails.
+    /// </summary>
+    private static void* SysMalloc(MallocContext* ctx, MallocState* av, nuint nb)
+    {
+        MallocParams* mp = &ctx->Mp;
+        if (nb >= mp->MmapThreshold && mp->NMmaps < mp->NMmapsMax)
+        {
+            void* mm = SysMallocMmap(ctx, nb);
+            if (mm != null) return mm;
+        }
+
+        Chunk* oldTop = av->Top;
+        nuint oldSize = Chunk.SizeOf(oldTop);
+        byte* oldEnd = (byte*)Chunk.At(oldTop, oldSize);
+
+        bool newRegion;
+        if (ctx->NoBreak != 0)
+        {
+            newRegion = GrowByMapping(ctx, av, nb, oldSize);
+        }
+        else
+        {
+            using (OsMemory.BreakLock.EnterScope())
+                newRegion = GrowBreak(ctx, av, nb, oldTop, oldSize, oldEnd);
+        }
+        if (newRegion && oldSize != 0) FenceOldTop(ctx, av, oldTop, oldSize);
+
+        if (av->SystemMem > av->MaxSystemMem) av->MaxSystemMem = av->SystemMem;
+
+        if (Chunk.SizeOf(av->Top) >= nb + Chunk.MinSize)
+            return Chunk.ToMem(SplitTop(ctx, av, nb));
+        return null;
+    }
+
+    /// <summary>
+    /// The main arena's growth on the break, glibc's MORECORE path. True when top moved to a
+    /// new region (the first one, one after a foreign sbrk, or a mapping).
+    /// </summary>
+    private static bool GrowBreak(MallocContext* ctx, MallocState* av, nuint nb, Chunk* oldTop, nuint oldSize, byte* oldEnd)
+    {
+        MallocParams* mp = &ctx->Mp;
+        nuint pagesize = OsMemory.PageSize;
+        byte* brk = OsMemory.SbrkFailure;
+        byte* sndBrk = OsMemory.SbrkFailure;
+
+        // Ask for the request, the top pad and room for a fencepost, less what top already has.
+        nuint size = nb + mp->TopPad + Chunk.MinSize;
+        if (MallocState.Contiguous(av)) size -= oldSize;
+        size = OsMemory.AlignUp(size, pagesize);
+        if ((nint)size > 0)
+            brk = OsMemory.Sbrk((nint)size);
+
+        if (brk == OsMemory.SbrkFailure)
+        {
+            // sbrk failed (or would have overflowed): map instead, and never assume contiguity again.
+            byte* mbrk = MmapFallback(av, ref size, nb, oldSize);
+            if (mbrk != null)
+            {
+                brk = mbrk;
+                sndBrk = brk + size;
+            }
+        }
+        if (brk == OsMemory.SbrkFailure) return false;
+
+        if (mp->SbrkBase == null) mp->SbrkBase = brk;
+        av->SystemMem += size;
+
+        if (brk == oldEnd && sndBrk == OsMemory.SbrkFailure)
+        {
+            // The break was where we left it: top simply grows.
+            Chunk.SetHead(oldTop, (size + oldSize) | Chunk.PrevInuse);
+            return false;
+        }
+        if (MallocState.Contiguous(av) && oldSize != 0 && brk < oldEnd)
+            HeapCorruptionException.Raise("break adjusted to free malloc space", brk);
+        if (oldSize != 0 && sndBrk == OsMemory.SbrkFailure) ctx->ForeignBreaks++;
+
+        // A new region: the first one, one after a foreign sbrk, or a mapping.
+        nuint correction = 0;
+        byte* alignedBrk = brk;
+        if (MallocState.Contiguous(av))
+        {
+            // Count a foreign sbrk's gap as ours, as glibc does, so the heap stays "contiguous".
+            if (oldSize != 0) av->SystemMem += (nuint)(brk - oldEnd);
+            nuint frontMisalign = (nuint)Chunk.ToMem((Chunk*)brk) & Chunk.AlignMask;
+            if (frontMisalign > 0)
+            {
+                correction = Chunk.Alignment - frontMisalign;
+                alignedBrk += correction;
+            }
+            // Ask for what makes the old top's space up and ends the break on a page.
+            correction += oldSize;
+            nuint endMisalign = (nuint)(brk + size + correction);
+            correction += OsMemory.AlignUp(endMisalign, pagesize) - endMisalign;
+            sndBrk = OsMemory.Sbrk((nint)correction);
+            if (sndBrk == OsMemory.SbrkFailure)
+            {
+                correction = 0;
+                sndBrk = OsMemory.Sbrk(0);
+            }
+        }
+        else
+        {
+            if (sndBrk == OsMemory.SbrkFailure) sndBrk = OsMemory.Sbrk(0);
+        }
+
+        if (sndBrk == OsMemory.SbrkFailure) return false;
+
+        av->Top = (Chunk*)alignedBrk;
+        Chunk.SetHead(av->Top, ((nuint)(sndBrk - alignedBrk) + correction) | Chunk.PrevInuse);
+        av->SystemMem += correction;
+        Segments.Add(&ctx->Segments, av->Top);
+        return true;
+    }
+
+    /// <summary>
+    /// Top moved to a new region: fence off the old top with two header-sized chunks marked
+    /// in use, so that nothing ever merges across the gap, and free what is left of it.
+    /// </summary>
+    private static void FenceOldTop(MallocContext* ctx, MallocState* av, Chunk* oldTop, nuint oldSize)
+    {
+        oldSize = (oldSize - 2 * Chunk.HeaderSize) & ~Chunk.AlignMask;
+        Chunk.SetHead(oldTop, oldSize | Chunk.PrevInuse);
+        Chunk.SetHead(Chunk.At(oldTop, oldSize), Chunk.HeaderSize | Chunk.PrevInuse);
+        Chunk.SetHead(Chunk.At(oldTop, oldSize + Chunk.HeaderSize), Chunk.HeaderSize | Chunk.PrevInuse);
+        if (oldSize >= Chunk.MinSize) IntFree(ctx, av, oldTop);
+    }
+
+    /// <summary>sysmalloc_mmap_fallback: sbrk failed; map at least 1 MiB and mark the arena non-contiguous.</summary>
+    private static byte* MmapFallback(MallocState* av, ref nuint size, nuint nb, nuint oldSize)
+    {
+        nuint s = size;
+        if (MallocState.Contiguous(av)) s = OsMemory.AlignUp(s + oldSize, OsMemory.PageSize);
+        if (s < MallocParams.MmapAsMorecoreSize) s = MallocParams.MmapAsMorecoreSize;
+        if (s <= nb) return null;
+        byte* mbrk = OsMemory.Map(s);
+        if (mbrk == null) return null;
+        MallocState.SetNonContiguous(av);
+        size = s;
+        return mbrk;
+    }
+
+    /// <summary>
+    /// The main arena kept off the break (option): every growth maps a region of its own, as
+    /// glibc does after sbrk has failed once.
+    /// </summary>
+    private static bool GrowByMapping(MallocContext* ctx, MallocState* av, nuint nb, nuint oldSize)
+    {
+        MallocParams* mp = &ctx->Mp;
+        nuint size = OsMemory.AlignUp(nb + mp->TopPad + Chunk.MinSize, OsMemory.PageSize);
+        byte* region = MmapFallback(av, ref size, nb, oldSize);
+        if (region == null) return false;
+        if (mp->SbrkBase == null) mp->SbrkBase = region;
+        av->SystemMem += size;
+        av->Top = (Chunk*)region;
+        Chunk.SetHead(av->Top, size | Chunk.PrevInuse);
+        Segments.Add(&ctx->Segments, av->Top);
+        return true;
+    }
+
+    /// <summary>sysmalloc_mmap: a chunk in a mapping of its own, page-rounded (nb + SIZE_SZ).</summary>
+    private static void* SysMallocMmap(MallocContext* ctx, nuint nb)
+    {
+        MallocParams* mp = &ctx->Mp;
+        nuint size = OsMemory.AlignUp(nb + Chunk.SizeSz, OsMemory.PageSize);
+        if (size <= nb) return null;
+        byte* mm = OsMemory.Map(size);
+        if (mm == null) return null;
+        var p = (Chunk*)mm;
+        p->PrevSize = 0;
+        Chunk.SetHead(p, size | Chunk.IsMmapped);
+        int n = ++mp->NMmaps;
+        if (n > mp->MaxNMmaps) mp->MaxNMmaps = n;
+        mp->MmappedMem += size;
+        if (mp->MmappedMem > mp->MaxMmappedMem) mp->MaxMmappedMem = mp->MmappedMem;
+        return Chunk.ToMem(p);
+    }
+}

@@ -1,0 +1,86 @@
+using NativeHeap.Bins;
+using NativeHeap.Chunks;
+using NativeHeap.Os;
+
+namespace NativeHeap.Arenas;
+
+internal static unsafe partial class Ptmalloc
+{
+    /// <summary>
+    /// systrim: give back the whole pages of top beyond <paramref name="pad"/> (and MINSIZE).
+    /// On the break this lowers it, but only if the break still ends at top: if someone else
+    /// moved it, lowering would free their memory. NativeHeap then releases the same pages
+    /// with MADV_DONTNEED instead (glibc releases nothing), so resident memory behaves as if
+    /// the heap were alone; the address space stays ours. Returns true if anything was released.
+    /// </summary>
+    internal static bool Systrim(MallocContext* ctx, nuint pad, MallocState* av)
+    {
+        nuint pagesize = OsMemory.PageSize;
+        nuint topSize = Chunk.SizeOf(av->Top);
+        if (topSize <= Chunk.MinSize + 1) return false;
+        nuint topArea = topSize - Chunk.MinSize - 1;
+        if (topArea <= pad) return false;
+        nuint extra = OsMemory.AlignDown(topArea - pad, pagesize);
+        if (extra == 0) return false;
+
+        byte* topEnd = (byte*)av->Top + topSize;
+        if (ctx->NoBreak != 0)
+            return ReleaseTopPages(topEnd, extra);
+
+        using (OsMemory.BreakLock.EnterScope())
+        {
+            byte* currentBrk = OsMemory.Sbrk(0);
+            // Also the case of a top in an mmap fallback region, which never ends at the break.
+            if (currentBrk != topEnd)
+                return ReleaseTopPages(topEnd, extra);
+            OsMemory.Sbrk(-(nint)extra);
+            byte* newBrk = OsMemory.Sbrk(0);
+            if (newBrk == OsMemory.SbrkFailure) return false;
+            nuint released = (nuint)(currentBrk - newBrk);
+            if (released == 0) return false;
+            av->SystemMem -= released;
+            Chunk.SetHead(av->Top, (topSize - released) | Chunk.PrevInuse);
+            return true;
+        }
+    }
+
+    /// <summary>Top cannot shrink: drop the pages of its tail from RSS and keep them mapped.</summary>
+    private static bool ReleaseTopPages(byte* topEnd, nuint extra)
+    {
+        OsMemory.DontNeed(topEnd - extra, extra);
+        return true;
+    }
+
+    /// <summary>
+    /// mtrim (malloc_trim): consolidate, release the whole pages inside every free chunk of
+    /// the unsorted and large-enough bins with MADV_DONTNEED (RSS falls, the address space
+    /// does not), then trim top to <paramref name="pad"/>.
+    /// </summary>
+    internal static bool Mtrim(MallocContext* ctx, MallocState* av, nuint pad)
+    {
+        MallocConsolidate(ctx, av);
+        nuint ps = OsMemory.PageSize;
+        int psindex = BinIndex.Bin(ps);
+        nuint psm1 = ps - 1;
+        bool result = false;
+        for (int i = 1; i < BinIndex.NBins; i++)
+        {
+            if (i != 1 && i < psindex) continue;
+            Chunk* bin = MallocState.BinAt(av, i);
+            for (Chunk* p = bin->Bk; p != bin; p = p->Bk)
+            {
+                nuint size = Chunk.SizeOf(p);
+                if (size <= psm1 + Chunk.StructSize) continue;
+                // Keep the chunk's header and links; release the whole pages after them.
+                byte* pagedMem = (byte*)(((nuint)p + Chunk.StructSize + psm1) & ~psm1);
+                size -= (nuint)(pagedMem - (byte*)p);
+                if (size > psm1)
+                {
+                    OsMemory.DontNeed(pagedMem, size & ~psm1);
+                    result = true;
+                }
+            }
+        }
+        return (av == &ctx->Main && Systrim(ctx, pad, av)) | result;
+    }
+}

@@ -1,0 +1,55 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using NativeHeap.Chunks;
+
+namespace NativeHeap.Bins;
+
+/// <summary>A chunk cached in a tcache bin: its user memory holds the (safe-linked) next entry and the key.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct TcacheEntry
+{
+    public TcacheEntry* Next;
+    /// <summary>The process's tcache key while cached: free recognises a double free by it.</summary>
+    public ulong Key;
+}
+
+/// <summary>
+/// glibc's <c>tcache_perthread_struct</c>: 64 counts and 64 singly linked lists of cached
+/// chunks, taken without the arena lock. Like glibc, NativeHeap allocates it as the first
+/// chunk of the heap (a 656-byte chunk), so heap addresses match glibc's.
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct Tcache
+{
+    public fixed ushort Counts[BinIndex.TcacheMaxBins];
+    public fixed ulong Entries[BinIndex.TcacheMaxBins];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static TcacheEntry** Head(Tcache* tc, nuint index) => (TcacheEntry**)&tc->Entries[index];
+
+    /// <summary>tcache_put: cache chunk <paramref name="p"/> (the caller checked the bin has room).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Put(Tcache* tc, Chunk* p, nuint index, ulong key)
+    {
+        var e = (TcacheEntry*)Chunk.ToMem(p);
+        e->Key = key;
+        TcacheEntry** head = Head(tc, index);
+        e->Next = Chunk.Protect(&e->Next, *head);
+        *head = e;
+        tc->Counts[index]++;
+    }
+
+    /// <summary>tcache_get: take the first cached chunk of a non-empty bin; returns user memory.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void* Get(Tcache* tc, nuint index)
+    {
+        TcacheEntry** head = Head(tc, index);
+        TcacheEntry* e = *head;
+        if (Chunk.Misaligned(e))
+            HeapCorruptionException.Raise("malloc(): unaligned tcache chunk detected", e);
+        *head = Chunk.Reveal(&e->Next);
+        tc->Counts[index]--;
+        e->Key = 0;
+        return e;
+    }
+}

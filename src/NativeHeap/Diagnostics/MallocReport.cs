@@ -1,0 +1,108 @@
+using System.Globalization;
+using System.Text;
+using NativeHeap.Arenas;
+using NativeHeap.Bins;
+using NativeHeap.Chunks;
+
+namespace NativeHeap.Diagnostics;
+
+/// <summary>malloc_info's XML and malloc_stats's text, in glibc 2.36's exact shape.</summary>
+internal static unsafe class MallocReport
+{
+    private struct SizeClass
+    {
+        public ulong From, To, Total, Count;
+    }
+
+    /// <summary>__malloc_info: per heap, a size line per non-empty fastbin and bin, then totals.</summary>
+    internal static string InfoXml(MallocContext* ctx)
+    {
+        var sb = new StringBuilder();
+        var inv = CultureInfo.InvariantCulture;
+        MallocState* av = &ctx->Main;
+        sb.Append("<malloc version=\"1\">\n");
+        sb.Append(inv, $"<heap nr=\"{0}\">\n<sizes>\n");
+
+        var sizes = new SizeClass[BinIndex.NFastBins + BinIndex.NBins - 1];
+        ulong nblocks = 0, nfastblocks = 0, avail = 0, fastavail = 0;
+        for (int i = 0; i < BinIndex.NFastBins; i++)
+        {
+            Chunk* p = *MallocState.Fastbin(av, i);
+            if (p != null)
+            {
+                ulong count = 0;
+                ulong thisSize = Chunk.SizeOf(p);
+                for (; p != null; p = Chunk.Reveal(&p->Fd)) count++;
+                fastavail += count * thisSize;
+                nfastblocks += count;
+                sizes[i].From = thisSize - (Chunk.Alignment - 1);
+                sizes[i].To = thisSize;
+                sizes[i].Count = count;
+            }
+            sizes[i].Total = sizes[i].Count * sizes[i].To;
+        }
+        for (int i = 1; i < BinIndex.NBins; i++)
+        {
+            ref SizeClass s = ref sizes[BinIndex.NFastBins - 1 + i];
+            Chunk* bin = MallocState.BinAt(av, i);
+            s.From = ulong.MaxValue;
+            for (Chunk* r = bin->Fd; r != bin; r = r->Fd)
+            {
+                ulong rSize = r->Size;
+                s.Count++;
+                s.Total += rSize;
+                s.From = Math.Min(s.From, rSize);
+                s.To = Math.Max(s.To, rSize);
+            }
+            if (s.Count == 0) s.From = 0;
+            nblocks += s.Count;
+            avail += s.Total;
+        }
+        for (int i = 0; i < sizes.Length; i++)
+        {
+            if (sizes[i].Count != 0 && i != BinIndex.NFastBins)
+                sb.Append(inv, $"  <size from=\"{sizes[i].From}\" to=\"{sizes[i].To}\" total=\"{sizes[i].Total}\" count=\"{sizes[i].Count}\"/>\n");
+        }
+        SizeClass u = sizes[BinIndex.NFastBins];
+        if (u.Count != 0)
+            sb.Append(inv, $"  <unsorted from=\"{u.From}\" to=\"{u.To}\" total=\"{u.Total}\" count=\"{u.Count}\"/>\n");
+        sb.Append(inv, $"</sizes>\n<total type=\"fast\" count=\"{nfastblocks}\" size=\"{fastavail}\"/>\n");
+        sb.Append(inv, $"<total type=\"rest\" count=\"{nblocks}\" size=\"{avail}\"/>\n");
+        sb.Append(inv, $"<system type=\"current\" size=\"{av->SystemMem}\"/>\n");
+        sb.Append(inv, $"<system type=\"max\" size=\"{av->MaxSystemMem}\"/>\n");
+        sb.Append(inv, $"<aspace type=\"total\" size=\"{av->SystemMem}\"/>\n");
+        sb.Append(inv, $"<aspace type=\"mprotect\" size=\"{av->SystemMem}\"/>\n");
+        sb.Append("</heap>\n");
+
+        sb.Append(inv, $"<total type=\"fast\" count=\"{nfastblocks}\" size=\"{fastavail}\"/>\n");
+        sb.Append(inv, $"<total type=\"rest\" count=\"{nblocks}\" size=\"{avail}\"/>\n");
+        sb.Append(inv, $"<total type=\"mmap\" count=\"{ctx->Mp.NMmaps}\" size=\"{ctx->Mp.MmappedMem}\"/>\n");
+        sb.Append(inv, $"<system type=\"current\" size=\"{av->SystemMem}\"/>\n");
+        sb.Append(inv, $"<system type=\"max\" size=\"{av->MaxSystemMem}\"/>\n");
+        sb.Append(inv, $"<aspace type=\"total\" size=\"{av->SystemMem}\"/>\n");
+        sb.Append(inv, $"<aspace type=\"mprotect\" size=\"{av->SystemMem}\"/>\n");
+        sb.Append("</malloc>\n");
+        return sb.ToString();
+    }
+
+    /// <summary>__malloc_stats: per arena, system and in-use bytes; then the totals with mmapped chunks.</summary>
+    internal static string Stats(MallocContext* ctx)
+    {
+        var sb = new StringBuilder();
+        var inv = CultureInfo.InvariantCulture;
+        HeapInfo mi = MallInfo.Compute(ctx);
+        // glibc prints these with %10u through unsigned int casts.
+        uint systemB = (uint)ctx->Mp.MmappedMem, inUseB = systemB;
+        sb.Append(inv, $"Arena {0}:\n");
+        sb.Append(inv, $"system bytes     = {(uint)mi.Arena,10}\n");
+        sb.Append(inv, $"in use bytes     = {(uint)mi.Uordblks,10}\n");
+        systemB += (uint)mi.Arena;
+        inUseB += (uint)mi.Uordblks;
+        sb.Append("Total (incl. mmap):\n");
+        sb.Append(inv, $"system bytes     = {systemB,10}\n");
+        sb.Append(inv, $"in use bytes     = {inUseB,10}\n");
+        sb.Append(inv, $"max mmap regions = {(uint)ctx->Mp.MaxNMmaps,10}\n");
+        sb.Append(inv, $"max mmap bytes   = {(ulong)ctx->Mp.MaxMmappedMem,10}\n");
+        return sb.ToString();
+    }
+}

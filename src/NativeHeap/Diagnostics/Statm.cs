@@ -1,0 +1,72 @@
+using System.Runtime.InteropServices;
+using NativeHeap.Interop;
+using NativeHeap.Os;
+
+namespace NativeHeap.Diagnostics;
+
+/// <summary>
+/// One reading of <c>/proc/self/statm</c>: the process's memory in pages, as the kernel
+/// counts it. <see cref="AnonymousBytes"/> (resident less shared) is what a heap owns and
+/// repeats between identical runs to within a page; total resident varies by up to ~1 MiB
+/// (file pages faulted in lazily), so compare anonymous memory and show both.
+/// </summary>
+public readonly record struct Statm(
+    ulong SizePages, ulong ResidentPages, ulong SharedPages, ulong TextPages,
+    ulong LibPages, ulong DataPages, ulong DirtyPages)
+{
+    /// <summary>The page size the fields count in (from sysconf).</summary>
+    public static ulong PageSize => OsMemory.PageSize;
+
+    /// <summary>Total address space (VmSize).</summary>
+    public ulong SizeBytes => SizePages * PageSize;
+    /// <summary>Resident memory (VmRSS).</summary>
+    public ulong ResidentBytes => ResidentPages * PageSize;
+    /// <summary>Resident pages backed by files or shared mappings.</summary>
+    public ulong SharedBytes => SharedPages * PageSize;
+    /// <summary>Program text.</summary>
+    public ulong TextBytes => TextPages * PageSize;
+    /// <summary>Always 0 since Linux 2.6.</summary>
+    public ulong LibBytes => LibPages * PageSize;
+    /// <summary>Data plus stack (VmData + VmStk).</summary>
+    public ulong DataBytes => DataPages * PageSize;
+    /// <summary>Always 0 since Linux 2.6.</summary>
+    public ulong DirtyBytes => DirtyPages * PageSize;
+    /// <summary>Resident less shared: the anonymous pages, which is what a heap owns.</summary>
+    public ulong AnonymousBytes => (ResidentPages - SharedPages) * PageSize;
+
+    /// <summary>Read /proc/self/statm now, without allocating on the GC heap.</summary>
+    /// <exception cref="OsCallException">The file could not be read.</exception>
+    public static unsafe Statm Read()
+    {
+        byte* buffer = stackalloc byte[256];
+        int fd;
+        fixed (byte* path = "/proc/self/statm\0"u8)
+            fd = Libc.Open(path, Libc.O_RDONLY | Libc.O_CLOEXEC);
+        if (fd < 0) throw new OsCallException("open(/proc/self/statm)", Marshal.GetLastPInvokeError());
+        nint n = Libc.Pread(fd, buffer, 255, 0);
+        int errno = Marshal.GetLastPInvokeError();
+        Libc.Close(fd);
+        if (n <= 0) throw new OsCallException("pread(/proc/self/statm)", errno);
+
+        Span<ulong> fields = stackalloc ulong[7];
+        int field = 0;
+        bool inNumber = false;
+        for (int i = 0; i < n && field < 7; i++)
+        {
+            byte c = buffer[i];
+            if (c >= (byte)'0' && c <= (byte)'9')
+            {
+                fields[field] = fields[field] * 10 + (ulong)(c - '0');
+                inNumber = true;
+            }
+            else if (inNumber)
+            {
+                field++;
+                inNumber = false;
+            }
+        }
+        if (inNumber) field++;
+        if (field < 7) throw new FormatException($"/proc/self/statm held {field} numbers, not 7.");
+        return new Statm(fields[0], fields[1], fields[2], fields[3], fields[4], fields[5], fields[6]);
+    }
+}

@@ -1,0 +1,34 @@
+using System.Diagnostics.CodeAnalysis;
+
+namespace NativeHeap;
+
+/// <summary>
+/// NativeHeap found its heap corrupted or was handed a pointer it cannot have returned: a
+/// double free, a foreign or misaligned pointer, an overwritten chunk header or list link.
+/// The message is glibc's for the same finding (e.g. "free(): double free detected in
+/// tcache 2") followed by the address it concerns, so that it reads the same as the abort
+/// message a C programmer knows.
+/// </summary>
+public sealed class HeapCorruptionException : Exception
+{
+    /// <summary>Creates the exception.</summary>
+    /// <param name="glibcMessage">glibc's words for the finding.</param>
+    /// <param name="address">The chunk or pointer concerned.</param>
+    public HeapCorruptionException(string glibcMessage, nuint address)
+        : base($"{glibcMessage}: 0x{address:x}")
+    {
+        GlibcMessage = glibcMessage;
+        Address = address;
+    }
+
+    /// <summary>glibc's words for the finding, without the address.</summary>
+    public string GlibcMessage { get; }
+
+    /// <summary>The chunk or pointer concerned.</summary>
+    public nuint Address { get; }
+
+    /// <summary>malloc_printerr: report a corruption at <paramref name="address"/>.</summary>
+    [DoesNotReturn]
+    internal static unsafe void Raise(string glibcMessage, void* address) =>
+        throw new HeapCorruptionException(glibcMessage, (nuint)address);
+}

@@ -1,0 +1,33 @@
+namespace NativeHeap;
+
+/// <summary>
+/// The parameters <see cref="Heap.SetOption"/> changes: glibc's mallopt parameters (with
+/// mallopt's numbers) and the tcache tunables that glibc sets only through GLIBC_TUNABLES.
+/// </summary>
+public enum HeapOption
+{
+    /// <summary>M_MXFAST: the largest request served from fastbins, 0 to 160 (default 128 chunk bytes, requests up to 120).</summary>
+    MxFast = 1,
+    /// <summary>M_TRIM_THRESHOLD: top size at which a free gives memory back (default 128 KiB; -1 never). Stops the dynamic threshold.</summary>
+    TrimThreshold = -1,
+    /// <summary>M_TOP_PAD: extra bytes asked of sbrk on growth and kept on trim (default 128 KiB). Stops the dynamic threshold.</summary>
+    TopPad = -2,
+    /// <summary>M_MMAP_THRESHOLD: requests this big get a mapping of their own when bins and top cannot serve them (default 128 KiB, at most 32 MiB). Stops the dynamic threshold.</summary>
+    MmapThreshold = -3,
+    /// <summary>M_MMAP_MAX: the most mmapped chunks at once (default 65536; 0 never maps). Stops the dynamic threshold.</summary>
+    MmapMax = -4,
+    /// <summary>M_CHECK_ACTION, as NativeHeap's checked mode: nonzero runs the full heap check after every operation.</summary>
+    Check = -5,
+    /// <summary>M_PERTURB: 0, or a byte (1-255) that fills freed memory, and whose complement fills fresh memory.</summary>
+    Perturb = -6,
+    /// <summary>M_ARENA_TEST: arenas created before the arena limit is computed (default 8).</summary>
+    ArenaTest = -7,
+    /// <summary>M_ARENA_MAX: the most arenas (default 0: 8 per core).</summary>
+    ArenaMax = -8,
+    /// <summary>glibc.malloc.tcache_count: chunks per tcache bin, 0 to 65535 (default 7; 0 disables the tcache).</summary>
+    TcacheCount = 100,
+    /// <summary>glibc.malloc.tcache_max: the largest request the tcache serves, 0 to 1032 (default 1032).</summary>
+    TcacheMax = 101,
+    /// <summary>glibc.malloc.tcache_unsorted_limit: unsorted chunks sorted before a cached exact fit is returned (default 0: no limit).</summary>
+    TcacheUnsortedLimit = 102,
+}

@@ -1,0 +1,53 @@
+using System.Runtime.InteropServices;
+
+namespace NativeHeap.Interop;
+
+/// <summary>
+/// The libc entry points NativeHeap uses. Blittable signatures only; every call that can
+/// fail sets errno, which callers read with <see cref="Marshal.GetLastPInvokeError"/> at once.
+/// None is marked SuppressGCTransition: each may block in the kernel.
+/// </summary>
+internal static unsafe partial class Libc
+{
+    private const string Lib = "libc.so.6";
+
+    internal const int PROT_NONE = 0, PROT_READ = 1, PROT_WRITE = 2;
+    internal const int MAP_PRIVATE = 0x02, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;
+    internal const int MREMAP_MAYMOVE = 1;
+    internal const int MADV_DONTNEED = 4;
+    internal const int SC_PAGESIZE = 30;
+    internal const int O_RDONLY = 0, O_CLOEXEC = 0x80000;
+    internal static readonly nint MAP_FAILED = -1;
+
+    [LibraryImport(Lib, EntryPoint = "sbrk", SetLastError = true)]
+    internal static partial nint Sbrk(nint increment);
+
+    [LibraryImport(Lib, EntryPoint = "mmap", SetLastError = true)]
+    internal static partial nint Mmap(nint addr, nuint length, int prot, int flags, int fd, long offset);
+
+    [LibraryImport(Lib, EntryPoint = "munmap", SetLastError = true)]
+    internal static partial int Munmap(nint addr, nuint length);
+
+    // mremap is variadic in C, but glibc implements it as a plain syscall stub that reads
+    // the fifth argument only with MREMAP_FIXED, which NativeHeap never passes.
+    [LibraryImport(Lib, EntryPoint = "mremap", SetLastError = true)]
+    internal static partial nint Mremap(nint oldAddress, nuint oldSize, nuint newSize, int flags);
+
+    [LibraryImport(Lib, EntryPoint = "madvise", SetLastError = true)]
+    internal static partial int Madvise(nint addr, nuint length, int advice);
+
+    [LibraryImport(Lib, EntryPoint = "mprotect", SetLastError = true)]
+    internal static partial int Mprotect(nint addr, nuint length, int prot);
+
+    [LibraryImport(Lib, EntryPoint = "sysconf", SetLastError = true)]
+    internal static partial long Sysconf(int name);
+
+    [LibraryImport(Lib, EntryPoint = "open", SetLastError = true)]
+    internal static partial int Open(byte* path, int flags);
+
+    [LibraryImport(Lib, EntryPoint = "pread", SetLastError = true)]
+    internal static partial nint Pread(int fd, byte* buffer, nuint count, long offset);
+
+    [LibraryImport(Lib, EntryPoint = "close", SetLastError = true)]
+    internal static partial int Close(int fd);
+}

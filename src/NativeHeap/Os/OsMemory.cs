@@ -1,0 +1,119 @@
+using System.Runtime.InteropServices;
+using NativeHeap.Interop;
+
+namespace NativeHeap.Os;
+
+/// <summary>
+/// The kernel's memory calls as the allocator needs them. Calls whose failure glibc's
+/// malloc tolerates (sbrk, mmap, mremap: it falls back or reports no memory) return a
+/// failure value and remember why in <see cref="LastFailure"/>; calls that must not fail
+/// (munmap, madvise, mprotect) throw <see cref="OsCallException"/>.
+/// </summary>
+internal static unsafe class OsMemory
+{
+    /// <summary>The page size, from sysconf(_SC_PAGESIZE).</summary>
+    internal static readonly nuint PageSize = ReadPageSize();
+
+    /// <summary>sbrk's failure value, glibc's MORECORE_FAILURE.</summary>
+    internal static readonly byte* SbrkFailure = (byte*)-1;
+
+    /// <summary>
+    /// Serialises every NativeHeap sequence that reads or moves the program break: glibc's
+    /// sbrk is not safe against a concurrent caller, and each such sequence (grow, then
+    /// correct alignment; read, then shrink) must see the break it left.
+    /// </summary>
+    internal static readonly Lock BreakLock = new();
+
+    [ThreadStatic] private static string? t_lastFailure;
+
+    /// <summary>The last tolerated failure on this thread, e.g. "mmap(NULL, 1 GiB) failed: ENOMEM (...)".</summary>
+    internal static string? LastFailure
+    {
+        get => t_lastFailure;
+        set => t_lastFailure = value;
+    }
+
+    private static nuint ReadPageSize()
+    {
+        long size = Libc.Sysconf(Libc.SC_PAGESIZE);
+        if (size <= 0)
+            throw new OsCallException("sysconf(_SC_PAGESIZE)", Marshal.GetLastPInvokeError());
+        return (nuint)size;
+    }
+
+    /// <summary>sbrk(increment); <see cref="SbrkFailure"/> on failure. Caller holds <see cref="BreakLock"/>.</summary>
+    internal static byte* Sbrk(nint increment)
+    {
+        nint result = Libc.Sbrk(increment);
+        if (result == -1)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            t_lastFailure = OsCallException.Describe($"sbrk({increment})", errno);
+        }
+        return (byte*)result;
+    }
+
+    /// <summary>An anonymous private read-write mapping; null on failure.</summary>
+    internal static byte* Map(nuint size) => Map(size, Libc.PROT_READ | Libc.PROT_WRITE, 0);
+
+    /// <summary>An anonymous private mapping with the given protection and extra flags; null on failure.</summary>
+    internal static byte* Map(nuint size, int prot, int extraFlags)
+    {
+        nint result = Libc.Mmap(0, size, prot, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | extraFlags, -1, 0);
+        if (result == Libc.MAP_FAILED)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            t_lastFailure = OsCallException.Describe($"mmap(NULL, {Sizes.Format(size)})", errno);
+            return null;
+        }
+        return (byte*)result;
+    }
+
+    /// <summary>munmap; throws on failure, which means the allocator's own records are wrong.</summary>
+    internal static void Unmap(void* address, nuint size)
+    {
+        if (Libc.Munmap((nint)address, size) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new OsCallException($"munmap(0x{(nuint)address:x}, {Sizes.Format(size)})", errno);
+        }
+    }
+
+    /// <summary>mremap with MREMAP_MAYMOVE; null on failure.</summary>
+    internal static byte* Remap(void* address, nuint oldSize, nuint newSize)
+    {
+        nint result = Libc.Mremap((nint)address, oldSize, newSize, Libc.MREMAP_MAYMOVE);
+        if (result == Libc.MAP_FAILED)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            t_lastFailure = OsCallException.Describe(
+                $"mremap(0x{(nuint)address:x}, {Sizes.Format(oldSize)}, {Sizes.Format(newSize)})", errno);
+            return null;
+        }
+        return (byte*)result;
+    }
+
+    /// <summary>madvise(MADV_DONTNEED): the pages stay mapped and read back as zeros; RSS falls.</summary>
+    internal static void DontNeed(void* address, nuint size)
+    {
+        if (Libc.Madvise((nint)address, size, Libc.MADV_DONTNEED) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new OsCallException($"madvise(0x{(nuint)address:x}, {Sizes.Format(size)}, MADV_DONTNEED)", errno);
+        }
+    }
+
+    /// <summary>mprotect; throws on failure.</summary>
+    internal static void Protect(void* address, nuint size, int prot)
+    {
+        if (Libc.Mprotect((nint)address, size, prot) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new OsCallException($"mprotect(0x{(nuint)address:x}, {Sizes.Format(size)}, {prot})", errno);
+        }
+    }
+
+    internal static nuint AlignUp(nuint value, nuint alignment) => (value + alignment - 1) & ~(alignment - 1);
+
+    internal static nuint AlignDown(nuint value, nuint alignment) => value & ~(alignment - 1);
+}

@@ -1,0 +1,55 @@
+using NativeHeap.Arenas;
+using NativeHeap.Chunks;
+using NativeHeap.Diagnostics;
+
+namespace NativeHeap.Tests;
+
+/// <summary>
+/// A heap of its own for one test: glibc's defaults, a fresh arena on the break, no other
+/// caller. Decisions (which chunk, which address) are then those of a fresh glibc process.
+/// </summary>
+internal sealed unsafe class PrivateHeap : IDisposable
+{
+    internal readonly MallocContext* Ctx;
+
+    internal PrivateHeap(int tcacheCount = 7)
+    {
+        Ctx = MallocContext.Create();
+        if (tcacheCount != 7) Set(HeapOption.TcacheCount, tcacheCount);
+    }
+
+    internal MallocState* Arena => &Ctx->Main;
+
+    internal void Set(HeapOption option, long value) => Assert.Null(Ptmalloc.SetOption(Ctx, option, value));
+
+    internal byte* Malloc(nuint n)
+    {
+        var p = (byte*)Ptmalloc.Malloc(Ctx, n);
+        Assert.True(p != null, $"malloc({n}) returned null");
+        return p;
+    }
+
+    internal byte* Calloc(nuint n, nuint size) => (byte*)Ptmalloc.Calloc(Ctx, n, size);
+
+    internal byte* Realloc(void* p, nuint n) => (byte*)Ptmalloc.Realloc(Ctx, p, n, out _);
+
+    internal byte* Memalign(nuint alignment, nuint n) => (byte*)Ptmalloc.Memalign(Ctx, alignment, n);
+
+    internal void Free(void* p) => Ptmalloc.Free(Ctx, p);
+
+    internal bool Trim(nuint pad) => Ptmalloc.MallocTrim(Ctx, pad);
+
+    internal HeapInfo Info => MallInfo.Compute(Ctx);
+
+    internal void Check() => HeapCheck.Run(Ctx);
+
+    internal static nuint ChunkSize(void* mem) => Chunk.SizeOf(Chunk.FromMem(mem));
+
+    internal static bool IsMapped(void* mem) => Chunk.IsMapped(Chunk.FromMem(mem));
+
+    internal nuint TopSize => Chunk.SizeOf(Ctx->Main.Top);
+
+    internal byte* Top => (byte*)Ctx->Main.Top;
+
+    public void Dispose() => MallocContext.Destroy(Ctx);
+}
