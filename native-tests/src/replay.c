@@ -523,6 +523,20 @@ int main(int argc, char **argv)
     if (ids == MAP_FAILED)
         fail_msg("cannot map the ID table", NULL);
 
+    /* REPLAY_ALIGN_BREAK=N (a power of two): first move the break up to a
+     * multiple of N. Blocks aligned to more than a page land relative to the
+     * heap's absolute address; two heaps that start alike place them alike. */
+    const char *align = getenv("REPLAY_ALIGN_BREAK");
+    if (align != NULL) {
+        uintptr_t n = strtoul(align, NULL, 10);
+        if (n == 0 || (n & (n - 1)) != 0)
+            fail_msg("REPLAY_ALIGN_BREAK must be a power of two", NULL);
+        uintptr_t cur = (uintptr_t)sbrk(0);
+        uintptr_t want = (cur + n - 1) & ~(n - 1);
+        if (want != cur && sbrk((intptr_t)(want - cur)) == (void *)-1)
+            fail_msg("REPLAY_ALIGN_BREAK: sbrk failed", NULL);
+    }
+
     /* Pass 2: run it. */
     for_each_op(text, len, run_op);
 

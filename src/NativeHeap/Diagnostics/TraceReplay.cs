@@ -24,8 +24,24 @@ internal static unsafe class TraceReplay
         public int Line { get; } = line;
     }
 
-    internal static void Run(MallocContext* ctx, ReadOnlySpan<byte> trace, StringBuilder output)
+    /// <param name="ctx">A heap that has not grown yet when <paramref name="alignBreak"/> is used.</param>
+    /// <param name="trace">The trace text.</param>
+    /// <param name="output">Where the lines go.</param>
+    /// <param name="alignBreak">
+    /// 0, or a power of two: first move the break up to a multiple of it (as replay.c does with
+    /// REPLAY_ALIGN_BREAK), so that blocks aligned to more than a page land as in glibc's heap.
+    /// </param>
+    internal static void Run(MallocContext* ctx, ReadOnlySpan<byte> trace, StringBuilder output, nuint alignBreak = 0)
     {
+        if (alignBreak != 0)
+        {
+            using (OsMemory.BreakLock.EnterScope())
+            {
+                var current = (nuint)OsMemory.Sbrk(0);
+                nuint wanted = OsMemory.AlignUp(current, alignBreak);
+                if (wanted != current) OsMemory.Sbrk((nint)(wanted - current));
+            }
+        }
         nuint maxIds = 10_000_001;
         nuint tableBytes = OsMemory.AlignUp(maxIds * (nuint)sizeof(void*), OsMemory.PageSize);
         var ids = (void**)OsMemory.Map(tableBytes, Interop.Libc.PROT_READ | Interop.Libc.PROT_WRITE, Interop.Libc.MAP_NORESERVE);
