@@ -101,8 +101,8 @@ internal static unsafe class ChildScenarios
         // The heap goes on working across the foreign region.
         blocks = AllocTouched(4096, Block);
         foreach (void* p in blocks) Heap.Free(p);
-        Heap.Validate();
         Report("after_kib", AnonDeltaKib(baseline));
+        Heap.Validate();
     }
 
     /// <summary>A foreign sbrk between two growths: the heap fences off its old top and goes on above the gap.</summary>
