@@ -146,4 +146,20 @@ internal static unsafe class ChildScenarios
         Heap.Validate();
         Report("ok", true);
     }
+
+    /// <summary>Free one small block: with the tcache on it is cached, with tcache_count=0 it goes to a fastbin.</summary>
+    public static void TcacheOrFastbin()
+    {
+        try
+        {
+            void* p = Heap.Alloc(40);
+            Heap.Alloc(40);
+            Heap.Free(p);
+            Report("fastbin_chunks", Heap.GetInfo().Smblks);
+        }
+        catch (InvalidOperationException e)
+        {
+            Report("error", e.Message);
+        }
+    }
 }
