@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using BenchmarkDotNet.Attributes;
+using BenchmarkDotNet.Configs;
 
 namespace NativeHeap.Benchmarks;
 
@@ -9,6 +10,8 @@ namespace NativeHeap.Benchmarks;
 /// Ratios are to the NativeMemory baseline.
 /// </summary>
 [MemoryDiagnoser]
+[GroupBenchmarksBy(BenchmarkLogicalGroupRule.ByCategory)]
+[CategoriesColumn]
 public unsafe class AllocFreeBenchmarks
 {
     private const int BatchSize = 1024;
@@ -31,20 +34,20 @@ public unsafe class AllocFreeBenchmarks
         rng.Shuffle(_freeOrder);
     }
 
-    [Benchmark(Baseline = true)]
+    [Benchmark(Baseline = true), BenchmarkCategory("Pair")]
     public void PairNativeMemory() => NativeMemory.Free(NativeMemory.Alloc((nuint)Size));
 
-    [Benchmark]
+    [Benchmark, BenchmarkCategory("Pair")]
     public void PairNativeHeap() => Heap.Free(Heap.Alloc((nuint)Size));
 
-    [Benchmark]
+    [Benchmark(Baseline = true), BenchmarkCategory("RandomBatch")]
     public void RandomBatchNativeMemory()
     {
         for (int i = 0; i < BatchSize; i++) _blocks[i] = (nint)NativeMemory.Alloc(_sizes[i]);
         for (int i = 0; i < BatchSize; i++) NativeMemory.Free((void*)_blocks[_freeOrder[i]]);
     }
 
-    [Benchmark]
+    [Benchmark, BenchmarkCategory("RandomBatch")]
     public void RandomBatchNativeHeap()
     {
         for (int i = 0; i < BatchSize; i++) _blocks[i] = (nint)Heap.Alloc(_sizes[i]);

@@ -22,8 +22,6 @@ internal unsafe struct MallocContext
     public ulong TcacheKey;
     /// <summary>Nonzero while the tcache is being created (its own allocation must not recurse).</summary>
     public int TcacheInitializing;
-    /// <summary>Nonzero: the main arena lives on mmap'd memory, never on the break.</summary>
-    public int NoBreak;
     /// <summary>How often growth found the break moved by someone else since the heap last grew.</summary>
     public long ForeignBreaks;
     public Segments Segments;
@@ -51,7 +49,7 @@ internal unsafe struct MallocContext
     internal static void Destroy(MallocContext* ctx)
     {
         MallocState* av = &ctx->Main;
-        if (ctx->NoBreak == 0 && ctx->Segments.Count == 1 && av->Top != MallocState.InitialTop(av))
+        if (ctx->Segments.Count == 1 && av->Top != MallocState.InitialTop(av))
         {
             byte* topEnd = (byte*)av->Top + Chunk.SizeOf(av->Top);
             using (OsMemory.BreakLock.EnterScope())

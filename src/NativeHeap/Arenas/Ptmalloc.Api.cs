@@ -79,7 +79,7 @@ internal static unsafe partial class Ptmalloc
         nuint oldtopsize = Chunk.SizeOf(oldtop);
         // Memory above the highest point the heap ever reached comes fresh from the kernel,
         // already zero (MORECORE_CLEARS); only what lies below it needs clearing.
-        if (MallocState.Contiguous(av) && ctx->NoBreak == 0)
+        if (MallocState.Contiguous(av))
         {
             nuint everUsed = (nuint)(mp->SbrkBase + av->MaxSystemMem - (byte*)oldtop);
             if (oldtopsize < everUsed) oldtopsize = everUsed;

@@ -24,15 +24,8 @@ internal static unsafe partial class Ptmalloc
         byte* oldEnd = (byte*)Chunk.At(oldTop, oldSize);
 
         bool newRegion;
-        if (ctx->NoBreak != 0)
-        {
-            newRegion = GrowByMapping(ctx, av, nb, oldSize);
-        }
-        else
-        {
-            using (OsMemory.BreakLock.EnterScope())
-                newRegion = GrowBreak(ctx, av, nb, oldTop, oldSize, oldEnd);
-        }
+        using (OsMemory.BreakLock.EnterScope())
+            newRegion = GrowBreak(ctx, av, nb, oldTop, oldSize, oldEnd);
         if (newRegion && oldSize != 0) FenceOldTop(ctx, av, oldTop, oldSize);
 
         if (av->SystemMem > av->MaxSystemMem) av->MaxSystemMem = av->SystemMem;
@@ -148,24 +141,6 @@ internal static unsafe partial class Ptmalloc
         MallocState.SetNonContiguous(av);
         size = s;
         return mbrk;
-    }
-
-    /// <summary>
-    /// The main arena kept off the break (option): every growth maps a region of its own, as
-    /// glibc does after sbrk has failed once.
-    /// </summary>
-    private static bool GrowByMapping(MallocContext* ctx, MallocState* av, nuint nb, nuint oldSize)
-    {
-        MallocParams* mp = &ctx->Mp;
-        nuint size = OsMemory.AlignUp(nb + mp->TopPad + Chunk.MinSize, OsMemory.PageSize);
-        byte* region = MmapFallback(av, ref size, nb, oldSize);
-        if (region == null) return false;
-        if (mp->SbrkBase == null) mp->SbrkBase = region;
-        av->SystemMem += size;
-        av->Top = (Chunk*)region;
-        Chunk.SetHead(av->Top, size | Chunk.PrevInuse);
-        Segments.Add(&ctx->Segments, av->Top);
-        return true;
     }
 
     /// <summary>sysmalloc_mmap: a chunk in a mapping of its own, page-rounded (nb + SIZE_SZ).</summary>

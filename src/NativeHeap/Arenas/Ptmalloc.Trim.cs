@@ -24,9 +24,6 @@ internal static unsafe partial class Ptmalloc
         if (extra == 0) return false;
 
         byte* topEnd = (byte*)av->Top + topSize;
-        if (ctx->NoBreak != 0)
-            return ReleaseTopPages(topEnd, extra);
-
         using (OsMemory.BreakLock.EnterScope())
         {
             byte* currentBrk = OsMemory.Sbrk(0);
