@@ -1,0 +1,106 @@
+using System.CommandLine;
+using NativeHeap.Diagnostics;
+
+namespace NativeHeap.Cli;
+
+/// <summary>
+/// nativeheap: watch what an allocator does to a process's memory. `scenarios` runs the RSS
+/// scenarios under NativeHeap and glibc side by side; `replay` replays a trace and prints
+/// each block's placement; `info` prints the heap's statistics.
+/// </summary>
+internal static class Program
+{
+    internal const int Disagreement = 1;
+    internal const int UsageError = 2;
+
+    private static int Main(string[] args)
+    {
+        var root = new RootCommand("Watch what an allocator does to a process's memory: NativeHeap (glibc 2.36's algorithm in C#) beside glibc's malloc.");
+        root.Add(ScenariosCommand());
+        root.Add(ReplayCommand());
+        root.Add(InfoCommand());
+        return root.Parse(args).Invoke();
+    }
+
+    private static Option<string> TcacheOption(string description, params string[] values)
+    {
+        var option = new Option<string>("--tcache") { Description = description, DefaultValueFactory = _ => values[^1] == "both" ? "both" : "on" };
+        option.AcceptOnlyFromAmong(values);
+        return option;
+    }
+
+    private static Command ScenariosCommand()
+    {
+        var names = new Argument<string[]>("NAME") { Description = "Scenarios to run (all when none is named).", Arity = ArgumentArity.ZeroOrMore };
+        var tcache = TcacheOption("Run with the tcache on, off, or both (default both).", "on", "off", "both");
+        var outDir = new Option<DirectoryInfo?>("--out") { Description = "Write one PNG plot per scenario into this directory." };
+        var command = new Command("scenarios", "Run RSS scenarios under NativeHeap and glibc, each in a fresh child process, and compare them side by side.")
+        {
+            names, tcache, outDir,
+        };
+        command.SetAction(result => ScenarioRunner.Run(
+            result.GetValue(names) ?? [], result.GetValue(tcache)!, result.GetValue(outDir)));
+        return command;
+    }
+
+    private static Command ReplayCommand()
+    {
+        var trace = new Argument<string>("TRACE") { Description = "A trace file, or the name of a scenario." };
+        var allocator = new Option<string>("--allocator") { Description = "nativeheap or glibc.", DefaultValueFactory = _ => "nativeheap" };
+        allocator.AcceptOnlyFromAmong("nativeheap", "glibc");
+        var tcache = TcacheOption("Tcache on or off.", "on", "off");
+        var checkpointsOnly = new Option<bool>("--checkpoints-only") { Description = "Print the checkpoints, not every placement." };
+        var alignBreak = new Option<ulong>("--align-break") { Description = "First move the program break to a multiple of this power of two (as native-tests/replay does with REPLAY_ALIGN_BREAK)." };
+        var command = new Command("replay", "Replay a trace and print each allocation's placement and each checkpoint.")
+        {
+            trace, allocator, tcache, checkpointsOnly, alignBreak,
+        };
+        command.SetAction(result => Replay.Run(result.GetValue(trace)!, result.GetValue(allocator)!, result.GetValue(tcache)!,
+            !result.GetValue(checkpointsOnly), result.GetValue(alignBreak)));
+        return command;
+    }
+
+    private static Command InfoCommand()
+    {
+        var trace = new Argument<string?>("TRACE") { Description = "A trace file or scenario to replay first.", Arity = ArgumentArity.ZeroOrOne };
+        var tcache = TcacheOption("Tcache on or off.", "on", "off");
+        var command = new Command("info", "Print NativeHeap's statistics (mallinfo2, malloc_stats, malloc_info), after an optional trace.")
+        {
+            trace, tcache,
+        };
+        command.SetAction(result => Info.Run(result.GetValue(trace), result.GetValue(tcache)!));
+        return command;
+    }
+
+    /// <summary>An error for the user, not a stack trace.</summary>
+    internal static int Fail(string message)
+    {
+        Console.Error.WriteLine($"error: {message}");
+        return UsageError;
+    }
+
+    /// <summary>A trace file's bytes, or a scenario's; null (after an error message) when neither exists.</summary>
+    internal static byte[]? LoadTrace(string nameOrPath, out string label)
+    {
+        label = nameOrPath;
+        if (File.Exists(nameOrPath)) return File.ReadAllBytes(nameOrPath);
+        if (Scenario.Find(nameOrPath) is { } scenario) return scenario.Trace;
+        Fail($"cannot open {nameOrPath}: no such file, and no scenario of that name (scenarios: {string.Join(", ", Scenario.All.Select(s => s.Name))})");
+        return null;
+    }
+
+    /// <summary>Check a trace before anything runs, so a bad line is reported with its number.</summary>
+    internal static bool Validate(byte[] trace, string label)
+    {
+        try
+        {
+            TraceReplayer.Validate(trace);
+            return true;
+        }
+        catch (TraceFormatException e)
+        {
+            Fail($"{label}: {e.Message}");
+            return false;
+        }
+    }
+}

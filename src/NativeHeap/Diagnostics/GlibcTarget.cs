@@ -1,0 +1,38 @@
+using NativeHeap.Interop;
+
+namespace NativeHeap.Diagnostics;
+
+/// <summary>
+/// The process's glibc malloc (libc.so.6's malloc, free, calloc, realloc, memalign,
+/// malloc_trim, mallinfo2) as a replay target: the reference NativeHeap is compared with.
+/// In a .NET process glibc's heap is shared with the runtime, so its placements are not a
+/// fresh heap's; its RSS deltas are what a program sees.
+/// </summary>
+public sealed unsafe class GlibcTarget : ReplayTarget
+{
+    /// <inheritdoc/>
+    public override void* Malloc(nuint size) => Libc.Malloc(size);
+    /// <inheritdoc/>
+    public override void* Calloc(nuint count, nuint size) => Libc.Calloc(count, size);
+    /// <inheritdoc/>
+    public override void* Realloc(void* block, nuint size) => Libc.Realloc(block, size);
+    /// <inheritdoc/>
+    public override void* Memalign(nuint alignment, nuint size) => Libc.Memalign(alignment, size);
+    /// <inheritdoc/>
+    public override void Free(void* block) => Libc.Free(block);
+    /// <inheritdoc/>
+    public override nuint UsableSize(void* block) => Libc.MallocUsableSize(block);
+    /// <inheritdoc/>
+    public override void Trim(nuint pad) => Libc.MallocTrim(pad);
+
+    /// <inheritdoc/>
+    public override HeapInfo GetInfo()
+    {
+        Libc.MallInfo2 m = Libc.Mallinfo2();
+        return new HeapInfo
+        {
+            Arena = m.Arena, Ordblks = m.Ordblks, Smblks = m.Smblks, Hblks = m.Hblks, Hblkhd = m.Hblkhd,
+            Usmblks = m.Usmblks, Fsmblks = m.Fsmblks, Uordblks = m.Uordblks, Fordblks = m.Fordblks, Keepcost = m.Keepcost,
+        };
+    }
+}

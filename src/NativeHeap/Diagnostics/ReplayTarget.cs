@@ -1,0 +1,110 @@
+using NativeHeap.Arenas;
+using NativeHeap.Chunks;
+using NativeHeap.Os;
+
+namespace NativeHeap.Diagnostics;
+
+/// <summary>
+/// An allocator a trace can be replayed on, with C's semantics: null for no memory, a failed
+/// realloc keeps the old block. NativeHeap's is <see cref="NativeHeapTarget"/>; glibc's (by
+/// P/Invoke) lives in the nativeheap command.
+/// </summary>
+public abstract unsafe class ReplayTarget
+{
+    /// <summary>malloc.</summary>
+    public abstract void* Malloc(nuint size);
+    /// <summary>calloc.</summary>
+    public abstract void* Calloc(nuint count, nuint size);
+    /// <summary>realloc: null on failure, the old block kept.</summary>
+    public abstract void* Realloc(void* block, nuint size);
+    /// <summary>memalign.</summary>
+    public abstract void* Memalign(nuint alignment, nuint size);
+    /// <summary>free.</summary>
+    public abstract void Free(void* block);
+    /// <summary>malloc_usable_size.</summary>
+    public abstract nuint UsableSize(void* block);
+    /// <summary>malloc_trim.</summary>
+    public abstract void Trim(nuint pad);
+    /// <summary>mallinfo2.</summary>
+    public abstract HeapInfo GetInfo();
+
+    /// <summary>How often someone else moved the break under this heap (0 where unknown).</summary>
+    public virtual long ForeignBreaks => 0;
+
+    /// <summary>Whether the block is an mmapped chunk (IS_MMAPPED in its header; glibc's layout).</summary>
+    public virtual bool IsMapped(void* block) => Chunk.IsMapped(Chunk.FromMem(block));
+
+    /// <summary>Move the program break up to a multiple of <paramref name="alignment"/> (before the heap's first growth).</summary>
+    public virtual void AlignBreak(nuint alignment)
+    {
+        using (OsMemory.BreakLock.EnterScope())
+        {
+            var current = (nuint)OsMemory.Sbrk(0);
+            nuint wanted = OsMemory.AlignUp(current, alignment);
+            if (wanted != current) OsMemory.Sbrk((nint)(wanted - current));
+        }
+    }
+}
+
+/// <summary>
+/// The process's NativeHeap (<see cref="Heap"/>) as a replay target. Out of memory, which the
+/// public API throws, becomes C's null here; the exception allocates, but only then.
+/// </summary>
+public sealed unsafe class NativeHeapTarget : ReplayTarget
+{
+    /// <inheritdoc/>
+    public override void* Malloc(nuint size)
+    {
+        try { return Heap.Alloc(size); }
+        catch (OutOfMemoryException) { return null; }
+    }
+
+    /// <inheritdoc/>
+    public override void* Calloc(nuint count, nuint size)
+    {
+        try { return Heap.AllocZeroed(count, size); }
+        catch (OutOfMemoryException) { return null; }
+    }
+
+    /// <inheritdoc/>
+    public override void* Realloc(void* block, nuint size)
+    {
+        try { return Heap.Realloc(block, size); }
+        catch (OutOfMemoryException) { return null; }
+    }
+
+    /// <inheritdoc/>
+    public override void* Memalign(nuint alignment, nuint size)
+    {
+        // memalign rounds an alignment up to a power of two; AlignedAlloc insists on one.
+        if (alignment > (nuint)1 << 63) return null;
+        nuint a = alignment <= 1 ? 1 : (nuint)1 << (64 - System.Numerics.BitOperations.LeadingZeroCount((ulong)alignment - 1));
+        try { return Heap.AlignedAlloc(size, a); }
+        catch (OutOfMemoryException) { return null; }
+    }
+
+    /// <inheritdoc/>
+    public override void Free(void* block) => Heap.Free(block);
+    /// <inheritdoc/>
+    public override nuint UsableSize(void* block) => Heap.UsableSize(block);
+    /// <inheritdoc/>
+    public override void Trim(nuint pad) => Heap.Trim(pad);
+    /// <inheritdoc/>
+    public override HeapInfo GetInfo() => Heap.GetInfo();
+    /// <inheritdoc/>
+    public override long ForeignBreaks => Heap.ForeignBreaks;
+}
+
+/// <summary>A private heap (a <see cref="MallocContext"/>) as a replay target, for tests.</summary>
+internal sealed unsafe class ContextTarget(MallocContext* ctx) : ReplayTarget
+{
+    public override void* Malloc(nuint size) => Ptmalloc.Malloc(ctx, size);
+    public override void* Calloc(nuint count, nuint size) => Ptmalloc.Calloc(ctx, count, size);
+    public override void* Realloc(void* block, nuint size) => Ptmalloc.Realloc(ctx, block, size, out _);
+    public override void* Memalign(nuint alignment, nuint size) => Ptmalloc.Memalign(ctx, alignment, size);
+    public override void Free(void* block) => Ptmalloc.Free(ctx, block);
+    public override nuint UsableSize(void* block) => Ptmalloc.UsableSize(block);
+    public override void Trim(nuint pad) => Ptmalloc.MallocTrim(ctx, pad);
+    public override HeapInfo GetInfo() => MallInfo.Compute(ctx);
+    public override long ForeignBreaks => ctx->ForeignBreaks;
+}
