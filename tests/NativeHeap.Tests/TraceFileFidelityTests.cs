@@ -1,0 +1,69 @@
+using System.Globalization;
+
+namespace NativeHeap.Tests;
+
+/// <summary>
+/// Every trace under native-tests/traces (the scenarios and the recorded programs), replayed by
+/// glibc in a fresh C process and by the nativeheap command in a fresh .NET process, tcache on
+/// and off: identical placement lines, and checkpoints whose anonymous RSS deltas agree within
+/// 2% + 512 KiB. A replay whose break someone else moved says so and does not pass.
+/// </summary>
+public class TraceFileFidelityTests
+{
+    private const string AlignBreak = "1048576";
+
+    public static TheoryData<string, string> Traces()
+    {
+        var data = new TheoryData<string, string>();
+        string root = Path.Combine(NativeTests.RepoRoot, "native-tests", "traces");
+        foreach (string file in Directory.EnumerateFiles(root, "*.trace", SearchOption.AllDirectories).Order())
+        {
+            string relative = Path.GetRelativePath(root, file);
+            data.Add(relative, "on");
+            data.Add(relative, "off");
+        }
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Traces))]
+    public void Trace_ReplaysAsOnGlibc(string trace, string tcache)
+    {
+        string path = Path.Combine(NativeTests.RepoRoot, "native-tests", "traces", trace);
+        string glibc = NativeTests.Run("replay", [path],
+            ("GLIBC_TUNABLES", tcache == "off" ? "glibc.malloc.tcache_count=0" : ""), ("REPLAY_ALIGN_BREAK", AlignBreak));
+
+        Cli.Result ours = default!;
+        for (int attempt = 0; attempt < 3; attempt++)
+        {
+            ours = Cli.Run(["replay", path, "--align-break", AlignBreak],
+                ("NATIVEHEAP_TUNABLES", tcache == "off" ? "tcache_count=0" : ""));
+            Assert.True(ours.ExitCode == 0, ours.Error);
+            if (!ours.Error.Contains("moved the program break")) break;
+        }
+        Assert.False(ours.Error.Contains("moved the program break"), $"every attempt was disturbed: {ours.Error}");
+
+        string[] a = glibc.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        string[] b = ours.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(a.Length == b.Length, $"{trace}: glibc printed {a.Length} lines, NativeHeap {b.Length}");
+        long[]? base0 = null, base1 = null;
+        for (int i = 0; i < a.Length; i++)
+        {
+            string[] x = a[i].Split(' '), y = b[i].Split(' ');
+            if (x.Length > 1 && x[1] == "k")
+            {
+                Assert.True(y.Length > 1 && y[1] == "k" && x[2] == y[2], $"{trace} line {i + 1}: glibc '{a[i]}', NativeHeap '{b[i]}'");
+                long anonGlibc = long.Parse(x[3], CultureInfo.InvariantCulture), anonOurs = long.Parse(y[3], CultureInfo.InvariantCulture);
+                base0 ??= [anonGlibc];
+                base1 ??= [anonOurs];
+                long dg = anonGlibc - base0[0], dn = anonOurs - base1[0];
+                Assert.True(Math.Abs(dg - dn) <= 0.02 * Math.Abs(dg) + 512,
+                    $"{trace} (tcache {tcache}) checkpoint {x[2]}: anonymous RSS +{dg} KiB on glibc, +{dn} KiB on NativeHeap");
+            }
+            else
+            {
+                Assert.True(a[i] == b[i], $"{trace} (tcache {tcache}) output line {i + 1}: glibc '{a[i]}', NativeHeap '{b[i]}'");
+            }
+        }
+    }
+}
