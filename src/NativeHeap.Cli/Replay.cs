@@ -25,6 +25,10 @@ internal static class Replay
         }
         else
         {
+            // The lab reproduces glibc's layout: the main arena on the break, as glibc's,
+            // unless NATIVEHEAP_TUNABLES says otherwise.
+            if (Environment.GetEnvironmentVariable("NATIVEHEAP_TUNABLES")?.Contains("use_brk") != true)
+                Heap.SetOption(HeapOption.UseBrk, 1);
             if (tcache == "off") Heap.SetOption(HeapOption.TcacheCount, 0);
             target = new NativeHeapTarget();
         }

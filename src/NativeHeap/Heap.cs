@@ -1,5 +1,7 @@
 using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 using NativeHeap.Arenas;
+using NativeHeap.Bins;
 using NativeHeap.Chunks;
 using NativeHeap.Diagnostics;
 using NativeHeap.Os;
@@ -8,9 +10,10 @@ namespace NativeHeap;
 
 /// <summary>
 /// The process's NativeHeap: malloc, free, calloc, realloc, memalign, malloc_trim, mallinfo2,
-/// mallopt, malloc_info and malloc_stats, with glibc 2.36's algorithm on the real break and
-/// mmap. Every decision (which bin, split, merge, grow, map, trim) is the one glibc makes for
-/// the same calls on one thread.
+/// mallopt, malloc_info and malloc_stats, with glibc 2.36's algorithm: a tcache per thread,
+/// the main arena (on the program break or, by default, on mmap'd heaps: see
+/// <see cref="HeapOption.UseBrk"/>) and further arenas on 64 MiB-aligned mmap'd heaps. On one
+/// thread, every decision (which bin, split, merge, grow, map, trim) is the one glibc makes.
 /// </summary>
 /// <remarks>
 /// Semantics follow glibc where C has them: <c>Alloc(0)</c> returns a unique minimum block,
@@ -19,12 +22,23 @@ namespace NativeHeap;
 /// throws <see cref="OutOfMemoryException"/>, and a corrupted heap or a pointer NativeHeap did
 /// not return throws <see cref="HeapCorruptionException"/> with glibc's words.
 /// Options come from <c>NATIVEHEAP_TUNABLES</c> before first use, and from <see cref="SetOption"/>.
-/// All members are thread-safe (one lock for the whole heap for now).
+/// Every member is thread-safe; a block may be freed on any thread. A tcache hit (allocation)
+/// and a free into the tcache take no lock and make no call outside managed code.
 /// </remarks>
 public static unsafe class Heap
 {
     private static MallocContext* s_context;
     private static readonly Lock s_initLock = new();
+
+    /// <summary>This thread's cache; null until its first call.</summary>
+    [ThreadStatic] private static ThreadCache? t_cache;
+
+    // Copies of what the fast paths test, so that they read no native memory but the tcache.
+    /// <summary>The largest request the tcache serves; 0 turns the fast paths off (checked mode).</summary>
+    private static nuint s_fastMaxRequest;
+    private static nuint s_fastBins;
+    private static nuint s_tcacheCount;
+    private static ulong s_tcacheKey;
 
     private static MallocContext* Context
     {
@@ -42,32 +56,130 @@ public static unsafe class Heap
             if (s_context != null) return s_context;
             string? text = Environment.GetEnvironmentVariable(Tunables.Variable);
             var settings = text is null ? [] : Tunables.Parse(text);
-            MallocContext* ctx = MallocContext.Create();
+            MallocContext* ctx = MallocContext.Create(useBrk: DefaultUseBrk);
+            ThreadLocals none = default;
             foreach (var (option, value, entry) in settings)
             {
-                string? refused = Ptmalloc.SetOption(ctx, option, value);
+                string? refused = Ptmalloc.SetOption(ctx, ref none, option, value);
                 if (refused is not null)
                 {
                     MallocContext.Destroy(ctx);
                     throw Tunables.Bad(entry, refused);
                 }
             }
+            s_tcacheKey = ctx->TcacheKey;
+            RefreshFastPath(ctx);
+            Interlocked.MemoryBarrier(); // the context is complete before other threads can see it
             s_context = ctx;
             return ctx;
         }
+    }
+
+    /// <summary>Where the main arena lives unless NATIVEHEAP_TUNABLES says use_brk: see README, "The program break is shared".</summary>
+    internal const bool DefaultUseBrk = false;
+
+    private static void RefreshFastPath(MallocContext* ctx)
+    {
+        MallocParams* mp = &ctx->Mp;
+        s_fastBins = mp->TcacheBins;
+        s_tcacheCount = mp->TcacheCount;
+        s_fastMaxRequest = mp->CheckAction != 0 || mp->TcacheBins == 0 ? 0 : BinIndex.TcacheUsableSize(mp->TcacheBins - 1);
+    }
+
+    /// <summary>
+    /// The calling thread's state. A finalizer gives the thread's tcache and arena back once
+    /// the thread has ended and the cache is collected (glibc's tcache_thread_shutdown).
+    /// </summary>
+    private sealed class ThreadCache
+    {
+        internal ThreadLocals State;
+
+        ~ThreadCache()
+        {
+            MallocContext* ctx = s_context;
+            if (ctx == null) return;
+            try
+            {
+                Ptmalloc.ThreadShutdown(ctx, ref State);
+            }
+            catch (HeapCorruptionException)
+            {
+                // A finalizer must not throw; a corrupted heap is reported by the next call that meets it.
+            }
+        }
+    }
+
+    private static ThreadCache Cache
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => t_cache ?? CreateCache();
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static ThreadCache CreateCache()
+    {
+        _ = Context;
+        return t_cache = new ThreadCache();
     }
 
     /// <summary>malloc: at least <paramref name="size"/> bytes, 16-byte aligned, uninitialised.</summary>
     /// <exception cref="OutOfMemoryException">No memory could be had, or the size cannot be represented.</exception>
     public static void* Alloc(nuint size)
     {
+        // Fast path: this thread's tcache holds a chunk of the size. No lock, no call out.
+        ThreadCache? cache = t_cache;
+        if (cache is not null && size <= s_fastMaxRequest)
+        {
+            Tcache* tc = cache.State.Tcache;
+            nuint idx = size <= 8 ? 0 : (size + Chunk.SizeSz + Chunk.AlignMask) / Chunk.Alignment - 2;
+            if (tc != null && tc->Counts[idx] != 0) return Tcache.Get(tc, idx);
+        }
+        return AllocSlow(size);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void* AllocSlow(nuint size)
+    {
         MallocContext* ctx = Context;
-        Enter(ctx);
-        void* p;
-        try { p = Ptmalloc.Malloc(ctx, size); }
-        finally { Exit(ctx); }
+        ThreadCache cache = Cache;
+        void* p = Ptmalloc.Malloc(ctx, ref cache.State, size);
+        AfterCall(ctx, cache);
         if (p == null) ThrowOutOfMemory(size);
         return p;
+    }
+
+    /// <summary>free: return a block from <see cref="Alloc"/> and its kin, from any thread. Null does nothing.</summary>
+    /// <exception cref="HeapCorruptionException">A double free, a pointer NativeHeap did not return, or a corrupted heap.</exception>
+    public static void Free(void* ptr)
+    {
+        if (ptr == null) return;
+        // Fast path: a small heap chunk into this thread's tcache when its bin has room and
+        // the chunk does not carry the tcache key (which would need the double-free walk).
+        ThreadCache? cache = t_cache;
+        if (cache is not null)
+        {
+            Tcache* tc = cache.State.Tcache;
+            Chunk* p = Chunk.FromMem(ptr);
+            nuint head = p->Size;
+            nuint idx = (head - Chunk.MinSize) >> 4; // huge when the size is below MINSIZE
+            if (tc != null && idx < s_fastBins && (head & (Chunk.IsMmapped | 8)) == 0
+                && ((nuint)p & Chunk.AlignMask) == 0 && tc->Counts[idx] < s_tcacheCount
+                && ((TcacheEntry*)ptr)->Key != s_tcacheKey && s_fastMaxRequest != 0)
+            {
+                Tcache.Put(tc, p, idx, s_tcacheKey);
+                return;
+            }
+        }
+        FreeSlow(ptr);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void FreeSlow(void* ptr)
+    {
+        MallocContext* ctx = Context;
+        ThreadCache cache = Cache;
+        Ptmalloc.Free(ctx, ref cache.State, ptr);
+        AfterCall(ctx, cache);
     }
 
     /// <summary>calloc: <paramref name="count"/> x <paramref name="size"/> bytes, zeroed.</summary>
@@ -77,28 +189,26 @@ public static unsafe class Heap
         if (size != 0 && count > nuint.MaxValue / size)
             throw new OutOfMemoryException($"NativeHeap: calloc of {count} x {size} bytes overflows the address space.");
         MallocContext* ctx = Context;
-        Enter(ctx);
-        void* p;
-        try { p = Ptmalloc.Calloc(ctx, count, size); }
-        finally { Exit(ctx); }
+        ThreadCache cache = Cache;
+        void* p = Ptmalloc.Calloc(ctx, ref cache.State, count, size);
+        AfterCall(ctx, cache);
         if (p == null) ThrowOutOfMemory(count * size);
         return p;
     }
 
     /// <summary>
     /// realloc: resize <paramref name="ptr"/> to <paramref name="size"/> bytes, keeping its contents,
-    /// in place where glibc would. Null allocates; size 0 frees and returns null.
+    /// in place where glibc would (in the block's own arena, whichever thread calls). Null
+    /// allocates; size 0 frees and returns null.
     /// </summary>
     /// <exception cref="OutOfMemoryException">No memory; the old block is untouched and still owned by the caller.</exception>
     /// <exception cref="HeapCorruptionException"><paramref name="ptr"/> is not a block NativeHeap returned, or the heap is corrupted.</exception>
     public static void* Realloc(void* ptr, nuint size)
     {
         MallocContext* ctx = Context;
-        Enter(ctx);
-        void* p;
-        bool failed;
-        try { p = Ptmalloc.Realloc(ctx, ptr, size, out failed); }
-        finally { Exit(ctx); }
+        ThreadCache cache = Cache;
+        void* p = Ptmalloc.Realloc(ctx, ref cache.State, ptr, size, out bool failed);
+        AfterCall(ctx, cache);
         if (failed) ThrowOutOfMemory(size);
         return p;
     }
@@ -111,114 +221,70 @@ public static unsafe class Heap
         if (alignment == 0 || !Ptmalloc.IsPowerOfTwo(alignment))
             throw new ArgumentException($"Alignment {alignment} is not a power of two.", nameof(alignment));
         MallocContext* ctx = Context;
-        Enter(ctx);
-        void* p;
-        try { p = Ptmalloc.Memalign(ctx, alignment, size); }
-        finally { Exit(ctx); }
+        ThreadCache cache = Cache;
+        void* p = Ptmalloc.Memalign(ctx, ref cache.State, alignment, size);
+        AfterCall(ctx, cache);
         if (p == null) ThrowOutOfMemory(size);
         return p;
-    }
-
-    /// <summary>free: return a block from <see cref="Alloc"/> and its kin. Null does nothing.</summary>
-    /// <exception cref="HeapCorruptionException">A double free, a pointer NativeHeap did not return, or a corrupted heap.</exception>
-    public static void Free(void* ptr)
-    {
-        if (ptr == null) return;
-        MallocContext* ctx = Context;
-        Enter(ctx);
-        try { Ptmalloc.Free(ctx, ptr); }
-        finally { Exit(ctx); }
     }
 
     /// <summary>malloc_usable_size: the bytes of the block that may be used, at least what was asked for.</summary>
     public static nuint UsableSize(void* ptr) => Ptmalloc.UsableSize(ptr);
 
     /// <summary>
-    /// malloc_trim: consolidate, release the whole free pages inside free chunks (MADV_DONTNEED),
-    /// and shrink top to <paramref name="pad"/> bytes. True if any memory was released.
+    /// malloc_trim: in every arena, consolidate and release the whole free pages inside free
+    /// chunks (MADV_DONTNEED); shrink the main arena's top to <paramref name="pad"/> bytes.
+    /// True if any memory was released.
     /// </summary>
-    public static bool Trim(nuint pad)
-    {
-        MallocContext* ctx = Context;
-        Enter(ctx);
-        try { return Ptmalloc.MallocTrim(ctx, pad); }
-        finally { Exit(ctx); }
-    }
+    public static bool Trim(nuint pad) => Ptmalloc.MallocTrim(Context, pad);
 
-    /// <summary>mallinfo2: the heap's statistics.</summary>
-    public static HeapInfo GetInfo()
-    {
-        MallocContext* ctx = Context;
-        Enter(ctx);
-        try { return MallInfo.Compute(ctx); }
-        finally { Exit(ctx); }
-    }
+    /// <summary>mallinfo2: the heap's statistics, all arenas added up.</summary>
+    public static HeapInfo GetInfo() => MallInfo.Compute(Context);
+
+    /// <summary>The number of arenas, the main one included.</summary>
+    public static int ArenaCount => MallInfo.ArenaCount(Context);
 
     /// <summary>mallopt, and the tcache tunables: set a parameter of the allocator.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The value is outside what the option takes (glibc's mallopt would return 0).</exception>
     public static void SetOption(HeapOption option, long value)
     {
         MallocContext* ctx = Context;
-        string? refused;
-        Enter(ctx);
-        try { refused = Ptmalloc.SetOption(ctx, option, value); }
-        finally { Exit(ctx); }
+        string? refused = Ptmalloc.SetOption(ctx, ref Cache.State, option, value);
+        RefreshFastPath(ctx);
         if (refused is not null)
             throw new ArgumentOutOfRangeException(nameof(value), value, $"{option} {refused}.");
     }
 
-    /// <summary>malloc_info: the heap's bins and totals as glibc's XML.</summary>
+    /// <summary>malloc_info: the heap's bins and totals as glibc's XML, a &lt;heap&gt; per arena.</summary>
     public static void WriteInfoXml(TextWriter writer)
     {
         ArgumentNullException.ThrowIfNull(writer);
-        MallocContext* ctx = Context;
-        string xml;
-        Enter(ctx);
-        try { xml = MallocReport.InfoXml(ctx); }
-        finally { Exit(ctx); }
-        writer.Write(xml);
+        writer.Write(MallocReport.InfoXml(Context));
     }
 
     /// <summary>malloc_stats: glibc's summary text (per arena and in total, mmapped chunks included).</summary>
     public static void WriteStats(TextWriter writer)
     {
         ArgumentNullException.ThrowIfNull(writer);
-        MallocContext* ctx = Context;
-        string text;
-        Enter(ctx);
-        try { text = MallocReport.Stats(ctx); }
-        finally { Exit(ctx); }
-        writer.Write(text);
+        writer.Write(MallocReport.Stats(Context));
     }
 
     /// <summary>
-    /// The full heap check: every chunk's boundary tags, every bin's links and sizes, the
-    /// fastbins, the tcache and top.
+    /// The full heap check: every chunk's boundary tags in every heap of every arena, every
+    /// bin's links and sizes, the fastbins, the calling thread's tcache and top.
     /// </summary>
     /// <exception cref="HeapCorruptionException">The first inconsistency found.</exception>
-    public static void Validate()
-    {
-        MallocContext* ctx = Context;
-        Enter(ctx);
-        try { HeapCheck.Run(ctx); }
-        finally { Exit(ctx); }
-    }
+    public static void Validate() => HeapCheck.Run(Context, Cache.State.Tcache);
 
     /// <summary>How often the heap found the break moved by someone else (tests, diagnostics).</summary>
     internal static long ForeignBreaks => Context->ForeignBreaks;
 
-    private static void Enter(MallocContext* ctx) => ArenaLock.Enter(&ctx->Main.Mutex);
+    /// <summary>Whether the main arena is on the program break.</summary>
+    internal static bool UsesBrk => Context->UseBrk != 0;
 
-    private static void Exit(MallocContext* ctx)
+    private static void AfterCall(MallocContext* ctx, ThreadCache cache)
     {
-        try
-        {
-            if (ctx->Mp.CheckAction != 0) HeapCheck.Run(ctx);
-        }
-        finally
-        {
-            ArenaLock.Exit(&ctx->Main.Mutex);
-        }
+        if (ctx->Mp.CheckAction != 0) HeapCheck.Run(ctx, cache.State.Tcache);
     }
 
     [DoesNotReturn]

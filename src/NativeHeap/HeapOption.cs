@@ -30,4 +30,11 @@ public enum HeapOption
     TcacheMax = 101,
     /// <summary>glibc.malloc.tcache_unsorted_limit: unsorted chunks sorted before a cached exact fit is returned (default 0: no limit).</summary>
     TcacheUnsortedLimit = 102,
+    /// <summary>
+    /// NativeHeap's: 1 puts the main arena on the program break, as glibc does (needed to
+    /// reproduce glibc's layout and RSS exactly); 0 puts it on mmap'd heaps like the other
+    /// arenas, out of the way of glibc's own malloc, which moves the same break. Settable only
+    /// before the first allocation (or as <c>use_brk</c> in NATIVEHEAP_TUNABLES).
+    /// </summary>
+    UseBrk = 103,
 }

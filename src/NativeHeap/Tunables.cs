@@ -27,6 +27,7 @@ internal static class Tunables
         ["tcache_count"] = HeapOption.TcacheCount,
         ["tcache_max"] = HeapOption.TcacheMax,
         ["tcache_unsorted_limit"] = HeapOption.TcacheUnsortedLimit,
+        ["use_brk"] = HeapOption.UseBrk,
     };
 
     /// <summary>Parse a tunables string into settings, in order; throws on the first bad entry.</summary>

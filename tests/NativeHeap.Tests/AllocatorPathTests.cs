@@ -33,12 +33,12 @@ public unsafe class AllocatorPathTests
         h.Malloc(40); // keeps the last one off top
         for (int i = 0; i < 10; i++) h.Free(blocks[i]);
         nuint tidx = BinIndex.Tcache(48);
-        Assert.Equal(7, (int)h.Ctx->Tcache->Counts[tidx]);
+        Assert.Equal(7, (int)h.Tcache->Counts[tidx]);
         Assert.Equal(3UL, h.Info.Smblks);
         // Seven from the tcache, then the fastbin's first, and the fastbin's rest refill the tcache.
         for (int i = 0; i < 7; i++) h.Malloc(40);
         Assert.True(h.Malloc(40) == blocks[9]);
-        Assert.Equal(2, (int)h.Ctx->Tcache->Counts[tidx]);
+        Assert.Equal(2, (int)h.Tcache->Counts[tidx]);
         Assert.Equal(0UL, h.Info.Smblks);
         h.Check();
     }

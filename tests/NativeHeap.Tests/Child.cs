@@ -62,6 +62,9 @@ public static class ChildMain
         }
         try
         {
+            // Nothing JIT-compiled in a measured window: compile NativeHeap and the scenarios first.
+            Diagnostics.Precompile.Assembly();
+            Diagnostics.Precompile.Type(typeof(ChildScenarios));
             method.Invoke(null, null);
             return 0;
         }

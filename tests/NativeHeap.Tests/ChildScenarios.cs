@@ -12,7 +12,9 @@ namespace NativeHeap.Tests;
 internal static unsafe class ChildScenarios
 {
     private const int Block = 4096;
-    private const int Blocks = 64 * 1024 * 1024 / Block;
+
+    /// <summary>MiB the RSS scenario touches: 64 by default (RSS_TEST_MIB).</summary>
+    private static int Blocks => int.Parse(Environment.GetEnvironmentVariable("RSS_TEST_MIB") ?? "64") * 1024 * 1024 / Block;
 
     private static ulong Break => (ulong)Syscall.sbrk(IntPtr.Zero);
 
@@ -62,6 +64,7 @@ internal static unsafe class ChildScenarios
         foreach (void* p in AllocTouched(2, 64 * 1024)) Heap.Free(p);
         _ = Heap.GetInfo();
         _ = Break;
+        _ = Heap.ForeignBreaks;
         long foreign0 = Heap.ForeignBreaks;
         ulong start = Break;
         HeapInfo info0 = Heap.GetInfo();

@@ -12,36 +12,38 @@ internal sealed unsafe class PrivateHeap : IDisposable
 {
     internal readonly MallocContext* Ctx;
 
-    internal PrivateHeap(int tcacheCount = 7)
+    internal PrivateHeap(int tcacheCount = 7, bool useBrk = true)
     {
-        Ctx = MallocContext.Create();
+        Ctx = MallocContext.Create(useBrk);
         if (tcacheCount != 7) Set(HeapOption.TcacheCount, tcacheCount);
     }
 
     internal MallocState* Arena => &Ctx->Main;
 
-    internal void Set(HeapOption option, long value) => Assert.Null(Ptmalloc.SetOption(Ctx, option, value));
+    internal void Set(HeapOption option, long value) => Assert.Null(Ptmalloc.SetOption(Ctx, ref Ctx->Solo, option, value));
 
     internal byte* Malloc(nuint n)
     {
-        var p = (byte*)Ptmalloc.Malloc(Ctx, n);
+        var p = (byte*)Ptmalloc.Malloc(Ctx, ref Ctx->Solo, n);
         Assert.True(p != null, $"malloc({n}) returned null");
         return p;
     }
 
-    internal byte* Calloc(nuint n, nuint size) => (byte*)Ptmalloc.Calloc(Ctx, n, size);
+    internal byte* Calloc(nuint n, nuint size) => (byte*)Ptmalloc.Calloc(Ctx, ref Ctx->Solo, n, size);
 
-    internal byte* Realloc(void* p, nuint n) => (byte*)Ptmalloc.Realloc(Ctx, p, n, out _);
+    internal byte* Realloc(void* p, nuint n) => (byte*)Ptmalloc.Realloc(Ctx, ref Ctx->Solo, p, n, out _);
 
-    internal byte* Memalign(nuint alignment, nuint n) => (byte*)Ptmalloc.Memalign(Ctx, alignment, n);
+    internal byte* Memalign(nuint alignment, nuint n) => (byte*)Ptmalloc.Memalign(Ctx, ref Ctx->Solo, alignment, n);
 
-    internal void Free(void* p) => Ptmalloc.Free(Ctx, p);
+    internal void Free(void* p) => Ptmalloc.Free(Ctx, ref Ctx->Solo, p);
 
     internal bool Trim(nuint pad) => Ptmalloc.MallocTrim(Ctx, pad);
 
     internal HeapInfo Info => MallInfo.Compute(Ctx);
 
-    internal void Check() => HeapCheck.Run(Ctx);
+    internal void Check() => HeapCheck.Run(Ctx, Ctx->Solo.Tcache);
+
+    internal Bins.Tcache* Tcache => Ctx->Solo.Tcache;
 
     internal static nuint ChunkSize(void* mem) => Chunk.SizeOf(Chunk.FromMem(mem));
 

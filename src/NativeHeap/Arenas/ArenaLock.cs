@@ -21,5 +21,8 @@ internal static unsafe class ArenaLock
         while (Volatile.Read(ref *mutex) != 0 || Interlocked.CompareExchange(ref *mutex, 1, 0) != 0);
     }
 
+    /// <summary>__libc_lock_trylock: true when the lock was free and is now held.</summary>
+    internal static bool TryEnter(int* mutex) => Volatile.Read(ref *mutex) == 0 && Interlocked.CompareExchange(ref *mutex, 1, 0) == 0;
+
     internal static void Exit(int* mutex) => Volatile.Write(ref *mutex, 0);
 }

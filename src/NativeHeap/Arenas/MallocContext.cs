@@ -17,24 +17,45 @@ internal unsafe struct MallocContext
 {
     public MallocParams Mp;
     public MallocState Main;
-    /// <summary>The tcache; the seam that moves to thread-local storage once there are threads.</summary>
-    public Tcache* Tcache;
     public ulong TcacheKey;
-    /// <summary>Nonzero while the tcache is being created (its own allocation must not recurse).</summary>
-    public int TcacheInitializing;
+    /// <summary>The one thread state of a private heap (tests); the process heap keeps one per thread.</summary>
+    public ThreadLocals Solo;
+    /// <summary>Nonzero: the main arena grows on the break (glibc's way); zero: on mmap'd heaps like the others.</summary>
+    public int UseBrk;
+    /// <summary>Whether some thread has been given the main arena (glibc gives it to the thread that initialises malloc).</summary>
+    public int MainArenaClaimed;
+    /// <summary>list_lock: guards the arena list (Main.Next ...).</summary>
+    public int ListLock;
+    /// <summary>free_list_lock: guards FreeList, each arena's NextFree and AttachedThreads.</summary>
+    public int FreeListLock;
+    /// <summary>Arenas no thread is attached to.</summary>
+    public MallocState* FreeList;
+    /// <summary>Arenas in existence, the main one included.</summary>
+    public long NArenas;
+    /// <summary>The most arenas, once computed (0: not yet).</summary>
+    public long NArenasLimit;
+    /// <summary>reused_arena's round-robin position.</summary>
+    public MallocState* NextToUse;
+    /// <summary>aligned_heap_area: where the next heap can likely be mapped already aligned.</summary>
+    public byte* AlignedHeapArea;
     /// <summary>How often growth found the break moved by someone else since the heap last grew.</summary>
     public long ForeignBreaks;
     public Segments Segments;
 
     /// <summary>Create a context with glibc's defaults in its own mapping.</summary>
-    internal static MallocContext* Create()
+    /// <param name="useBrk">Whether the main arena grows on the break (glibc) or on mmap'd heaps.</param>
+    internal static MallocContext* Create(bool useBrk = true)
     {
         nuint size = OsMemory.AlignUp((nuint)sizeof(MallocContext), OsMemory.PageSize);
         var ctx = (MallocContext*)OsMemory.Map(size);
         if (ctx == null)
             throw new OutOfMemoryException(OsMemory.LastFailure);
         ctx->Mp.SetDefaults();
-        MallocState.Init(&ctx->Main, contiguous: true);
+        MallocState.Init(&ctx->Main, contiguous: useBrk);
+        ctx->Main.Next = &ctx->Main;
+        ctx->Main.AttachedThreads = 1;
+        ctx->NArenas = 1;
+        ctx->UseBrk = useBrk ? 1 : 0;
         Span<byte> key = stackalloc byte[sizeof(ulong)];
         RandomNumberGenerator.Fill(key);
         ctx->TcacheKey = MemoryMarshal.Read<ulong>(key);
@@ -42,14 +63,21 @@ internal unsafe struct MallocContext
     }
 
     /// <summary>
-    /// Discard a context made for a test or a replay, with every block in it. Its break memory
-    /// goes back when it is still the last thing on the break; mmapped chunks still live are
-    /// not tracked and stay mapped.
+    /// Discard a context made for a test, with every block in it. Its break memory goes back
+    /// when it is still the last thing on the break, and its heaps are unmapped; mmapped
+    /// chunks still live are not tracked and stay mapped.
     /// </summary>
     internal static void Destroy(MallocContext* ctx)
     {
         MallocState* av = &ctx->Main;
-        if (ctx->Segments.Count == 1 && av->Top != MallocState.InitialTop(av))
+        for (MallocState* a = av->Next; a != av;)
+        {
+            MallocState* next = a->Next;
+            DeleteHeaps(ctx, a->Top);
+            a = next;
+        }
+        if (ctx->UseBrk == 0 && av->Top != MallocState.InitialTop(av)) DeleteHeaps(ctx, av->Top);
+        if (ctx->UseBrk != 0 && ctx->Segments.Count == 1 && av->Top != MallocState.InitialTop(av))
         {
             byte* topEnd = (byte*)av->Top + Chunk.SizeOf(av->Top);
             using (OsMemory.BreakLock.EnterScope())
@@ -59,6 +87,17 @@ internal unsafe struct MallocContext
             }
         }
         OsMemory.Unmap(ctx, OsMemory.AlignUp((nuint)sizeof(MallocContext), OsMemory.PageSize));
+    }
+
+    /// <summary>Unmap the chain of heaps that ends with the one holding <paramref name="top"/> (the arena's own heap last).</summary>
+    private static void DeleteHeaps(MallocContext* ctx, Chunk* top)
+    {
+        for (HeapHeader* h = HeapHeader.For(top); h != null;)
+        {
+            HeapHeader* prev = h->Prev;
+            HeapHeader.Delete(ctx, h);
+            h = prev;
+        }
     }
 }
 

@@ -6,39 +6,74 @@ namespace NativeHeap.Arenas;
 
 internal static unsafe partial class Ptmalloc
 {
-    // The __libc_* layer: what malloc, free, calloc, realloc and memalign do before and
-    // around the arena. The caller holds the context's lock. Null means "no memory" (glibc's
-    // ENOMEM); corruption raises HeapCorruptionException.
+    // The __libc_* layer: what malloc, free, calloc, realloc and memalign do around the arena:
+    // the thread's tcache without a lock, then the thread's arena under its lock. Null means
+    // "no memory" (glibc's ENOMEM); corruption raises HeapCorruptionException.
 
-    /// <summary>MAYBE_INIT_TCACHE: the first call creates the tcache as a chunk of the heap.</summary>
-    private static void MaybeInitTcache(MallocContext* ctx)
+    /// <summary>MAYBE_INIT_TCACHE / tcache_init: the thread's first call makes its tcache, a chunk of its arena.</summary>
+    private static void MaybeInitTcache(MallocContext* ctx, ref ThreadLocals ts)
     {
-        if (ctx->Tcache != null || ctx->TcacheInitializing != 0) return;
-        ctx->TcacheInitializing = 1;
+        if (ts.Tcache != null || ts.TcacheShutDown || ts.TcacheInitializing) return;
+        ts.TcacheInitializing = true;
         try
         {
-            void* victim = IntMalloc(ctx, &ctx->Main, (nuint)sizeof(Tcache));
+            nuint bytes = (nuint)sizeof(Tcache);
+            MallocState* av = ArenaGet(ctx, ref ts, bytes);
+            void* victim;
+            try
+            {
+                victim = IntMalloc(ctx, av, null, bytes);
+                if (victim == null)
+                {
+                    av = ArenaGetRetry(ctx, ref ts, av, bytes);
+                    victim = av == null ? null : IntMalloc(ctx, av, null, bytes);
+                }
+            }
+            finally
+            {
+                if (av != null) ArenaLock.Exit(&av->Mutex);
+            }
             if (victim == null) return;
-            NativeMemory.Clear(victim, (nuint)sizeof(Tcache));
-            ctx->Tcache = (Tcache*)victim;
+            NativeMemory.Clear(victim, bytes);
+            ts.Tcache = (Tcache*)victim;
         }
         finally
         {
-            ctx->TcacheInitializing = 0;
+            ts.TcacheInitializing = false;
+        }
+    }
+
+    /// <summary>The arena-locked part of malloc: _int_malloc in the thread's arena, once more in another on failure.</summary>
+    private static void* MallocInArena(MallocContext* ctx, ref ThreadLocals ts, nuint bytes)
+    {
+        MallocState* av = ArenaGet(ctx, ref ts, bytes);
+        try
+        {
+            void* victim = IntMalloc(ctx, av, ts.Tcache, bytes);
+            if (victim == null)
+            {
+                av = ArenaGetRetry(ctx, ref ts, av, bytes);
+                if (av != null) victim = IntMalloc(ctx, av, ts.Tcache, bytes);
+            }
+            return victim;
+        }
+        finally
+        {
+            if (av != null) ArenaLock.Exit(&av->Mutex);
         }
     }
 
     /// <summary>__libc_malloc.</summary>
-    internal static void* Malloc(MallocContext* ctx, nuint bytes)
+    internal static void* Malloc(MallocContext* ctx, ref ThreadLocals ts, nuint bytes)
     {
         nuint tbytes = Chunk.CheckedRequestToSize(bytes);
         if (tbytes == 0) return null;
         nuint tcIdx = BinIndex.Tcache(tbytes);
-        MaybeInitTcache(ctx);
-        Tcache* tc = ctx->Tcache;
+        MaybeInitTcache(ctx, ref ts);
+        Tcache* tc = ts.Tcache;
         if (tcIdx < ctx->Mp.TcacheBins && tc != null && tc->Counts[tcIdx] > 0)
             return Tcache.Get(tc, tcIdx);
-        return IntMalloc(ctx, &ctx->Main, bytes);
+        return MallocInArena(ctx, ref ts, bytes);
     }
 
     /// <summary>
@@ -46,7 +81,7 @@ internal static unsafe partial class Ptmalloc
     /// threshold (up to 32 MiB) the threshold rises to its size and the trim threshold to twice
     /// that, unless the user fixed them: such sizes are then served from the heap.
     /// </summary>
-    internal static void Free(MallocContext* ctx, void* mem)
+    internal static void Free(MallocContext* ctx, ref ThreadLocals ts, void* mem)
     {
         if (mem == null) return;
         Chunk* p = Chunk.FromMem(mem);
@@ -61,35 +96,76 @@ internal static unsafe partial class Ptmalloc
             MunmapChunk(ctx, p);
             return;
         }
-        MaybeInitTcache(ctx);
-        IntFree(ctx, ArenaFor(ctx, p), p);
+        MaybeInitTcache(ctx, ref ts);
+        FreeInArena(ctx, ts.Tcache, p);
+    }
+
+    /// <summary>_int_free with have_lock = 0: the tcache first, then the chunk's arena under its lock.</summary>
+    private static void FreeInArena(MallocContext* ctx, Tcache* tc, Chunk* p)
+    {
+        // The checks _int_free makes before the tcache, so that a bad pointer is not followed
+        // to a heap header that is not there.
+        nuint size = Chunk.SizeOf(p);
+        if ((nuint)p > (nuint)(-(nint)size) || Chunk.Misaligned(p))
+            HeapCorruptionException.Raise("free(): invalid pointer", Chunk.ToMem(p));
+        if (size < Chunk.MinSize || (size & Chunk.AlignMask) != 0)
+            HeapCorruptionException.Raise("free(): invalid size", Chunk.ToMem(p));
+        if (TryTcachePut(ctx, tc, p, size)) return;
+        MallocState* av = ArenaFor(ctx, p);
+        ArenaLock.Enter(&av->Mutex);
+        try
+        {
+            IntFree(ctx, av, null, p);
+        }
+        finally
+        {
+            ArenaLock.Exit(&av->Mutex);
+        }
     }
 
     /// <summary>__libc_calloc: _int_malloc (never the tcache), then clear what may not already be zero.</summary>
-    internal static void* Calloc(MallocContext* ctx, nuint n, nuint elemSize)
+    internal static void* Calloc(MallocContext* ctx, ref ThreadLocals ts, nuint n, nuint elemSize)
     {
         nuint bytes;
         try { bytes = checked(n * elemSize); }
         catch (OverflowException) { return null; }
 
-        MaybeInitTcache(ctx);
-        MallocState* av = &ctx->Main;
+        MaybeInitTcache(ctx, ref ts);
         MallocParams* mp = &ctx->Mp;
-        Chunk* oldtop = av->Top;
-        nuint oldtopsize = Chunk.SizeOf(oldtop);
-        // Memory above the highest point the heap ever reached comes fresh from the kernel,
-        // already zero (MORECORE_CLEARS); only what lies below it needs clearing.
-        if (MallocState.Contiguous(av))
+        MallocState* av = ArenaGet(ctx, ref ts, bytes);
+        void* mem;
+        Chunk* oldtop;
+        nuint oldtopsize;
+        try
         {
-            nuint everUsed = (nuint)(mp->SbrkBase + av->MaxSystemMem - (byte*)oldtop);
-            if (oldtopsize < everUsed) oldtopsize = everUsed;
+            oldtop = av->Top;
+            oldtopsize = Chunk.SizeOf(oldtop);
+            // Memory above the highest point the heap ever reached comes fresh from the kernel,
+            // already zero (MORECORE_CLEARS); only what lies below it needs clearing.
+            if (!OnHeaps(ctx, av))
+            {
+                nuint everUsed = MallocState.Contiguous(av)
+                    ? (nuint)(mp->SbrkBase + av->MaxSystemMem - (byte*)oldtop)
+                    : nuint.MaxValue;
+                if (oldtopsize < everUsed) oldtopsize = everUsed;
+            }
+            else if (oldtop != MallocState.InitialTop(av))
+            {
+                HeapHeader* heap = HeapHeader.For(oldtop);
+                nuint protectedEnd = (nuint)((byte*)heap + heap->MprotectSize - (byte*)oldtop);
+                if (oldtopsize < protectedEnd) oldtopsize = protectedEnd;
+            }
+            mem = IntMalloc(ctx, av, ts.Tcache, bytes);
+            if (mem == null)
+            {
+                av = ArenaGetRetry(ctx, ref ts, av, bytes);
+                if (av != null) mem = IntMalloc(ctx, av, ts.Tcache, bytes);
+            }
         }
-        else
+        finally
         {
-            oldtopsize = nuint.MaxValue;
+            if (av != null) ArenaLock.Exit(&av->Mutex);
         }
-
-        void* mem = IntMalloc(ctx, av, bytes);
         if (mem == null) return null;
         Chunk* p = Chunk.FromMem(mem);
         if (Chunk.IsMapped(p))
@@ -106,26 +182,27 @@ internal static unsafe partial class Ptmalloc
 
     /// <summary>
     /// __libc_realloc. Null with size 0 frees; a null pointer allocates. An mmapped chunk is
-    /// resized with mremap; a heap chunk through _int_realloc.
+    /// resized with mremap; a heap chunk through _int_realloc in its own arena, whichever thread
+    /// calls; when that fails, another arena serves a copy.
     /// </summary>
-    internal static void* Realloc(MallocContext* ctx, void* oldmem, nuint bytes, out bool failed)
+    internal static void* Realloc(MallocContext* ctx, ref ThreadLocals ts, void* oldmem, nuint bytes, out bool failed)
     {
         failed = false;
         if (bytes == 0 && oldmem != null)
         {
-            Free(ctx, oldmem);
+            Free(ctx, ref ts, oldmem);
             return null;
         }
         if (oldmem == null)
         {
-            void* fresh = Malloc(ctx, bytes);
+            void* fresh = Malloc(ctx, ref ts, bytes);
             failed = fresh == null;
             return fresh;
         }
 
         Chunk* oldp = Chunk.FromMem(oldmem);
         nuint oldsize = Chunk.SizeOf(oldp);
-        if (!Chunk.IsMapped(oldp)) MaybeInitTcache(ctx);
+        if (!Chunk.IsMapped(oldp)) MaybeInitTcache(ctx, ref ts);
         if ((nuint)oldp > (nuint)(-(nint)oldsize) || Chunk.Misaligned(oldp))
             HeapCorruptionException.Raise("realloc(): invalid pointer", oldmem);
 
@@ -137,14 +214,34 @@ internal static unsafe partial class Ptmalloc
             Chunk* newp = MremapChunk(ctx, oldp, nb);
             if (newp != null) return Chunk.ToMem(newp);
             if (oldsize - Chunk.SizeSz >= nb) return oldmem;
-            void* newmem = Malloc(ctx, bytes);
+            void* newmem = Malloc(ctx, ref ts, bytes);
             if (newmem == null) { failed = true; return null; }
             NativeMemory.Copy(oldmem, newmem, oldsize - Chunk.HeaderSize);
             MunmapChunk(ctx, oldp);
             return newmem;
         }
 
-        void* result = IntRealloc(ctx, ArenaFor(ctx, oldp), oldp, oldsize, nb);
+        MallocState* av = ArenaFor(ctx, oldp);
+        void* result;
+        ArenaLock.Enter(&av->Mutex);
+        try
+        {
+            result = IntRealloc(ctx, av, ts.Tcache, oldp, oldsize, nb);
+        }
+        finally
+        {
+            ArenaLock.Exit(&av->Mutex);
+        }
+        if (result == null)
+        {
+            // Try harder to allocate memory in other arenas.
+            result = Malloc(ctx, ref ts, bytes);
+            if (result != null)
+            {
+                NativeMemory.Copy(oldmem, result, Chunk.UsableSize(oldp));
+                FreeInArena(ctx, ts.Tcache, oldp);
+            }
+        }
         failed = result == null;
         return result;
     }
@@ -153,9 +250,9 @@ internal static unsafe partial class Ptmalloc
     /// _mid_memalign. Alignments up to 16 are plain malloc; others are raised to at least
     /// MINSIZE (and to a power of two); the arena does the rest. 2.36 does not use the tcache here.
     /// </summary>
-    internal static void* Memalign(MallocContext* ctx, nuint alignment, nuint bytes)
+    internal static void* Memalign(MallocContext* ctx, ref ThreadLocals ts, nuint alignment, nuint bytes)
     {
-        if (alignment <= Chunk.Alignment) return Malloc(ctx, bytes);
+        if (alignment <= Chunk.Alignment) return Malloc(ctx, ref ts, bytes);
         if (alignment < Chunk.MinSize) alignment = Chunk.MinSize;
         if (alignment > nuint.MaxValue / 2 + 1) return null;
         if (!IsPowerOfTwo(alignment))
@@ -165,7 +262,21 @@ internal static unsafe partial class Ptmalloc
             alignment = a;
         }
         if (bytes > nuint.MaxValue - alignment - Chunk.MinSize) return null;
-        return IntMemalign(ctx, &ctx->Main, alignment, bytes);
+        MallocState* av = ArenaGet(ctx, ref ts, bytes + alignment + Chunk.MinSize);
+        try
+        {
+            void* p = IntMemalign(ctx, av, ts.Tcache, alignment, bytes);
+            if (p == null)
+            {
+                av = ArenaGetRetry(ctx, ref ts, av, bytes);
+                if (av != null) p = IntMemalign(ctx, av, ts.Tcache, alignment, bytes);
+            }
+            return p;
+        }
+        finally
+        {
+            if (av != null) ArenaLock.Exit(&av->Mutex);
+        }
     }
 
     /// <summary>malloc_usable_size: 0 for a chunk that is not in use.</summary>
@@ -178,9 +289,19 @@ internal static unsafe partial class Ptmalloc
         return 0;
     }
 
-    /// <summary>__malloc_trim: trim every arena.</summary>
-    internal static bool MallocTrim(MallocContext* ctx, nuint pad) => Mtrim(ctx, &ctx->Main, pad);
-
-    /// <summary>arena_for_chunk: the main arena (the only one yet).</summary>
-    private static MallocState* ArenaFor(MallocContext* ctx, Chunk* p) => &ctx->Main;
+    /// <summary>__malloc_trim: consolidate and release free pages in every arena; the main arena's top too.</summary>
+    internal static bool MallocTrim(MallocContext* ctx, nuint pad)
+    {
+        bool result = false;
+        MallocState* a = &ctx->Main;
+        do
+        {
+            ArenaLock.Enter(&a->Mutex);
+            try { result |= Mtrim(ctx, a, pad); }
+            finally { ArenaLock.Exit(&a->Mutex); }
+            a = a->Next;
+        }
+        while (a != &ctx->Main);
+        return result;
+    }
 }

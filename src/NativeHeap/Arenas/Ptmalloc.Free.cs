@@ -12,7 +12,7 @@ internal static unsafe partial class Ptmalloc
     /// the unsorted bin or top; a merged chunk of 64 KiB or more consolidates the fastbins
     /// and may trim the top.
     /// </summary>
-    internal static void IntFree(MallocContext* ctx, MallocState* av, Chunk* p)
+    internal static void IntFree(MallocContext* ctx, MallocState* av, Tcache* tc, Chunk* p)
     {
         MallocParams* mp = &ctx->Mp;
         nuint size = Chunk.SizeOf(p);
@@ -23,32 +23,7 @@ internal static unsafe partial class Ptmalloc
         if (size < Chunk.MinSize || (size & Chunk.AlignMask) != 0)
             HeapCorruptionException.Raise("free(): invalid size", Chunk.ToMem(p));
 
-        Tcache* tc = ctx->Tcache;
-        nuint tcIdx = BinIndex.Tcache(size);
-        if (tc != null && tcIdx < mp->TcacheBins)
-        {
-            var e = (TcacheEntry*)Chunk.ToMem(p);
-            // The key marks cached chunks: if it is there, walk the bin to see whether this
-            // chunk really is cached (a double free) or its user data only looks like the key.
-            if (e->Key == ctx->TcacheKey)
-            {
-                nuint count = 0;
-                for (TcacheEntry* tmp = *Tcache.Head(tc, tcIdx); tmp != null; tmp = Chunk.Reveal(&tmp->Next), count++)
-                {
-                    if (count >= mp->TcacheCount)
-                        HeapCorruptionException.Raise("free(): too many chunks detected in tcache", e);
-                    if (Chunk.Misaligned(tmp))
-                        HeapCorruptionException.Raise("free(): unaligned chunk detected in tcache 2", tmp);
-                    if (tmp == e)
-                        HeapCorruptionException.Raise("free(): double free detected in tcache 2", e);
-                }
-            }
-            if (tc->Counts[tcIdx] < mp->TcacheCount)
-            {
-                Tcache.Put(tc, p, tcIdx, ctx->TcacheKey);
-                return;
-            }
-        }
+        if (TryTcachePut(ctx, tc, p, size)) return;
 
         // glibc builds with TRIM_FASTBINS 0: a small chunk next to top still goes to a fastbin.
         if (size <= mp->MaxFast)
@@ -94,9 +69,44 @@ internal static unsafe partial class Ptmalloc
         if (size >= MallocParams.FastbinConsolidationThreshold)
         {
             if (av->HaveFastchunks != 0) MallocConsolidate(ctx, av);
-            if (av == &ctx->Main && Chunk.SizeOf(av->Top) >= mp->TrimThreshold)
-                Systrim(ctx, mp->TopPad, av);
+            if (!OnHeaps(ctx, av))
+            {
+                if (Chunk.SizeOf(av->Top) >= mp->TrimThreshold) Systrim(ctx, mp->TopPad, av);
+            }
+            else
+            {
+                HeapTrim(ctx, HeapHeader.For(av->Top), mp->TopPad);
+            }
         }
+    }
+
+    /// <summary>
+    /// _int_free's tcache step: cache the chunk in the thread's tcache if its bin has room.
+    /// A chunk that carries the tcache key is looked for in its bin first: found, it is a
+    /// double free; not found, its user data only looked like the key.
+    /// </summary>
+    private static bool TryTcachePut(MallocContext* ctx, Tcache* tc, Chunk* p, nuint size)
+    {
+        MallocParams* mp = &ctx->Mp;
+        nuint tcIdx = BinIndex.Tcache(size);
+        if (tc == null || tcIdx >= mp->TcacheBins) return false;
+        var e = (TcacheEntry*)Chunk.ToMem(p);
+        if (e->Key == ctx->TcacheKey)
+        {
+            nuint count = 0;
+            for (TcacheEntry* tmp = *Tcache.Head(tc, tcIdx); tmp != null; tmp = Chunk.Reveal(&tmp->Next), count++)
+            {
+                if (count >= mp->TcacheCount)
+                    HeapCorruptionException.Raise("free(): too many chunks detected in tcache", e);
+                if (Chunk.Misaligned(tmp))
+                    HeapCorruptionException.Raise("free(): unaligned chunk detected in tcache 2", tmp);
+                if (tmp == e)
+                    HeapCorruptionException.Raise("free(): double free detected in tcache 2", e);
+            }
+        }
+        if (tc->Counts[tcIdx] >= mp->TcacheCount) return false;
+        Tcache.Put(tc, p, tcIdx, ctx->TcacheKey);
+        return true;
     }
 
     /// <summary>

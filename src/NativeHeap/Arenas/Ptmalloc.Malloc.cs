@@ -13,14 +13,17 @@ internal static unsafe partial class Ptmalloc
 {
     private const int MaxUnsortedIters = 10000;
 
-    /// <summary>_int_malloc: a chunk of at least <paramref name="bytes"/> from arena <paramref name="av"/>; null when memory is exhausted.</summary>
-    internal static void* IntMalloc(MallocContext* ctx, MallocState* av, nuint bytes)
+    /// <summary>
+    /// _int_malloc: a chunk of at least <paramref name="bytes"/> from arena <paramref name="av"/>
+    /// (locked by the caller); null when memory is exhausted. <paramref name="tc"/> is the calling
+    /// thread's tcache (or null), which exact fits refill on the way.
+    /// </summary>
+    internal static void* IntMalloc(MallocContext* ctx, MallocState* av, Tcache* tc, nuint bytes)
     {
         nuint nb = Chunk.CheckedRequestToSize(bytes);
         if (nb == 0) return null;
 
         MallocParams* mp = &ctx->Mp;
-        Tcache* tc = ctx->Tcache;
         nuint arenaBit = ArenaBit(ctx, av);
         int idx;
         Chunk* victim;
@@ -299,7 +302,7 @@ internal static unsafe partial class Ptmalloc
                 idx = BinIndex.Bin(nb);
                 continue;
             }
-            void* p = SysMalloc(ctx, av, nb);
+            void* p = SysMalloc(ctx, av, tc, nb);
             if (p != null) AllocPerturb(mp, p, bytes);
             return p;
         }

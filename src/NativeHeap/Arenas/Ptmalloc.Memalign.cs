@@ -1,3 +1,4 @@
+using NativeHeap.Bins;
 using NativeHeap.Chunks;
 
 namespace NativeHeap.Arenas;
@@ -9,13 +10,13 @@ internal static unsafe partial class Ptmalloc
     /// free the leading and trailing pieces (the leader at least MINSIZE long). An mmapped
     /// chunk keeps its leader as part of the mapping, recorded in prev_size.
     /// </summary>
-    internal static void* IntMemalign(MallocContext* ctx, MallocState* av, nuint alignment, nuint bytes)
+    internal static void* IntMemalign(MallocContext* ctx, MallocState* av, Tcache* tc, nuint alignment, nuint bytes)
     {
         nuint nb = Chunk.CheckedRequestToSize(bytes);
         if (nb == 0) return null;
         nuint arenaBit = ArenaBit(ctx, av);
 
-        byte* m = (byte*)IntMalloc(ctx, av, nb + alignment + Chunk.MinSize);
+        byte* m = (byte*)IntMalloc(ctx, av, tc, nb + alignment + Chunk.MinSize);
         if (m == null) return null;
         Chunk* p = Chunk.FromMem(m);
 
@@ -37,7 +38,7 @@ internal static unsafe partial class Ptmalloc
             Chunk.SetHead(newp, newsize | Chunk.PrevInuse | arenaBit);
             Chunk.SetInuseBitAt(newp, newsize);
             Chunk.SetHeadSize(p, leadsize | arenaBit);
-            IntFree(ctx, av, p);
+            IntFree(ctx, av, tc, p);
             p = newp;
         }
 
@@ -50,7 +51,7 @@ internal static unsafe partial class Ptmalloc
                 Chunk* remainder = Chunk.At(p, nb);
                 Chunk.SetHead(remainder, remainderSize | Chunk.PrevInuse | arenaBit);
                 Chunk.SetHeadSize(p, nb);
-                IntFree(ctx, av, remainder);
+                IntFree(ctx, av, tc, remainder);
             }
         }
         return Chunk.ToMem(p);

@@ -10,10 +10,12 @@ internal static unsafe partial class Ptmalloc
     /// set. Returns why <paramref name="value"/> is refused, or null when it was set. glibc
     /// returns 0 for a refused value; NativeHeap's callers turn the reason into an exception.
     /// </summary>
-    internal static string? SetOption(MallocContext* ctx, HeapOption option, long value)
+    internal static string? SetOption(MallocContext* ctx, ref ThreadLocals ts, HeapOption option, long value)
     {
         MallocParams* mp = &ctx->Mp;
-        MallocConsolidate(ctx, &ctx->Main);
+        ArenaLock.Enter(&ctx->Main.Mutex);
+        try { MallocConsolidate(ctx, &ctx->Main); }
+        finally { ArenaLock.Exit(&ctx->Main.Mutex); }
         switch (option)
         {
             case HeapOption.MxFast:
@@ -59,13 +61,13 @@ internal static unsafe partial class Ptmalloc
                 return null;
             case HeapOption.TcacheCount:
                 if (value < 0 || (ulong)value > MallocParams.MaxTcacheCount) return $"must be 0 to {MallocParams.MaxTcacheCount}";
-                FlushTcache(ctx);
+                FlushTcache(ctx, ref ts);
                 mp->TcacheCount = (nuint)value;
                 return null;
             case HeapOption.TcacheMax:
                 nuint maxBytes = BinIndex.TcacheUsableSize(BinIndex.TcacheMaxBins - 1);
                 if (value < 0 || (ulong)value > maxBytes) return $"must be 0 to {maxBytes}";
-                FlushTcache(ctx);
+                FlushTcache(ctx, ref ts);
                 mp->TcacheMaxBytes = (nuint)value;
                 mp->TcacheBins = BinIndex.Tcache(Chunk.RequestToSize((nuint)value)) + 1;
                 return null;
@@ -73,20 +75,29 @@ internal static unsafe partial class Ptmalloc
                 if (value < 0) return "must be 0 or more";
                 mp->TcacheUnsortedLimit = (nuint)value;
                 return null;
+            case HeapOption.UseBrk:
+                if (value is not (0 or 1)) return "must be 0 (mmap'd heaps) or 1 (the break)";
+                if (ctx->UseBrk == value) return null;
+                if (ctx->Main.Top != MallocState.InitialTop(&ctx->Main))
+                    return "can only change before the heap's first allocation";
+                ctx->UseBrk = (int)value;
+                ctx->Main.Flags = value == 1 ? ctx->Main.Flags & ~MallocState.NonContiguousBit : ctx->Main.Flags | MallocState.NonContiguousBit;
+                return null;
             default:
                 return "is not an option NativeHeap knows";
         }
     }
 
     /// <summary>
-    /// Return every cached chunk to its arena (as glibc's tcache_thread_shutdown), so that a
-    /// change of the tcache's shape leaves no chunk stranded in a bin it no longer uses.
+    /// Return every chunk in the calling thread's tcache to its arena (as glibc's
+    /// tcache_thread_shutdown, keeping the tcache), so that a change of the tcache's shape
+    /// leaves no chunk stranded in a bin it no longer uses. Other threads' tcaches keep theirs
+    /// until those threads end.
     /// </summary>
-    internal static void FlushTcache(MallocContext* ctx)
+    internal static void FlushTcache(MallocContext* ctx, ref ThreadLocals ts)
     {
-        Tcache* tc = ctx->Tcache;
+        Tcache* tc = ts.Tcache;
         if (tc == null) return;
-        ctx->Tcache = null;
         for (nuint i = 0; i < BinIndex.TcacheMaxBins; i++)
         {
             TcacheEntry** head = Tcache.Head(tc, i);
@@ -98,10 +109,8 @@ internal static unsafe partial class Ptmalloc
                 *head = Chunk.Reveal(&e->Next);
                 tc->Counts[i]--;
                 e->Key = 0;
-                Chunk* p = Chunk.FromMem(e);
-                IntFree(ctx, ArenaFor(ctx, p), p);
+                FreeInArena(ctx, null, Chunk.FromMem(e));
             }
         }
-        ctx->Tcache = tc;
     }
 }

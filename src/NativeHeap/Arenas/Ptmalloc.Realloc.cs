@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using NativeHeap.Bins;
 using NativeHeap.Chunks;
 using NativeHeap.Os;
 
@@ -11,7 +12,7 @@ internal static unsafe partial class Ptmalloc
     /// it, or when a free chunk follows it; otherwise allocate, copy and free. A tail of MINSIZE
     /// or more is split off and freed.
     /// </summary>
-    internal static void* IntRealloc(MallocContext* ctx, MallocState* av, Chunk* oldp, nuint oldsize, nuint nb)
+    internal static void* IntRealloc(MallocContext* ctx, MallocState* av, Tcache* tc, Chunk* oldp, nuint oldsize, nuint nb)
     {
         nuint arenaBit = ArenaBit(ctx, av);
         if (oldp->Size <= Chunk.HeaderSize || oldsize >= av->SystemMem)
@@ -45,7 +46,7 @@ internal static unsafe partial class Ptmalloc
         }
         else
         {
-            void* newmem = IntMalloc(ctx, av, nb - Chunk.AlignMask);
+            void* newmem = IntMalloc(ctx, av, tc, nb - Chunk.AlignMask);
             if (newmem == null) return null;
             newp = Chunk.FromMem(newmem);
             newsize = Chunk.SizeOf(newp);
@@ -59,7 +60,7 @@ internal static unsafe partial class Ptmalloc
             {
                 void* oldmem = Chunk.ToMem(oldp);
                 NativeMemory.Copy(oldmem, newmem, Chunk.UsableSize(oldp));
-                IntFree(ctx, av, oldp);
+                IntFree(ctx, av, tc, oldp);
                 return newmem;
             }
         }
@@ -76,7 +77,7 @@ internal static unsafe partial class Ptmalloc
             Chunk.SetHeadSize(newp, nb | arenaBit);
             Chunk.SetHead(remainder, remainderSize | Chunk.PrevInuse | arenaBit);
             Chunk.SetInuseBitAt(remainder, remainderSize);
-            IntFree(ctx, av, remainder);
+            IntFree(ctx, av, tc, remainder);
         }
         return Chunk.ToMem(newp);
     }

@@ -1,3 +1,4 @@
+using NativeHeap.Bins;
 using NativeHeap.Chunks;
 using NativeHeap.Os;
 
@@ -7,26 +8,38 @@ internal static unsafe partial class Ptmalloc
 {
     /// <summary>
     /// sysmalloc: bins and top cannot serve nb. Map a chunk of its own when nb reaches the
-    /// mmap threshold (and the mmap count allows); otherwise grow top with sbrk, handling a
-    /// break that someone else moved, and mapping 1 MiB or more when sbrk fails.
+    /// mmap threshold (and the mmap count allows); otherwise grow top: on the break (handling
+    /// a break that someone else moved, and mapping 1 MiB or more when sbrk fails), or, for an
+    /// arena on heaps, by growing its heap or starting a new one (and mapping the chunk after all
+    /// when that fails).
     /// </summary>
-    private static void* SysMalloc(MallocContext* ctx, MallocState* av, nuint nb)
+    private static void* SysMalloc(MallocContext* ctx, MallocState* av, Tcache* tc, nuint nb)
     {
         MallocParams* mp = &ctx->Mp;
+        bool triedMmap = false;
         if (nb >= mp->MmapThreshold && mp->NMmaps < mp->NMmapsMax)
         {
             void* mm = SysMallocMmap(ctx, nb);
             if (mm != null) return mm;
+            triedMmap = true;
         }
 
         Chunk* oldTop = av->Top;
         nuint oldSize = Chunk.SizeOf(oldTop);
         byte* oldEnd = (byte*)Chunk.At(oldTop, oldSize);
 
-        bool newRegion;
-        using (OsMemory.BreakLock.EnterScope())
-            newRegion = GrowBreak(ctx, av, nb, oldTop, oldSize, oldEnd);
-        if (newRegion && oldSize != 0) FenceOldTop(ctx, av, oldTop, oldSize);
+        if (OnHeaps(ctx, av))
+        {
+            if (!GrowHeaps(ctx, av, tc, nb, oldTop, oldSize) && !triedMmap)
+                return SysMallocMmap(ctx, nb);
+        }
+        else
+        {
+            bool newRegion;
+            using (OsMemory.BreakLock.EnterScope())
+                newRegion = GrowBreak(ctx, av, nb, oldTop, oldSize, oldEnd);
+            if (newRegion && oldSize != 0) FenceOldTop(ctx, av, tc, oldTop, oldSize);
+        }
 
         if (av->SystemMem > av->MaxSystemMem) av->MaxSystemMem = av->SystemMem;
 
@@ -120,13 +133,62 @@ internal static unsafe partial class Ptmalloc
     /// Top moved to a new region: fence off the old top with two header-sized chunks marked
     /// in use, so that nothing ever merges across the gap, and free what is left of it.
     /// </summary>
-    private static void FenceOldTop(MallocContext* ctx, MallocState* av, Chunk* oldTop, nuint oldSize)
+    private static void FenceOldTop(MallocContext* ctx, MallocState* av, Tcache* tc, Chunk* oldTop, nuint oldSize)
     {
         oldSize = (oldSize - 2 * Chunk.HeaderSize) & ~Chunk.AlignMask;
         Chunk.SetHead(oldTop, oldSize | Chunk.PrevInuse);
         Chunk.SetHead(Chunk.At(oldTop, oldSize), Chunk.HeaderSize | Chunk.PrevInuse);
         Chunk.SetHead(Chunk.At(oldTop, oldSize + Chunk.HeaderSize), Chunk.HeaderSize | Chunk.PrevInuse);
-        if (oldSize >= Chunk.MinSize) IntFree(ctx, av, oldTop);
+        if (oldSize >= Chunk.MinSize) IntFree(ctx, av, tc, oldTop);
+    }
+
+    /// <summary>Whether arena <paramref name="av"/> lives on mmap'd heaps rather than on the break.</summary>
+    internal static bool OnHeaps(MallocContext* ctx, MallocState* av) => av != &ctx->Main || ctx->UseBrk == 0;
+
+    /// <summary>
+    /// sysmalloc for an arena on heaps: grow the heap top is in, or start a new heap (64 MiB
+    /// aligned) and fence off the old top. False when neither worked.
+    /// </summary>
+    private static bool GrowHeaps(MallocContext* ctx, MallocState* av, Tcache* tc, nuint nb, Chunk* oldTop, nuint oldSize)
+    {
+        HeapHeader* oldHeap = oldTop == MallocState.InitialTop(av) ? null : HeapHeader.For(oldTop);
+        if (oldHeap != null)
+        {
+            nuint oldHeapSize = oldHeap->Size;
+            if (Chunk.MinSize + nb > oldSize && HeapHeader.Grow(oldHeap, Chunk.MinSize + nb - oldSize))
+            {
+                av->SystemMem += oldHeap->Size - oldHeapSize;
+                Chunk.SetHead(oldTop, (nuint)((byte*)oldHeap + oldHeap->Size - (byte*)oldTop) | Chunk.PrevInuse);
+                return true;
+            }
+        }
+        HeapHeader* heap = HeapHeader.Create(ctx, nb + Chunk.MinSize + (nuint)sizeof(HeapHeader), ctx->Mp.TopPad);
+        if (heap == null) return false;
+        heap->Arena = av;
+        heap->Prev = oldHeap;
+        av->SystemMem += heap->Size;
+        av->Top = (Chunk*)((byte*)heap + sizeof(HeapHeader));
+        Chunk.SetHead(av->Top, (heap->Size - (nuint)sizeof(HeapHeader)) | Chunk.PrevInuse);
+        if (oldHeap != null)
+        {
+            // Fence the old top: a zero-size chunk marks the heap's end; what is left of the
+            // old top (rounded to 16 and less MINSIZE for the fence) is freed.
+            oldSize = (oldSize - Chunk.MinSize) & ~Chunk.AlignMask;
+            Chunk.SetHead(Chunk.At(oldTop, oldSize + Chunk.HeaderSize), 0 | Chunk.PrevInuse);
+            if (oldSize >= Chunk.MinSize)
+            {
+                Chunk.SetHead(Chunk.At(oldTop, oldSize), Chunk.HeaderSize | Chunk.PrevInuse);
+                Chunk.SetFoot(Chunk.At(oldTop, oldSize), Chunk.HeaderSize);
+                Chunk.SetHead(oldTop, oldSize | Chunk.PrevInuse | ArenaBit(ctx, av));
+                IntFree(ctx, av, tc, oldTop);
+            }
+            else
+            {
+                Chunk.SetHead(oldTop, (oldSize + Chunk.HeaderSize) | Chunk.PrevInuse);
+                Chunk.SetFoot(oldTop, oldSize + Chunk.HeaderSize);
+            }
+        }
+        return true;
     }
 
     /// <summary>sysmalloc_mmap_fallback: sbrk failed; map at least 1 MiB and mark the arena non-contiguous.</summary>

@@ -78,6 +78,60 @@ internal static unsafe partial class Ptmalloc
                 }
             }
         }
-        return (av == &ctx->Main && Systrim(ctx, pad, av)) | result;
+        if (av != &ctx->Main || av->Top == MallocState.InitialTop(av)) return result;
+        return (OnHeaps(ctx, av) ? HeapTrim(ctx, HeapHeader.For(av->Top), pad, belowThreshold: true) : Systrim(ctx, pad, av)) | result;
+    }
+
+    /// <summary>
+    /// heap_trim: for an arena on heaps. Delete whole heaps that hold nothing but top (top
+    /// moves back to the previous heap, merging with a free chunk before its fencepost), then
+    /// shrink the last heap's top to <paramref name="pad"/> with MADV_DONTNEED once it reaches
+    /// the trim threshold.
+    /// </summary>
+    /// <param name="ctx">The heap's context.</param>
+    /// <param name="heap">The heap holding the arena's top.</param>
+    /// <param name="pad">Bytes of top to keep.</param>
+    /// <param name="belowThreshold">Shrink top even below the trim threshold (malloc_trim).</param>
+    internal static bool HeapTrim(MallocContext* ctx, HeapHeader* heap, nuint pad, bool belowThreshold = false)
+    {
+        MallocState* av = heap->Arena;
+        Chunk* topChunk = av->Top;
+        nuint hdr = (nuint)sizeof(HeapHeader);
+        while (topChunk == (Chunk*)((byte*)heap + hdr) && heap->Prev != null)
+        {
+            HeapHeader* prevHeap = heap->Prev;
+            nuint prevSize = prevHeap->Size - (Chunk.MinSize - 2 * Chunk.SizeSz);
+            Chunk* p = (Chunk*)((byte*)prevHeap + prevSize);
+            nuint misalign = (nuint)p & Chunk.AlignMask;
+            p = (Chunk*)((byte*)prevHeap + prevSize - misalign);
+            if (p->Size != (0 | Chunk.PrevInuse))
+                HeapCorruptionException.Raise("heap_trim(): fencepost of the previous heap is gone", p);
+            p = Chunk.At(p, -(nint)p->PrevSize);
+            nuint newSize = Chunk.SizeOf(p) + (Chunk.MinSize - 2 * Chunk.SizeSz) + misalign;
+            if (!Chunk.IsPrevInuse(p)) newSize += p->PrevSize;
+            if (newSize + (HeapHeader.MaxSize - prevHeap->Size) < pad + Chunk.MinSize + heap->PageSize) break;
+            av->SystemMem -= heap->Size;
+            HeapHeader.Delete(ctx, heap);
+            heap = prevHeap;
+            if (!Chunk.IsPrevInuse(p))
+            {
+                p = Chunk.At(p, -(nint)p->PrevSize);
+                UnlinkChunk(av, p);
+            }
+            av->Top = topChunk = p;
+            Chunk.SetHead(topChunk, newSize | Chunk.PrevInuse);
+        }
+
+        nuint topSize = Chunk.SizeOf(topChunk);
+        if (topSize < ctx->Mp.TrimThreshold && !belowThreshold) return false;
+        if (topSize <= Chunk.MinSize + 1) return false;
+        nuint topArea = topSize - Chunk.MinSize - 1;
+        if (topArea <= pad) return false;
+        nuint extra = OsMemory.AlignDown(topArea - pad, heap->PageSize);
+        if (extra == 0) return false;
+        if (!HeapHeader.Shrink(heap, extra)) return false;
+        av->SystemMem -= extra;
+        Chunk.SetHead(topChunk, (topSize - extra) | Chunk.PrevInuse);
+        return true;
     }
 }

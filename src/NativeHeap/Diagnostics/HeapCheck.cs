@@ -12,9 +12,23 @@ namespace NativeHeap.Diagnostics;
 /// </summary>
 internal static unsafe class HeapCheck
 {
-    internal static void Run(MallocContext* ctx)
+    /// <summary>Check every arena (each under its lock) and the calling thread's tcache.</summary>
+    internal static void Run(MallocContext* ctx, Tcache* tcache)
     {
         MallocState* av = &ctx->Main;
+        do
+        {
+            ArenaLock.Enter(&av->Mutex);
+            try { CheckArena(ctx, av); }
+            finally { ArenaLock.Exit(&av->Mutex); }
+            av = av->Next;
+        }
+        while (av != &ctx->Main);
+        CheckTcache(ctx, tcache);
+    }
+
+    private static void CheckArena(MallocContext* ctx, MallocState* av)
+    {
         Chunk* top = av->Top;
         bool started = top != MallocState.InitialTop(av);
         if (started)
@@ -25,15 +39,45 @@ internal static unsafe class HeapCheck
         }
 
         nuint limit = av->SystemMem / Chunk.MinSize + 1;
-        nuint freeInWalk = WalkSegments(ctx, av, top, started);
+        bool complete = true;
+        nuint freeInWalk;
+        if (!Ptmalloc.OnHeaps(ctx, av))
+        {
+            freeInWalk = WalkSegments(ctx, av, top, started);
+            complete = ctx->Segments.Overflowed == 0;
+        }
+        else
+        {
+            freeInWalk = started ? WalkHeaps(ctx, av, top) : 0;
+        }
         nuint freeInBins = CheckBins(av, limit);
         CheckFastbins(ctx, av, limit);
-        CheckTcache(ctx);
-        if (ctx->Segments.Overflowed == 0)
-            if (freeInWalk != freeInBins) Fail($"{freeInWalk} free chunks in the heap but {freeInBins} in the bins", top);
+        if (complete && freeInWalk != freeInBins)
+            Fail($"{freeInWalk} free chunks in the heap but {freeInBins} in the bins", top);
     }
 
-    /// <summary>Walk each region chunk by chunk to top or to its fencepost pair; returns the free chunks seen.</summary>
+    /// <summary>Walk every heap of an arena on heaps, newest first, each to top or to its fencepost.</summary>
+    private static nuint WalkHeaps(MallocContext* ctx, MallocState* av, Chunk* top)
+    {
+        nuint free = 0;
+        for (HeapHeader* h = HeapHeader.For(top); h != null; h = h->Prev)
+        {
+            if (h->Arena != av) Fail("heap header names another arena", h);
+            byte* start = (byte*)h + sizeof(HeapHeader);
+            if ((MallocState*)start == av)
+            {
+                // The arena's first heap holds the arena itself; chunks start after it, aligned.
+                start += sizeof(MallocState);
+                nuint misalign = (nuint)Chunk.ToMem((Chunk*)start) & Chunk.AlignMask;
+                if (misalign > 0) start += Chunk.Alignment - misalign;
+            }
+            free += WalkRegion(av, (Chunk*)start, top, (byte*)h + h->Size, out bool reachedTop);
+            if (reachedTop != (h == HeapHeader.For(top))) Fail("top is not at the end of the newest heap", h);
+        }
+        return free;
+    }
+
+    /// <summary>Walk each region of a main arena on the break, to top or to its fencepost pair.</summary>
     private static nuint WalkSegments(MallocContext* ctx, MallocState* av, Chunk* top, bool started)
     {
         nuint free = 0;
@@ -41,47 +85,60 @@ internal static unsafe class HeapCheck
         Segments* segs = &ctx->Segments;
         for (int s = 0; s < segs->Count; s++)
         {
-            var p = (Chunk*)segs->Starts[s];
-            bool prevFree = false;
-            nuint walked = 0;
-            for (;;)
-            {
-                if (Chunk.Misaligned(Chunk.ToMem(p))) Fail("chunk misaligned", p);
-                if (p == top)
-                {
-                    if (prevFree) Fail("free chunk before top", p);
-                    topSeen = true;
-                    break;
-                }
-                nuint size = Chunk.SizeOf(p);
-                if (size == Chunk.HeaderSize)
-                {
-                    // The fencepost pair that ends a region top has left.
-                    if (!(Chunk.At(p, Chunk.HeaderSize)->Size == (Chunk.HeaderSize | Chunk.PrevInuse))) Fail("broken fencepost", p);
-                    break;
-                }
-                if (!(size >= Chunk.MinSize && (size & Chunk.AlignMask) == 0)) Fail("invalid chunk size", p);
-                if (Chunk.IsMapped(p)) Fail("IS_MMAPPED set on a heap chunk", p);
-                if (!(Chunk.IsPrevInuse(p) == !prevFree)) Fail(prevFree
-                    ? "PREV_INUSE set after a free chunk"
-                    : "PREV_INUSE clear after a chunk in use", p);
-                walked += size;
-                if (walked > av->SystemMem) Fail("chunk sizes run past the arena's memory", p);
-                Chunk* next = Chunk.At(p, size);
-                bool isFree = !Chunk.IsPrevInuse(next);
-                if (isFree)
-                {
-                    if (prevFree) Fail("two free chunks side by side (not merged)", p);
-                    if (next->PrevSize != size) Fail("free chunk's foot differs from its size", p);
-                    free++;
-                }
-                prevFree = isFree;
-                p = next;
-            }
+            free += WalkRegion(av, (Chunk*)segs->Starts[s], top, null, out bool reachedTop);
+            topSeen |= reachedTop;
         }
-        if (ctx->Segments.Overflowed == 0)
-            if (!topSeen) Fail("top is in no region the arena owns", top);
+        if (ctx->Segments.Overflowed == 0 && !topSeen) Fail("top is in no region the arena owns", top);
         return free;
+    }
+
+    /// <summary>
+    /// Walk chunks from <paramref name="p"/> to top or to a fencepost (a 16-byte chunk, or a
+    /// 0-byte one on heaps), checking boundary tags; returns the free chunks seen.
+    /// </summary>
+    private static nuint WalkRegion(MallocState* av, Chunk* p, Chunk* top, byte* end, out bool reachedTop)
+    {
+        nuint free = 0;
+        bool prevFree = false;
+        nuint walked = 0;
+        reachedTop = false;
+        for (;;)
+        {
+            if (Chunk.Misaligned(Chunk.ToMem(p))) Fail("chunk misaligned", p);
+            if (end != null && (byte*)p >= end) Fail("chunks run past the heap's end", p);
+            if (p == top)
+            {
+                if (prevFree) Fail("free chunk before top", p);
+                reachedTop = true;
+                return free;
+            }
+            nuint size = Chunk.SizeOf(p);
+            if (size == 0) return free; // the end of a heap
+            if (size == Chunk.HeaderSize)
+            {
+                // A fencepost: two header-sized chunks on the break, or one before a 0-size one on a heap.
+                nuint next = Chunk.At(p, Chunk.HeaderSize)->Size;
+                if (next != (Chunk.HeaderSize | Chunk.PrevInuse) && next != (0 | Chunk.PrevInuse)) Fail("broken fencepost", p);
+                return free;
+            }
+            if (size < Chunk.MinSize || (size & Chunk.AlignMask) != 0) Fail("invalid chunk size", p);
+            if (Chunk.IsMapped(p)) Fail("IS_MMAPPED set on a heap chunk", p);
+            if (Chunk.IsPrevInuse(p) == prevFree) Fail(prevFree
+                ? "PREV_INUSE set after a free chunk"
+                : "PREV_INUSE clear after a chunk in use", p);
+            walked += size;
+            if (walked > av->SystemMem) Fail("chunk sizes run past the arena's memory", p);
+            Chunk* next2 = Chunk.At(p, size);
+            bool isFree = !Chunk.IsPrevInuse(next2);
+            if (isFree)
+            {
+                if (prevFree) Fail("two free chunks side by side (not merged)", p);
+                if (next2->PrevSize != size) Fail("free chunk's foot differs from its size", p);
+                free++;
+            }
+            prevFree = isFree;
+            p = next2;
+        }
     }
 
     private static nuint CheckBins(MallocState* av, nuint limit)
@@ -145,9 +202,8 @@ internal static unsafe class HeapCheck
         }
     }
 
-    private static void CheckTcache(MallocContext* ctx)
+    private static void CheckTcache(MallocContext* ctx, Tcache* tc)
     {
-        Tcache* tc = ctx->Tcache;
         if (tc == null) return;
         for (nuint i = 0; i < BinIndex.TcacheMaxBins; i++)
         {

@@ -4,12 +4,35 @@ using NativeHeap.Chunks;
 
 namespace NativeHeap.Diagnostics;
 
-/// <summary>int_mallinfo: walk the arena's bins and fastbins and add up what is free.</summary>
+/// <summary>mallinfo2: int_mallinfo of every arena, each under its lock, added up.</summary>
 internal static unsafe class MallInfo
 {
     internal static HeapInfo Compute(MallocContext* ctx)
     {
-        MallocState* av = &ctx->Main;
+        var total = new HeapInfo { Hblks = (ulong)ctx->Mp.NMmaps, Hblkhd = ctx->Mp.MmappedMem };
+        MallocState* a = &ctx->Main;
+        do
+        {
+            ArenaLock.Enter(&a->Mutex);
+            try { total = Add(total, a, a == &ctx->Main); }
+            finally { ArenaLock.Exit(&a->Mutex); }
+            a = a->Next;
+        }
+        while (a != &ctx->Main);
+        return total;
+    }
+
+    /// <summary>One arena's statistics, under its lock.</summary>
+    internal static HeapInfo ForArena(MallocContext* ctx, MallocState* av)
+    {
+        ArenaLock.Enter(&av->Mutex);
+        try { return Add(default, av, av == &ctx->Main); }
+        finally { ArenaLock.Exit(&av->Mutex); }
+    }
+
+    /// <summary>int_mallinfo: one arena's free chunks (fastbins, bins, top) against its system memory.</summary>
+    private static HeapInfo Add(HeapInfo m, MallocState* av, bool main)
+    {
         ulong nfastblocks = 0, fastavail = 0;
         for (int i = 0; i < BinIndex.NFastBins; i++)
         {
@@ -30,18 +53,29 @@ internal static unsafe class MallInfo
                 avail += Chunk.SizeOf(p);
             }
         }
-        return new HeapInfo
+        return m with
         {
-            Arena = av->SystemMem,
-            Ordblks = nblocks,
-            Smblks = nfastblocks,
-            Hblks = (ulong)ctx->Mp.NMmaps,
-            Hblkhd = ctx->Mp.MmappedMem,
-            Usmblks = 0,
-            Fsmblks = fastavail,
-            Uordblks = av->SystemMem - avail,
-            Fordblks = avail,
-            Keepcost = Chunk.SizeOf(av->Top),
+            Smblks = m.Smblks + nfastblocks,
+            Ordblks = m.Ordblks + nblocks,
+            Fordblks = m.Fordblks + avail,
+            Uordblks = m.Uordblks + av->SystemMem - avail,
+            Arena = m.Arena + av->SystemMem,
+            Fsmblks = m.Fsmblks + fastavail,
+            Keepcost = main ? Chunk.SizeOf(av->Top) : m.Keepcost,
         };
+    }
+
+    /// <summary>How many arenas exist, the main one included.</summary>
+    internal static int ArenaCount(MallocContext* ctx)
+    {
+        int n = 0;
+        MallocState* a = &ctx->Main;
+        do
+        {
+            n++;
+            a = a->Next;
+        }
+        while (a != &ctx->Main);
+        return n;
     }
 }

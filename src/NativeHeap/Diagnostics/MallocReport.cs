@@ -14,73 +14,109 @@ internal static unsafe class MallocReport
         public ulong From, To, Total, Count;
     }
 
-    /// <summary>__malloc_info: per heap, a size line per non-empty fastbin and bin, then totals.</summary>
+    /// <summary>__malloc_info: per arena ("heap"), a size line per non-empty fastbin and bin, then totals.</summary>
     internal static string InfoXml(MallocContext* ctx)
     {
         var sb = new StringBuilder();
         var inv = CultureInfo.InvariantCulture;
-        MallocState* av = &ctx->Main;
+        ulong totalNblocks = 0, totalNfastblocks = 0, totalAvail = 0, totalFastavail = 0;
+        ulong totalSystem = 0, totalMaxSystem = 0, totalAspace = 0, totalAspaceMprotect = 0;
         sb.Append("<malloc version=\"1\">\n");
-        sb.Append(inv, $"<heap nr=\"{0}\">\n<sizes>\n");
-
-        var sizes = new SizeClass[BinIndex.NFastBins + BinIndex.NBins - 1];
-        ulong nblocks = 0, nfastblocks = 0, avail = 0, fastavail = 0;
-        for (int i = 0; i < BinIndex.NFastBins; i++)
+        int n = 0;
+        MallocState* av = &ctx->Main;
+        do
         {
-            Chunk* p = *MallocState.Fastbin(av, i);
-            if (p != null)
+            sb.Append(inv, $"<heap nr=\"{n++}\">\n<sizes>\n");
+            var sizes = new SizeClass[BinIndex.NFastBins + BinIndex.NBins - 1];
+            ulong nblocks = 0, nfastblocks = 0, avail = 0, fastavail = 0;
+            ulong system, maxSystem, aspace, aspaceMprotect;
+            ArenaLock.Enter(&av->Mutex);
+            try
             {
-                ulong count = 0;
-                ulong thisSize = Chunk.SizeOf(p);
-                for (; p != null; p = Chunk.Reveal(&p->Fd)) count++;
-                fastavail += count * thisSize;
-                nfastblocks += count;
-                sizes[i].From = thisSize - (Chunk.Alignment - 1);
-                sizes[i].To = thisSize;
-                sizes[i].Count = count;
+                for (int i = 0; i < BinIndex.NFastBins; i++)
+                {
+                    Chunk* p = *MallocState.Fastbin(av, i);
+                    if (p != null)
+                    {
+                        ulong count = 0;
+                        ulong thisSize = Chunk.SizeOf(p);
+                        for (; p != null; p = Chunk.Reveal(&p->Fd)) count++;
+                        fastavail += count * thisSize;
+                        nfastblocks += count;
+                        sizes[i].From = thisSize - (Chunk.Alignment - 1);
+                        sizes[i].To = thisSize;
+                        sizes[i].Count = count;
+                    }
+                    sizes[i].Total = sizes[i].Count * sizes[i].To;
+                }
+                for (int i = 1; i < BinIndex.NBins; i++)
+                {
+                    ref SizeClass s = ref sizes[BinIndex.NFastBins - 1 + i];
+                    Chunk* bin = MallocState.BinAt(av, i);
+                    s.From = ulong.MaxValue;
+                    for (Chunk* r = bin->Fd; r != bin; r = r->Fd)
+                    {
+                        ulong rSize = r->Size;
+                        s.Count++;
+                        s.Total += rSize;
+                        s.From = Math.Min(s.From, rSize);
+                        s.To = Math.Max(s.To, rSize);
+                    }
+                    if (s.Count == 0) s.From = 0;
+                    nblocks += s.Count;
+                    avail += s.Total;
+                }
+                system = av->SystemMem;
+                maxSystem = av->MaxSystemMem;
+                if (Ptmalloc.OnHeaps(ctx, av) && av->Top != MallocState.InitialTop(av))
+                {
+                    HeapHeader* heap = HeapHeader.For(av->Top);
+                    aspace = heap->Size;
+                    aspaceMprotect = heap->MprotectSize;
+                }
+                else
+                {
+                    aspace = aspaceMprotect = av->SystemMem;
+                }
             }
-            sizes[i].Total = sizes[i].Count * sizes[i].To;
-        }
-        for (int i = 1; i < BinIndex.NBins; i++)
-        {
-            ref SizeClass s = ref sizes[BinIndex.NFastBins - 1 + i];
-            Chunk* bin = MallocState.BinAt(av, i);
-            s.From = ulong.MaxValue;
-            for (Chunk* r = bin->Fd; r != bin; r = r->Fd)
+            finally
             {
-                ulong rSize = r->Size;
-                s.Count++;
-                s.Total += rSize;
-                s.From = Math.Min(s.From, rSize);
-                s.To = Math.Max(s.To, rSize);
+                ArenaLock.Exit(&av->Mutex);
             }
-            if (s.Count == 0) s.From = 0;
-            nblocks += s.Count;
-            avail += s.Total;
+            totalNfastblocks += nfastblocks;
+            totalFastavail += fastavail;
+            totalNblocks += nblocks;
+            totalAvail += avail;
+            for (int i = 0; i < sizes.Length; i++)
+            {
+                if (sizes[i].Count != 0 && i != BinIndex.NFastBins)
+                    sb.Append(inv, $"  <size from=\"{sizes[i].From}\" to=\"{sizes[i].To}\" total=\"{sizes[i].Total}\" count=\"{sizes[i].Count}\"/>\n");
+            }
+            SizeClass u = sizes[BinIndex.NFastBins];
+            if (u.Count != 0)
+                sb.Append(inv, $"  <unsorted from=\"{u.From}\" to=\"{u.To}\" total=\"{u.Total}\" count=\"{u.Count}\"/>\n");
+            totalSystem += system;
+            totalMaxSystem += maxSystem;
+            totalAspace += aspace;
+            totalAspaceMprotect += aspaceMprotect;
+            sb.Append(inv, $"</sizes>\n<total type=\"fast\" count=\"{nfastblocks}\" size=\"{fastavail}\"/>\n");
+            sb.Append(inv, $"<total type=\"rest\" count=\"{nblocks}\" size=\"{avail}\"/>\n");
+            sb.Append(inv, $"<system type=\"current\" size=\"{system}\"/>\n");
+            sb.Append(inv, $"<system type=\"max\" size=\"{maxSystem}\"/>\n");
+            sb.Append(inv, $"<aspace type=\"total\" size=\"{aspace}\"/>\n");
+            sb.Append(inv, $"<aspace type=\"mprotect\" size=\"{aspaceMprotect}\"/>\n");
+            sb.Append("</heap>\n");
+            av = av->Next;
         }
-        for (int i = 0; i < sizes.Length; i++)
-        {
-            if (sizes[i].Count != 0 && i != BinIndex.NFastBins)
-                sb.Append(inv, $"  <size from=\"{sizes[i].From}\" to=\"{sizes[i].To}\" total=\"{sizes[i].Total}\" count=\"{sizes[i].Count}\"/>\n");
-        }
-        SizeClass u = sizes[BinIndex.NFastBins];
-        if (u.Count != 0)
-            sb.Append(inv, $"  <unsorted from=\"{u.From}\" to=\"{u.To}\" total=\"{u.Total}\" count=\"{u.Count}\"/>\n");
-        sb.Append(inv, $"</sizes>\n<total type=\"fast\" count=\"{nfastblocks}\" size=\"{fastavail}\"/>\n");
-        sb.Append(inv, $"<total type=\"rest\" count=\"{nblocks}\" size=\"{avail}\"/>\n");
-        sb.Append(inv, $"<system type=\"current\" size=\"{av->SystemMem}\"/>\n");
-        sb.Append(inv, $"<system type=\"max\" size=\"{av->MaxSystemMem}\"/>\n");
-        sb.Append(inv, $"<aspace type=\"total\" size=\"{av->SystemMem}\"/>\n");
-        sb.Append(inv, $"<aspace type=\"mprotect\" size=\"{av->SystemMem}\"/>\n");
-        sb.Append("</heap>\n");
+        while (av != &ctx->Main);
 
-        sb.Append(inv, $"<total type=\"fast\" count=\"{nfastblocks}\" size=\"{fastavail}\"/>\n");
-        sb.Append(inv, $"<total type=\"rest\" count=\"{nblocks}\" size=\"{avail}\"/>\n");
+        sb.Append(inv, $"<total type=\"fast\" count=\"{totalNfastblocks}\" size=\"{totalFastavail}\"/>\n");
+        sb.Append(inv, $"<total type=\"rest\" count=\"{totalNblocks}\" size=\"{totalAvail}\"/>\n");
         sb.Append(inv, $"<total type=\"mmap\" count=\"{ctx->Mp.NMmaps}\" size=\"{ctx->Mp.MmappedMem}\"/>\n");
-        sb.Append(inv, $"<system type=\"current\" size=\"{av->SystemMem}\"/>\n");
-        sb.Append(inv, $"<system type=\"max\" size=\"{av->MaxSystemMem}\"/>\n");
-        sb.Append(inv, $"<aspace type=\"total\" size=\"{av->SystemMem}\"/>\n");
-        sb.Append(inv, $"<aspace type=\"mprotect\" size=\"{av->SystemMem}\"/>\n");
+        sb.Append(inv, $"<system type=\"current\" size=\"{totalSystem}\"/>\n");
+        sb.Append(inv, $"<system type=\"max\" size=\"{totalMaxSystem}\"/>\n");
+        sb.Append(inv, $"<aspace type=\"total\" size=\"{totalAspace}\"/>\n");
+        sb.Append(inv, $"<aspace type=\"mprotect\" size=\"{totalAspaceMprotect}\"/>\n");
         sb.Append("</malloc>\n");
         return sb.ToString();
     }
@@ -90,14 +126,21 @@ internal static unsafe class MallocReport
     {
         var sb = new StringBuilder();
         var inv = CultureInfo.InvariantCulture;
-        HeapInfo mi = MallInfo.Compute(ctx);
         // glibc prints these with %10u through unsigned int casts.
         uint systemB = (uint)ctx->Mp.MmappedMem, inUseB = systemB;
-        sb.Append(inv, $"Arena {0}:\n");
-        sb.Append(inv, $"system bytes     = {(uint)mi.Arena,10}\n");
-        sb.Append(inv, $"in use bytes     = {(uint)mi.Uordblks,10}\n");
-        systemB += (uint)mi.Arena;
-        inUseB += (uint)mi.Uordblks;
+        int i = 0;
+        MallocState* av = &ctx->Main;
+        do
+        {
+            HeapInfo mi = MallInfo.ForArena(ctx, av);
+            sb.Append(inv, $"Arena {i++}:\n");
+            sb.Append(inv, $"system bytes     = {(uint)mi.Arena,10}\n");
+            sb.Append(inv, $"in use bytes     = {(uint)mi.Uordblks,10}\n");
+            systemB += (uint)mi.Arena;
+            inUseB += (uint)mi.Uordblks;
+            av = av->Next;
+        }
+        while (av != &ctx->Main);
         sb.Append("Total (incl. mmap):\n");
         sb.Append(inv, $"system bytes     = {systemB,10}\n");
         sb.Append(inv, $"in use bytes     = {inUseB,10}\n");

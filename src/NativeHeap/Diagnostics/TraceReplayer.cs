@@ -1,7 +1,4 @@
 using System.Buffers.Text;
-using System.Diagnostics.CodeAnalysis;
-using System.Reflection;
-using System.Runtime.CompilerServices;
 using NativeHeap.Os;
 
 namespace NativeHeap.Diagnostics;
@@ -109,45 +106,19 @@ public static unsafe class TraceReplayer
         }
     }
 
-    private static bool s_compiled;
-
     /// <summary>
-    /// Compile, before the first operation, everything the replay will run. The JIT mallocs
-    /// from glibc's main arena on the thread that first calls a method: midway through a
-    /// trace that allocation lands above the trace's blocks, pins glibc's top (so a glibc
-    /// replay never trims) and moves the break under NativeHeap. Calls here change no heap.
+    /// Compile, before the first operation, everything the replay will run (see
+    /// <see cref="Precompile"/>). Calls here change no heap.
     /// </summary>
-    [UnconditionalSuppressMessage("Trimming", "IL2026", Justification = "Ahead-of-time code needs no warm-up; a trimmed-away method is one the replay never calls.")]
-    [UnconditionalSuppressMessage("Trimming", "IL2070", Justification = "As above.")]
-    [UnconditionalSuppressMessage("Trimming", "IL2075", Justification = "As above.")]
     private static void WarmUp(ReplayTarget target, LineWriter writer)
     {
-        if (RuntimeFeature.IsDynamicCodeCompiled && !s_compiled)
-        {
-            foreach (Type type in typeof(Heap).Assembly.GetTypes())
-                Compile(type);
-            s_compiled = true;
-        }
-        if (RuntimeFeature.IsDynamicCodeCompiled) Compile(target.GetType());
+        Precompile.Assembly();
+        Precompile.Type(target.GetType());
         target.Free(null);
         target.UsableSize(null);
         target.GetInfo();
         Statm.Read();
         writer.Flush();
-    }
-
-    [UnconditionalSuppressMessage("Trimming", "IL2070", Justification = "See WarmUp.")]
-    private static void Compile(Type type)
-    {
-        if (type.IsGenericTypeDefinition) return;
-        const BindingFlags all = BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Static | BindingFlags.Instance | BindingFlags.DeclaredOnly;
-        foreach (MethodInfo method in type.GetMethods(all))
-        {
-            if (method.IsAbstract || method.IsGenericMethodDefinition || method.ContainsGenericParameters) continue;
-            RuntimeHelpers.PrepareMethod(method.MethodHandle);
-        }
-        foreach (ConstructorInfo ctor in type.GetConstructors(all))
-            RuntimeHelpers.PrepareMethod(ctor.MethodHandle);
     }
 
     private static long Run(ReadOnlySpan<byte> trace, ReplayTarget target, void** ids, LineWriter w, bool placements)

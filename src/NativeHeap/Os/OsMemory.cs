@@ -56,10 +56,10 @@ internal static unsafe class OsMemory
     /// <summary>An anonymous private read-write mapping; null on failure.</summary>
     internal static byte* Map(nuint size) => Map(size, Libc.PROT_READ | Libc.PROT_WRITE, 0);
 
-    /// <summary>An anonymous private mapping with the given protection and extra flags; null on failure.</summary>
-    internal static byte* Map(nuint size, int prot, int extraFlags)
+    /// <summary>An anonymous private mapping with the given protection and extra flags, at <paramref name="hint"/> if free; null on failure.</summary>
+    internal static byte* Map(nuint size, int prot, int extraFlags, void* hint = null)
     {
-        nint result = Libc.Mmap(0, size, prot, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | extraFlags, -1, 0);
+        nint result = Libc.Mmap((nint)hint, size, prot, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | extraFlags, -1, 0);
         if (result == Libc.MAP_FAILED)
         {
             int errno = Marshal.GetLastPInvokeError();
@@ -103,14 +103,13 @@ internal static unsafe class OsMemory
         }
     }
 
-    /// <summary>mprotect; throws on failure.</summary>
-    internal static void Protect(void* address, nuint size, int prot)
+    /// <summary>mprotect; false on failure (a heap that cannot grow), the reason in <see cref="LastFailure"/>.</summary>
+    internal static bool TryProtect(void* address, nuint size, int prot)
     {
-        if (Libc.Mprotect((nint)address, size, prot) != 0)
-        {
-            int errno = Marshal.GetLastPInvokeError();
-            throw new OsCallException($"mprotect(0x{(nuint)address:x}, {Sizes.Format(size)}, {prot})", errno);
-        }
+        if (Libc.Mprotect((nint)address, size, prot) == 0) return true;
+        int errno = Marshal.GetLastPInvokeError();
+        t_lastFailure = OsCallException.Describe($"mprotect(0x{(nuint)address:x}, {Sizes.Format(size)}, {prot})", errno);
+        return false;
     }
 
     internal static nuint AlignUp(nuint value, nuint alignment) => (value + alignment - 1) & ~(alignment - 1);

@@ -1,0 +1,236 @@
+using NativeHeap.Bins;
+using NativeHeap.Chunks;
+
+namespace NativeHeap.Arenas;
+
+internal static unsafe partial class Ptmalloc
+{
+    // Which arena a thread allocates from (glibc's arena.c). A thread keeps the arena it was
+    // given; the first one to use the heap gets the main arena; later ones take an arena no
+    // thread is attached to, or make a new one (on its own 64 MiB-aligned heap) until there
+    // are 8 per core (or ArenaMax), and then share, taking one whose lock is free.
+
+    /// <summary>
+    /// arena_get: the thread's arena, locked; attaches the thread to one first if it has none.
+    /// When the thread's arena is busy and more arenas may still be made, the thread moves to
+    /// another (NativeHeap's addition: glibc 2.36 waits for the lock).
+    /// </summary>
+    internal static MallocState* ArenaGet(MallocContext* ctx, ref ThreadLocals ts, nuint size)
+    {
+        MallocState* a = ts.Arena;
+        if (a == null)
+        {
+            if (ctx->MainArenaClaimed == 0 && Interlocked.Exchange(ref ctx->MainArenaClaimed, 1) == 0)
+            {
+                // ptmalloc_init: the first thread is attached to the main arena.
+                ts.Arena = &ctx->Main;
+                ArenaLock.Enter(&ctx->Main.Mutex);
+                return &ctx->Main;
+            }
+            return ArenaGet2(ctx, ref ts, size, null);
+        }
+        if (ArenaLock.TryEnter(&a->Mutex)) return a;
+        if (Volatile.Read(ref ctx->NArenas) < ArenaLimit(ctx))
+        {
+            MallocState* other = ArenaGet2(ctx, ref ts, size, a);
+            if (other != null) return other;
+        }
+        ArenaLock.Enter(&a->Mutex);
+        return a;
+    }
+
+    /// <summary>arena_get2: a free arena, a new one while under the limit, or a shared one; locked, and the thread attached to it.</summary>
+    private static MallocState* ArenaGet2(MallocContext* ctx, ref ThreadLocals ts, nuint size, MallocState* avoid)
+    {
+        MallocState* a = GetFreeList(ctx, ref ts);
+        if (a != null) return a;
+        long limit = ArenaLimit(ctx);
+        for (;;)
+        {
+            long n = Volatile.Read(ref ctx->NArenas);
+            if (n >= limit) return ReusedArena(ctx, ref ts, avoid);
+            if (Interlocked.CompareExchange(ref ctx->NArenas, n + 1, n) != n) continue;
+            a = NewArena(ctx, ref ts, size);
+            if (a == null) Interlocked.Decrement(ref ctx->NArenas);
+            return a;
+        }
+    }
+
+    /// <summary>
+    /// The arena limit: ArenaMax if set; else unlimited until there are more than ArenaTest
+    /// arenas, then 8 per core (NARENAS_FROM_NCORES).
+    /// </summary>
+    private static long ArenaLimit(MallocContext* ctx)
+    {
+        long limit = Volatile.Read(ref ctx->NArenasLimit);
+        if (limit != 0) return limit;
+        if (ctx->Mp.ArenaMax != 0)
+            limit = (long)ctx->Mp.ArenaMax;
+        else if (Volatile.Read(ref ctx->NArenas) > (long)ctx->Mp.ArenaTest)
+            limit = 8L * Environment.ProcessorCount;
+        else
+            return long.MaxValue;
+        Volatile.Write(ref ctx->NArenasLimit, limit);
+        return limit;
+    }
+
+    /// <summary>get_free_list: take an arena no thread is attached to.</summary>
+    private static MallocState* GetFreeList(MallocContext* ctx, ref ThreadLocals ts)
+    {
+        if (Volatile.Read(ref *(nint*)&ctx->FreeList) == 0) return null;
+        MallocState* result;
+        ArenaLock.Enter(&ctx->FreeListLock);
+        result = ctx->FreeList;
+        if (result != null)
+        {
+            ctx->FreeList = result->NextFree;
+            result->AttachedThreads = 1;
+            Detach(ts.Arena);
+        }
+        ArenaLock.Exit(&ctx->FreeListLock);
+        if (result == null) return null;
+        ArenaLock.Enter(&result->Mutex);
+        ts.Arena = result;
+        return result;
+    }
+
+    /// <summary>reused_arena: share an arena, the first (round robin) whose lock is free, else wait for one.</summary>
+    private static MallocState* ReusedArena(MallocContext* ctx, ref ThreadLocals ts, MallocState* avoid)
+    {
+        MallocState* start = ctx->NextToUse != null ? ctx->NextToUse : &ctx->Main;
+        MallocState* result = start;
+        bool locked = false;
+        do
+        {
+            if (ArenaLock.TryEnter(&result->Mutex)) { locked = true; break; }
+            result = result->Next;
+        }
+        while (result != start);
+        if (!locked)
+        {
+            if (result == avoid) result = result->Next;
+            ArenaLock.Enter(&result->Mutex);
+        }
+
+        ArenaLock.Enter(&ctx->FreeListLock);
+        Detach(ts.Arena);
+        RemoveFromFreeList(ctx, result);
+        result->AttachedThreads++;
+        ArenaLock.Exit(&ctx->FreeListLock);
+        ts.Arena = result;
+        ctx->NextToUse = result->Next;
+        return result;
+    }
+
+    /// <summary>_int_new_arena: an arena inside a new heap of its own; locked, the thread attached.</summary>
+    private static MallocState* NewArena(MallocContext* ctx, ref ThreadLocals ts, nuint size)
+    {
+        nuint overhead = (nuint)(sizeof(HeapHeader) + sizeof(MallocState)) + Chunk.Alignment;
+        HeapHeader* h = HeapHeader.Create(ctx, size + overhead, ctx->Mp.TopPad);
+        if (h == null)
+        {
+            // Perhaps the size fits no heap: make a minimal arena and let malloc map the chunk.
+            h = HeapHeader.Create(ctx, overhead, ctx->Mp.TopPad);
+            if (h == null) return null;
+        }
+        var a = (MallocState*)(h + 1);
+        h->Arena = a;
+        MallocState.Init(a, contiguous: false);
+        a->AttachedThreads = 1;
+        a->SystemMem = a->MaxSystemMem = h->Size;
+        byte* ptr = (byte*)(a + 1);
+        nuint misalign = (nuint)Chunk.ToMem((Chunk*)ptr) & Chunk.AlignMask;
+        if (misalign > 0) ptr += Chunk.Alignment - misalign;
+        a->Top = (Chunk*)ptr;
+        Chunk.SetHead(a->Top, (nuint)((byte*)h + h->Size - ptr) | Chunk.PrevInuse);
+
+        MallocState* replaced = ts.Arena;
+        ts.Arena = a;
+        ArenaLock.Enter(&ctx->ListLock);
+        a->Next = ctx->Main.Next;
+        Volatile.Write(ref *(nint*)&ctx->Main.Next, (nint)a);
+        ArenaLock.Exit(&ctx->ListLock);
+        ArenaLock.Enter(&ctx->FreeListLock);
+        Detach(replaced);
+        ArenaLock.Exit(&ctx->FreeListLock);
+        ArenaLock.Enter(&a->Mutex);
+        return a;
+    }
+
+    /// <summary>detach_arena: one thread fewer on <paramref name="a"/> (free list lock held).</summary>
+    private static void Detach(MallocState* a)
+    {
+        if (a != null) a->AttachedThreads--;
+    }
+
+    private static void RemoveFromFreeList(MallocContext* ctx, MallocState* arena)
+    {
+        MallocState** previous = &ctx->FreeList;
+        for (MallocState* p = *previous; p != null; p = p->NextFree)
+        {
+            if (p == arena)
+            {
+                *previous = p->NextFree;
+                break;
+            }
+            previous = &p->NextFree;
+        }
+    }
+
+    /// <summary>arena_get_retry: after a failure, try the main arena, or from the main arena another.</summary>
+    private static MallocState* ArenaGetRetry(MallocContext* ctx, ref ThreadLocals ts, MallocState* av, nuint bytes)
+    {
+        ArenaLock.Exit(&av->Mutex);
+        if (av != &ctx->Main)
+        {
+            ArenaLock.Enter(&ctx->Main.Mutex);
+            return &ctx->Main;
+        }
+        return ArenaGet2(ctx, ref ts, bytes, av);
+    }
+
+    /// <summary>arena_for_chunk: the main arena, or the arena of the heap the chunk lies in.</summary>
+    internal static MallocState* ArenaFor(MallocContext* ctx, Chunk* p) =>
+        (p->Size & Chunk.NonMainArena) == 0 ? &ctx->Main : HeapHeader.For(p)->Arena;
+
+    /// <summary>
+    /// A thread is gone (tcache_thread_shutdown and arena_thread_freeres): return every cached
+    /// chunk and the tcache itself to their arenas, and put the arena on the free list if no
+    /// thread is left on it.
+    /// </summary>
+    internal static void ThreadShutdown(MallocContext* ctx, ref ThreadLocals ts)
+    {
+        Tcache* tc = ts.Tcache;
+        ts.TcacheShutDown = true;
+        ts.Tcache = null;
+        if (tc != null)
+        {
+            for (nuint i = 0; i < BinIndex.TcacheMaxBins; i++)
+            {
+                TcacheEntry** head = Tcache.Head(tc, i);
+                while (*head != null)
+                {
+                    TcacheEntry* e = *head;
+                    if (Chunk.Misaligned(e))
+                        HeapCorruptionException.Raise("tcache_thread_shutdown(): unaligned tcache chunk detected", e);
+                    *head = Chunk.Reveal(&e->Next);
+                    Free(ctx, ref ts, e);
+                }
+            }
+            Free(ctx, ref ts, tc);
+        }
+
+        MallocState* a = ts.Arena;
+        ts.Arena = null;
+        if (a != null)
+        {
+            ArenaLock.Enter(&ctx->FreeListLock);
+            if (--a->AttachedThreads == 0)
+            {
+                a->NextFree = ctx->FreeList;
+                ctx->FreeList = a;
+            }
+            ArenaLock.Exit(&ctx->FreeListLock);
+        }
+    }
+}

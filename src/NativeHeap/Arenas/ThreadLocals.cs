@@ -1,0 +1,18 @@
+using NativeHeap.Bins;
+
+namespace NativeHeap.Arenas;
+
+/// <summary>
+/// What glibc keeps in thread-local variables: the thread's tcache and the arena it is
+/// attached to (thread_arena). The process heap keeps one per thread (Heap's ThreadCache);
+/// a private heap made for a test keeps a single one in its context.
+/// </summary>
+internal unsafe struct ThreadLocals
+{
+    public Tcache* Tcache;
+    public MallocState* Arena;
+    /// <summary>tcache_shutting_down: the thread has given its tcache back; it gets no new one.</summary>
+    public bool TcacheShutDown;
+    /// <summary>Set while the tcache's own chunk is being allocated.</summary>
+    public bool TcacheInitializing;
+}
