@@ -279,6 +279,9 @@ public static unsafe class Heap
     /// <summary>How often the heap found the break moved by someone else (tests, diagnostics).</summary>
     internal static long ForeignBreaks => Context->ForeignBreaks;
 
+    /// <summary>The last foreign move: the break found, and the heap's top end before it (tests, diagnostics).</summary>
+    internal static (nuint Break, nuint OldEnd) LastForeignBreak => ((nuint)Context->LastForeignBreak, (nuint)Context->LastForeignOldEnd);
+
     /// <summary>Whether the main arena is on the program break.</summary>
     internal static bool UsesBrk => Context->UseBrk != 0;
 

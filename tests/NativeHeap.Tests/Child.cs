@@ -65,6 +65,9 @@ public static class ChildMain
             // Nothing JIT-compiled in a measured window: compile NativeHeap and the scenarios first.
             Diagnostics.Precompile.Assembly();
             Diagnostics.Precompile.Type(typeof(ChildScenarios));
+            // And glibc's own malloc off the break: the scenarios measure NativeHeap's.
+            if (Environment.GetEnvironmentVariable("NATIVEHEAP_TUNABLES")?.Contains("use_brk=1") == true)
+                Diagnostics.GlibcRoom.Make();
             method.Invoke(null, null);
             return 0;
         }

@@ -82,6 +82,7 @@ internal static unsafe class ChildScenarios
         Report("arena2", info2.Arena);
         Report("keepcost2", info2.Keepcost);
         Report("foreign_breaks", Heap.ForeignBreaks - foreign0);
+        Report("last_foreign", $"0x{Heap.LastForeignBreak.Break:x} after 0x{Heap.LastForeignBreak.OldEnd:x}");
         Heap.Validate();
     }
 
@@ -202,6 +203,7 @@ internal static unsafe class ChildScenarios
         Report("trimmed", trimmed);
         Report("trim_kib", trim);
         Report("foreign_breaks", Heap.ForeignBreaks - foreign0);
+        Report("last_foreign", $"0x{Heap.LastForeignBreak.Break:x} after 0x{Heap.LastForeignBreak.OldEnd:x}");
         Heap.Validate();
     }
 }

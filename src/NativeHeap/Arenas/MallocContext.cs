@@ -40,6 +40,8 @@ internal unsafe struct MallocContext
     public byte* AlignedHeapArea;
     /// <summary>How often growth found the break moved by someone else since the heap last grew.</summary>
     public long ForeignBreaks;
+    /// <summary>Where the last foreign move left the break, and where the heap's top had ended.</summary>
+    public byte* LastForeignBreak, LastForeignOldEnd;
     public Segments Segments;
 
     /// <summary>Create a context with glibc's defaults in its own mapping.</summary>

@@ -89,7 +89,12 @@ internal static unsafe partial class Ptmalloc
         }
         if (MallocState.Contiguous(av) && oldSize != 0 && brk < oldEnd)
             HeapCorruptionException.Raise("break adjusted to free malloc space", brk);
-        if (oldSize != 0 && sndBrk == OsMemory.SbrkFailure) ctx->ForeignBreaks++;
+        if (oldSize != 0 && sndBrk == OsMemory.SbrkFailure)
+        {
+            ctx->ForeignBreaks++;
+            ctx->LastForeignBreak = brk;
+            ctx->LastForeignOldEnd = oldEnd;
+        }
 
         // A new region: the first one, one after a foreign sbrk, or a mapping.
         nuint correction = 0;

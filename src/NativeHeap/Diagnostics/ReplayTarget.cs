@@ -28,6 +28,11 @@ public abstract unsafe class ReplayTarget
     /// <summary>mallinfo2.</summary>
     public abstract HeapInfo GetInfo();
 
+    /// <summary>Prepare the process before the replay's first operation (nothing by default).</summary>
+    public virtual void Prepare()
+    {
+    }
+
     /// <summary>How often someone else moved the break under this heap (0 where unknown).</summary>
     public virtual long ForeignBreaks => 0;
 
@@ -93,6 +98,12 @@ public sealed unsafe class NativeHeapTarget : ReplayTarget
     public override HeapInfo GetInfo() => Heap.GetInfo();
     /// <inheritdoc/>
     public override long ForeignBreaks => Heap.ForeignBreaks;
+
+    /// <summary>With the main arena on the break, give glibc's own heap room first (see GlibcRoom).</summary>
+    public override void Prepare()
+    {
+        if (Heap.UsesBrk) GlibcRoom.Make();
+    }
 }
 
 /// <summary>A private heap (a <see cref="MallocContext"/>) as a replay target, for tests.</summary>

@@ -92,6 +92,7 @@ public static unsafe class TraceReplayer
         var writer = new LineWriter(output, new byte[BufferSize]);
         try
         {
+            target.Prepare();
             WarmUp(target, writer);
             if (alignBreak != 0) target.AlignBreak(alignBreak);
             long foreign0 = target.ForeignBreaks;
