@@ -41,9 +41,15 @@ internal static unsafe class OsMemory
         return (nuint)size;
     }
 
+    private static long s_sbrkMoves;
+
+    /// <summary>How many sbrk calls NativeHeap made that asked to move the break.</summary>
+    internal static long SbrkMoves => Interlocked.Read(ref s_sbrkMoves);
+
     /// <summary>sbrk(increment); <see cref="SbrkFailure"/> on failure. Caller holds <see cref="BreakLock"/>.</summary>
     internal static byte* Sbrk(nint increment)
     {
+        if (increment != 0) Interlocked.Increment(ref s_sbrkMoves);
         nint result = Libc.Sbrk(increment);
         if (result == -1)
         {
