@@ -33,6 +33,9 @@ public static unsafe class Heap
     /// <summary>This thread's cache; null until its first call.</summary>
     [ThreadStatic] private static ThreadCache? t_cache;
 
+    /// <summary>This thread's tcache, the one thing the fast paths read (an unmanaged thread static: no GC base to find).</summary>
+    [ThreadStatic] private static Tcache* t_tcache;
+
     // Copies of what the fast paths test, so that they read no native memory but the tcache.
     /// <summary>The largest request the tcache serves; 0 turns the fast paths off (checked mode).</summary>
     private static nuint s_fastMaxRequest;
@@ -81,7 +84,7 @@ public static unsafe class Heap
     private static void RefreshFastPath(MallocContext* ctx)
     {
         MallocParams* mp = &ctx->Mp;
-        s_fastBins = mp->TcacheBins;
+        s_fastBins = mp->CheckAction != 0 ? 0 : mp->TcacheBins; // 0: every free takes the slow, checked path
         s_tcacheCount = mp->TcacheCount;
         s_fastMaxRequest = mp->CheckAction != 0 || mp->TcacheBins == 0 ? 0 : BinIndex.TcacheUsableSize(mp->TcacheBins - 1);
     }
@@ -127,12 +130,11 @@ public static unsafe class Heap
     public static void* Alloc(nuint size)
     {
         // Fast path: this thread's tcache holds a chunk of the size. No lock, no call out.
-        ThreadCache? cache = t_cache;
-        if (cache is not null && size <= s_fastMaxRequest)
+        Tcache* tc = t_tcache;
+        if (tc != null && size <= s_fastMaxRequest)
         {
-            Tcache* tc = cache.State.Tcache;
             nuint idx = size <= 8 ? 0 : (size + Chunk.SizeSz + Chunk.AlignMask) / Chunk.Alignment - 2;
-            if (tc != null && tc->Counts[idx] != 0) return Tcache.Get(tc, idx);
+            if (tc->Counts[idx] != 0) return Tcache.Get(tc, idx);
         }
         return AllocSlow(size);
     }
@@ -155,16 +157,14 @@ public static unsafe class Heap
         if (ptr == null) return;
         // Fast path: a small heap chunk into this thread's tcache when its bin has room and
         // the chunk does not carry the tcache key (which would need the double-free walk).
-        ThreadCache? cache = t_cache;
-        if (cache is not null)
+        Tcache* tc = t_tcache;
+        if (tc != null)
         {
-            Tcache* tc = cache.State.Tcache;
             Chunk* p = Chunk.FromMem(ptr);
             nuint head = p->Size;
             nuint idx = (head - Chunk.MinSize) >> 4; // huge when the size is below MINSIZE
-            if (tc != null && idx < s_fastBins && (head & (Chunk.IsMmapped | 8)) == 0
-                && ((nuint)p & Chunk.AlignMask) == 0 && tc->Counts[idx] < s_tcacheCount
-                && ((TcacheEntry*)ptr)->Key != s_tcacheKey && s_fastMaxRequest != 0)
+            if (idx < s_fastBins && ((head & (Chunk.IsMmapped | 8)) | ((nuint)p & Chunk.AlignMask)) == 0
+                && tc->Counts[idx] < s_tcacheCount && ((TcacheEntry*)ptr)->Key != s_tcacheKey)
             {
                 Tcache.Put(tc, p, idx, s_tcacheKey);
                 return;
@@ -288,6 +288,8 @@ public static unsafe class Heap
     private static void AfterCall(MallocContext* ctx, ThreadCache cache)
     {
         if (ctx->Mp.CheckAction != 0) HeapCheck.Run(ctx, cache.State.Tcache);
+        // The fast paths see the tcache only when they may use it (not in checked mode).
+        t_tcache = s_fastMaxRequest != 0 ? cache.State.Tcache : null;
     }
 
     [DoesNotReturn]

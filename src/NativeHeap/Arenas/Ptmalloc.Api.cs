@@ -100,28 +100,9 @@ internal static unsafe partial class Ptmalloc
         FreeInArena(ctx, ts.Tcache, p);
     }
 
-    /// <summary>_int_free with have_lock = 0: the tcache first, then the chunk's arena under its lock.</summary>
-    private static void FreeInArena(MallocContext* ctx, Tcache* tc, Chunk* p)
-    {
-        // The checks _int_free makes before the tcache, so that a bad pointer is not followed
-        // to a heap header that is not there.
-        nuint size = Chunk.SizeOf(p);
-        if ((nuint)p > (nuint)(-(nint)size) || Chunk.Misaligned(p))
-            HeapCorruptionException.Raise("free(): invalid pointer", Chunk.ToMem(p));
-        if (size < Chunk.MinSize || (size & Chunk.AlignMask) != 0)
-            HeapCorruptionException.Raise("free(): invalid size", Chunk.ToMem(p));
-        if (TryTcachePut(ctx, tc, p, size)) return;
-        MallocState* av = ArenaFor(ctx, p);
-        ArenaLock.Enter(&av->Mutex);
-        try
-        {
-            IntFree(ctx, av, null, p);
-        }
-        finally
-        {
-            ArenaLock.Exit(&av->Mutex);
-        }
-    }
+    /// <summary>__libc_free's last step: _int_free in the chunk's arena, without its lock held.</summary>
+    private static void FreeInArena(MallocContext* ctx, Tcache* tc, Chunk* p) =>
+        IntFree(ctx, null, tc, p, haveLock: false);
 
     /// <summary>__libc_calloc: _int_malloc (never the tcache), then clear what may not already be zero.</summary>
     internal static void* Calloc(MallocContext* ctx, ref ThreadLocals ts, nuint n, nuint elemSize)

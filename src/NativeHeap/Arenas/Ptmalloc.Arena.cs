@@ -205,19 +205,8 @@ internal static unsafe partial class Ptmalloc
         ts.Tcache = null;
         if (tc != null)
         {
-            for (nuint i = 0; i < BinIndex.TcacheMaxBins; i++)
-            {
-                TcacheEntry** head = Tcache.Head(tc, i);
-                while (*head != null)
-                {
-                    TcacheEntry* e = *head;
-                    if (Chunk.Misaligned(e))
-                        HeapCorruptionException.Raise("tcache_thread_shutdown(): unaligned tcache chunk detected", e);
-                    *head = Chunk.Reveal(&e->Next);
-                    Free(ctx, ref ts, e);
-                }
-            }
-            Free(ctx, ref ts, tc);
+            DrainTcache(ctx, tc);
+            FreeInArena(ctx, null, Chunk.FromMem(tc));
         }
 
         MallocState* a = ts.Arena;

@@ -10,11 +10,11 @@ internal static unsafe partial class Ptmalloc
     /// _int_free: return chunk <paramref name="p"/> to arena <paramref name="av"/>: to the tcache
     /// if its bin has room, else to a fastbin if small, else merged with free neighbours into
     /// the unsorted bin or top; a merged chunk of 64 KiB or more consolidates the fastbins
-    /// and may trim the top.
+    /// and may trim the top. Without <paramref name="haveLock"/>, the arena's lock is taken
+    /// after the tcache step; a null <paramref name="av"/> is the chunk's own arena.
     /// </summary>
-    internal static void IntFree(MallocContext* ctx, MallocState* av, Tcache* tc, Chunk* p)
+    internal static void IntFree(MallocContext* ctx, MallocState* av, Tcache* tc, Chunk* p, bool haveLock = true)
     {
-        MallocParams* mp = &ctx->Mp;
         nuint size = Chunk.SizeOf(p);
 
         // Sizes that wrap around the address space, or misaligned chunks, cannot be ours.
@@ -24,6 +24,22 @@ internal static unsafe partial class Ptmalloc
             HeapCorruptionException.Raise("free(): invalid size", Chunk.ToMem(p));
 
         if (TryTcachePut(ctx, tc, p, size)) return;
+        // Found only now, after the checks: a bad pointer's "heap header" is not read.
+        if (av == null) av = ArenaFor(ctx, p);
+        if (haveLock)
+        {
+            IntFreeLocked(ctx, av, p, size);
+            return;
+        }
+        ArenaLock.Enter(&av->Mutex);
+        try { IntFreeLocked(ctx, av, p, size); }
+        finally { ArenaLock.Exit(&av->Mutex); }
+    }
+
+    /// <summary>_int_free past the tcache, the arena's lock held: fastbin, or merge and bin.</summary>
+    private static void IntFreeLocked(MallocContext* ctx, MallocState* av, Chunk* p, nuint size)
+    {
+        MallocParams* mp = &ctx->Mp;
 
         // glibc builds with TRIM_FASTBINS 0: a small chunk next to top still goes to a fastbin.
         if (size <= mp->MaxFast)

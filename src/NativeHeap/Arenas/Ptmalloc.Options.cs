@@ -96,8 +96,12 @@ internal static unsafe partial class Ptmalloc
     /// </summary>
     internal static void FlushTcache(MallocContext* ctx, ref ThreadLocals ts)
     {
-        Tcache* tc = ts.Tcache;
-        if (tc == null) return;
+        if (ts.Tcache != null) DrainTcache(ctx, ts.Tcache);
+    }
+
+    /// <summary>The loop of tcache_thread_shutdown: every cached chunk back to its arena.</summary>
+    private static void DrainTcache(MallocContext* ctx, Tcache* tc)
+    {
         for (nuint i = 0; i < BinIndex.TcacheMaxBins; i++)
         {
             TcacheEntry** head = Tcache.Head(tc, i);
