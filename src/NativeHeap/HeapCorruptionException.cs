@@ -27,8 +27,19 @@ public sealed class HeapCorruptionException : Exception
     /// <summary>The chunk or pointer concerned.</summary>
     public nuint Address { get; }
 
+    /// <summary>
+    /// The failure policy (<see cref="HeapOption.FailFast"/>): false throws this exception (the
+    /// .NET way), true ends the process with <see cref="Environment.FailFast(string)"/> as
+    /// glibc's malloc_printerr aborts.
+    /// </summary>
+    internal static volatile bool FailFast;
+
     /// <summary>malloc_printerr: report a corruption at <paramref name="address"/>.</summary>
     [DoesNotReturn]
-    internal static unsafe void Raise(string glibcMessage, void* address) =>
-        throw new HeapCorruptionException(glibcMessage, (nuint)address);
+    internal static unsafe void Raise(string glibcMessage, void* address)
+    {
+        var e = new HeapCorruptionException(glibcMessage, (nuint)address);
+        if (FailFast) Environment.FailFast("NativeHeap: " + e.Message);
+        throw e;
+    }
 }

@@ -37,4 +37,10 @@ public enum HeapOption
     /// before the first allocation (or as <c>use_brk</c> in NATIVEHEAP_TUNABLES).
     /// </summary>
     UseBrk = 103,
+    /// <summary>
+    /// NativeHeap's failure policy: 0 (default) throws <see cref="HeapCorruptionException"/>;
+    /// 1 ends the process at once with the same message, as glibc aborts
+    /// (<c>fail_fast</c> in NATIVEHEAP_TUNABLES). Process-wide.
+    /// </summary>
+    FailFast = 104,
 }

@@ -28,6 +28,7 @@ internal static class Tunables
         ["tcache_max"] = HeapOption.TcacheMax,
         ["tcache_unsorted_limit"] = HeapOption.TcacheUnsortedLimit,
         ["use_brk"] = HeapOption.UseBrk,
+        ["fail_fast"] = HeapOption.FailFast,
     };
 
     /// <summary>Parse a tunables string into settings, in order; throws on the first bad entry.</summary>

@@ -10,7 +10,19 @@ namespace NativeHeap.Tests;
 /// </summary>
 internal static class Child
 {
-    internal static Dictionary<string, string> Run(string scenario, params (string Name, string Value)[] environment)
+    internal sealed record Outcome(int ExitCode, string Output, string Error);
+
+    /// <summary>Run a scenario that is expected to end the process; returns how it ended.</summary>
+    internal static Outcome RunExpectingFailure(string scenario, params (string Name, string Value)[] environment)
+    {
+        using var process = Start(scenario, environment);
+        Task<string> stderr = process.StandardError.ReadToEndAsync();
+        string stdout = process.StandardOutput.ReadToEnd();
+        Assert.True(process.WaitForExit(120_000), $"child {scenario} did not finish in 120 s");
+        return new Outcome(process.ExitCode, stdout, stderr.Result);
+    }
+
+    private static Process Start(string scenario, (string Name, string Value)[] environment)
     {
         string assembly = typeof(Child).Assembly.Location;
         var psi = new ProcessStartInfo(Environment.ProcessPath!)
@@ -27,7 +39,12 @@ internal static class Child
         // Compile once, on first call: no background re-JIT mallocing while a scenario measures.
         psi.Environment["DOTNET_TieredCompilation"] = "0";
         foreach (var (name, value) in environment) psi.Environment[name] = value;
-        using var process = Process.Start(psi)!;
+        return Process.Start(psi)!;
+    }
+
+    internal static Dictionary<string, string> Run(string scenario, params (string Name, string Value)[] environment)
+    {
+        using var process = Start(scenario, environment);
         Task<string> stderr = process.StandardError.ReadToEndAsync();
         string stdout = process.StandardOutput.ReadToEnd();
         Assert.True(process.WaitForExit(120_000), $"child {scenario} did not finish in 120 s");

@@ -287,4 +287,21 @@ internal static unsafe class ChildScenarios
         Report("uordblks_delta", (long)Heap.GetInfo().Uordblks - (long)before);
         Heap.Validate();
     }
+
+    /// <summary>A double free; with fail_fast=1 the process ends there.</summary>
+    public static void DoubleFree()
+    {
+        void* p = Heap.Alloc(64);
+        Heap.Free(p);
+        try
+        {
+            Heap.Free(p);
+        }
+        catch (HeapCorruptionException e)
+        {
+            Report("caught", e.GlibcMessage);
+        }
+        Heap.Free(Heap.Alloc(64));
+        Report("survived", true);
+    }
 }

@@ -115,7 +115,10 @@ internal static unsafe partial class Ptmalloc
                 if (count >= mp->TcacheCount)
                     HeapCorruptionException.Raise("free(): too many chunks detected in tcache", e);
                 if (Chunk.Misaligned(tmp))
+                {
+                    Tcache.Quarantine(tc, tcIdx);
                     HeapCorruptionException.Raise("free(): unaligned chunk detected in tcache 2", tmp);
+                }
                 if (tmp == e)
                     HeapCorruptionException.Raise("free(): double free detected in tcache 2", e);
             }

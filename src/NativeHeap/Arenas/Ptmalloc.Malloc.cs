@@ -36,11 +36,18 @@ internal static unsafe partial class Ptmalloc
             victim = *fb;
             if (victim != null)
             {
+                // A bad fastbin is dropped before the error (its chunks lost), so its size works again.
                 if (Chunk.Misaligned(victim))
+                {
+                    *fb = null;
                     HeapCorruptionException.Raise("malloc(): unaligned fastbin chunk detected 2", victim);
+                }
                 *fb = Chunk.Reveal(&victim->Fd);
                 if (BinIndex.Fastbin(Chunk.SizeOf(victim)) != idx)
+                {
+                    *fb = null;
                     HeapCorruptionException.Raise("malloc(): memory corruption (fast)", Chunk.ToMem(victim));
+                }
                 // While here, move the rest of this fastbin into the tcache.
                 nuint tcIdx = BinIndex.Tcache(nb);
                 if (tc != null && tcIdx < mp->TcacheBins)
@@ -49,7 +56,10 @@ internal static unsafe partial class Ptmalloc
                     while (tc->Counts[tcIdx] < mp->TcacheCount && (tcVictim = *fb) != null)
                     {
                         if (Chunk.Misaligned(tcVictim))
+                        {
+                            *fb = null;
                             HeapCorruptionException.Raise("malloc(): unaligned fastbin chunk detected 3", tcVictim);
+                        }
                         *fb = Chunk.Reveal(&tcVictim->Fd);
                         Tcache.Put(tc, tcVictim, tcIdx, ctx->TcacheKey);
                     }

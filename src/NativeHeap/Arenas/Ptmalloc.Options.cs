@@ -75,6 +75,10 @@ internal static unsafe partial class Ptmalloc
                 if (value < 0) return "must be 0 or more";
                 mp->TcacheUnsortedLimit = (nuint)value;
                 return null;
+            case HeapOption.FailFast:
+                if (value is not (0 or 1)) return "must be 0 (throw) or 1 (end the process)";
+                HeapCorruptionException.FailFast = value == 1;
+                return null;
             case HeapOption.UseBrk:
                 if (value is not (0 or 1)) return "must be 0 (mmap'd heaps) or 1 (the break)";
                 if (ctx->UseBrk == value) return null;

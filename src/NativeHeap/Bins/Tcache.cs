@@ -39,6 +39,16 @@ internal unsafe struct Tcache
         tc->Counts[index]++;
     }
 
+    /// <summary>
+    /// A bin whose list was overwritten cannot be walked: drop it (its chunks stay allocated,
+    /// lost) so that the sizes it served work again. NativeHeap's addition; glibc aborts.
+    /// </summary>
+    internal static void Quarantine(Tcache* tc, nuint index)
+    {
+        *Head(tc, index) = null;
+        tc->Counts[index] = 0;
+    }
+
     /// <summary>tcache_get: take the first cached chunk of a non-empty bin; returns user memory.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void* Get(Tcache* tc, nuint index)
@@ -46,7 +56,10 @@ internal unsafe struct Tcache
         TcacheEntry** head = Head(tc, index);
         TcacheEntry* e = *head;
         if (Chunk.Misaligned(e))
+        {
+            Quarantine(tc, index);
             HeapCorruptionException.Raise("malloc(): unaligned tcache chunk detected", e);
+        }
         *head = Chunk.Reveal(&e->Next);
         tc->Counts[index]--;
         e->Key = 0;
