@@ -42,6 +42,7 @@ public static unsafe class Heap
     private static nuint s_fastBins;
     private static nuint s_tcacheCount;
     private static ulong s_tcacheKey;
+    private static ulong* s_heapSlots;
 
     private static MallocContext* Context
     {
@@ -71,6 +72,7 @@ public static unsafe class Heap
                 }
             }
             s_tcacheKey = ctx->TcacheKey;
+            s_heapSlots = ctx->Owned.HeapSlots;
             RefreshFastPath(ctx);
             Interlocked.MemoryBarrier(); // the context is complete before other threads can see it
             s_context = ctx;
@@ -155,8 +157,8 @@ public static unsafe class Heap
     public static void Free(void* ptr)
     {
         if (ptr == null) return;
-        // Fast path: a small heap chunk into this thread's tcache when its bin has room and
-        // the chunk does not carry the tcache key (which would need the double-free walk).
+        // Fast path: a small chunk of one of this heap's heaps into this thread's tcache when
+        // its bin has room and it does not carry the tcache key (which needs the double-free walk).
         Tcache* tc = t_tcache;
         if (tc != null)
         {
@@ -164,7 +166,8 @@ public static unsafe class Heap
             nuint head = p->Size;
             nuint idx = (head - Chunk.MinSize) >> 4; // huge when the size is below MINSIZE
             if (idx < s_fastBins && ((head & (Chunk.IsMmapped | 8)) | ((nuint)p & Chunk.AlignMask)) == 0
-                && tc->Counts[idx] < s_tcacheCount && ((TcacheEntry*)ptr)->Key != s_tcacheKey)
+                && tc->Counts[idx] < s_tcacheCount && ((TcacheEntry*)ptr)->Key != s_tcacheKey
+                && Ownership.HoldsHeapSlot(s_heapSlots, p))
             {
                 Tcache.Put(tc, p, idx, s_tcacheKey);
                 return;

@@ -336,4 +336,43 @@ public unsafe class HardeningTests
         Assert.Equal("free(): double free detected in tcache 2", thrown["caught"]);
         Assert.Equal("True", thrown["survived"]);
     }
+
+    [Theory]
+    [InlineData(100)]     // a small chunk of glibc's heap: would have gone into the tcache
+    [InlineData(5000)]    // a larger one
+    [InlineData(300_000)] // an mmapped chunk, laid out exactly as NativeHeap's
+    public void PointerFromGlibcsMalloc_IsRefused_AndGlibcStillOwnsIt(int size)
+    {
+        using var h = new PrivateHeap();
+        h.Free(h.Malloc(100));
+        var foreign = (byte*)Interop.Libc.Malloc((nuint)size);
+        new Span<byte>(foreign, size).Fill(0x42);
+        Expect("free(): invalid pointer", () => h.Free(foreign));
+        Expect("realloc(): invalid pointer", () => h.Realloc(foreign, 10));
+        Assert.Equal(-1, new Span<byte>(foreign, size).IndexOfAnyExcept((byte)0x42));
+        Interop.Libc.Free(foreign);
+        StillServes(h);
+    }
+
+    [Fact]
+    public void PointerFromGlibcsMalloc_IsRefusedByTheProcessHeapsFastPath()
+    {
+        Heap.Free(Heap.Alloc(100)); // this thread has a tcache
+        var foreign = (byte*)Interop.Libc.Malloc(100);
+        var e = Assert.Throws<HeapCorruptionException>(() => Heap.Free(foreign));
+        Assert.Equal("free(): invalid pointer", e.GlibcMessage);
+        Interop.Libc.Free(foreign);
+        Heap.Free(Heap.Alloc(100));
+        Heap.Validate();
+    }
+
+    [Fact]
+    public void PointerToTheStack_IsRefused()
+    {
+        using var h = new PrivateHeap();
+        byte* onStack = stackalloc byte[64];
+        ((nuint*)onStack)[1] = 0x41; // a plausible chunk header
+        Expect("free(): invalid pointer", () => h.Free(onStack + 16));
+        StillServes(h);
+    }
 }

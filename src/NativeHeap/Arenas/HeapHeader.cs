@@ -87,6 +87,7 @@ internal unsafe struct HeapHeader
             return null;
         }
         var h = (HeapHeader*)p2;
+        Ownership.SetHeapSlot(&ctx->Owned, h, owned: true);
         h->Size = size;
         h->MprotectSize = size;
         h->PageSize = pagesize;
@@ -123,6 +124,7 @@ internal unsafe struct HeapHeader
     internal static void Delete(MallocContext* ctx, HeapHeader* h)
     {
         if ((byte*)h + MaxSize == ctx->AlignedHeapArea) ctx->AlignedHeapArea = null;
+        Ownership.SetHeapSlot(&ctx->Owned, h, owned: false);
         OsMemory.Unmap(h, MaxSize);
     }
 }

@@ -42,6 +42,7 @@ internal unsafe struct MallocContext
     public long ForeignBreaks;
     /// <summary>Where the last foreign move left the break, and where the heap's top had ended.</summary>
     public byte* LastForeignBreak, LastForeignOldEnd;
+    public Ownership Owned;
     public Segments Segments;
 
     /// <summary>Create a context with glibc's defaults in its own mapping.</summary>
@@ -58,6 +59,7 @@ internal unsafe struct MallocContext
         ctx->Main.AttachedThreads = 1;
         ctx->NArenas = 1;
         ctx->UseBrk = useBrk ? 1 : 0;
+        Ownership.Init(&ctx->Owned);
         Span<byte> key = stackalloc byte[sizeof(ulong)];
         RandomNumberGenerator.Fill(key);
         ctx->TcacheKey = MemoryMarshal.Read<ulong>(key);
@@ -88,7 +90,25 @@ internal unsafe struct MallocContext
                     OsMemory.Sbrk(-(nint)(topEnd - ctx->Mp.SbrkBase));
             }
         }
+        Ownership.Release(&ctx->Owned);
         OsMemory.Unmap(ctx, OsMemory.AlignUp((nuint)sizeof(MallocContext), OsMemory.PageSize));
+    }
+
+    /// <summary>Whether <paramref name="p"/> lies in memory of this heap's arenas (not mmapped chunks).</summary>
+    internal static bool OwnsHeapChunk(MallocContext* ctx, Chunk* p)
+    {
+        if (Ownership.HoldsHeapSlot(ctx->Owned.HeapSlots, p)) return true;
+        if (ctx->UseBrk == 0) return false;
+        Segments* s = &ctx->Segments;
+        for (int i = 0; i < s->Count; i++)
+        {
+            nuint start = (nuint)s->Starts[i];
+            nuint end = i == s->Count - 1
+                ? (nuint)ctx->Main.Top + Chunk.SizeOf(ctx->Main.Top)
+                : (nuint)s->Ends[i];
+            if ((nuint)p >= start && (nuint)p < end) return true;
+        }
+        return s->Overflowed != 0; // past the record, trust the header as glibc does
     }
 
     /// <summary>Unmap the chain of heaps that ends with the one holding <paramref name="top"/> (the arena's own heap last).</summary>
@@ -116,9 +136,13 @@ internal unsafe struct Segments
     public int Count;
     public int Overflowed;
     public fixed ulong Starts[Capacity];
+    /// <summary>Each region's end, once a later one began (the last one ends at top's end).</summary>
+    public fixed ulong Ends[Capacity];
 
-    internal static void Add(Segments* s, Chunk* start)
+    /// <summary>A new region begins at <paramref name="start"/>; the one before ended at <paramref name="previousEnd"/>.</summary>
+    internal static void Add(Segments* s, Chunk* start, byte* previousEnd)
     {
+        if (s->Count > 0 && s->Count <= Capacity) s->Ends[s->Count - 1] = (ulong)previousEnd;
         if (s->Count < Capacity) s->Starts[s->Count++] = (ulong)start;
         else s->Overflowed = 1;
     }

@@ -63,6 +63,19 @@ internal static unsafe partial class Ptmalloc
         }
     }
 
+    /// <summary>
+    /// NativeHeap's addition to glibc's checks: the chunk must lie in this heap's memory (an
+    /// arena's heap or break region, or a recorded mapping), else it is another allocator's,
+    /// or no allocator's, and is refused before anything reads past its header.
+    /// </summary>
+    private static void CheckOwned(MallocContext* ctx, Chunk* p, string glibcMessage)
+    {
+        bool owned = Chunk.Misaligned(p) || (Chunk.IsMapped(p)
+            ? Ownership.HoldsMapped(&ctx->Owned, p)
+            : MallocContext.OwnsHeapChunk(ctx, p));
+        if (!owned) HeapCorruptionException.Raise(glibcMessage, Chunk.ToMem(p));
+    }
+
     /// <summary>__libc_malloc.</summary>
     internal static void* Malloc(MallocContext* ctx, ref ThreadLocals ts, nuint bytes)
     {
@@ -86,6 +99,7 @@ internal static unsafe partial class Ptmalloc
         if (mem == null) return;
         Chunk* p = Chunk.FromMem(mem);
         MallocParams* mp = &ctx->Mp;
+        CheckOwned(ctx, p, "free(): invalid pointer");
         if (Chunk.IsMapped(p))
         {
             if (mp->NoDynThreshold == 0 && p->Size > mp->MmapThreshold && p->Size <= MallocParams.DefaultMmapThresholdMax)
@@ -183,6 +197,7 @@ internal static unsafe partial class Ptmalloc
 
         Chunk* oldp = Chunk.FromMem(oldmem);
         nuint oldsize = Chunk.SizeOf(oldp);
+        CheckOwned(ctx, oldp, "realloc(): invalid pointer");
         if (!Chunk.IsMapped(oldp)) MaybeInitTcache(ctx, ref ts);
         if ((nuint)oldp > (nuint)(-(nint)oldsize) || Chunk.Misaligned(oldp))
             HeapCorruptionException.Raise("realloc(): invalid pointer", oldmem);

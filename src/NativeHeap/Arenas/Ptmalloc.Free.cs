@@ -220,8 +220,9 @@ internal static unsafe partial class Ptmalloc
         // The mapping must be whole pages, and the user pointer its page's only aligned offset.
         if (((block | totalSize) & pageMask) != 0 || !IsPowerOfTwo(mem & pageMask))
             HeapCorruptionException.Raise("munmap_chunk(): invalid pointer", (void*)mem);
-        ctx->Mp.NMmaps--;
-        ctx->Mp.MmappedMem -= totalSize;
+        Ownership.RemoveMapped(&ctx->Owned, p);
+        Interlocked.Decrement(ref ctx->Mp.NMmaps);
+        Interlocked.Add(ref *(long*)&ctx->Mp.MmappedMem, -(long)totalSize);
         OsMemory.Unmap((void*)block, totalSize);
     }
 

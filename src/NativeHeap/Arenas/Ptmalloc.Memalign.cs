@@ -32,6 +32,8 @@ internal static unsafe partial class Ptmalloc
             {
                 newp->PrevSize = p->PrevSize + leadsize;
                 Chunk.SetHead(newp, newsize | Chunk.IsMmapped);
+                Ownership.RemoveMapped(&ctx->Owned, p);
+                Ownership.AddMapped(&ctx->Owned, newp);
                 return Chunk.ToMem(newp);
             }
 

@@ -102,7 +102,9 @@ internal static unsafe partial class Ptmalloc
 
         byte* cp = OsMemory.Remap((void*)block, totalSize, newSize);
         if (cp == null) return null;
+        Ownership.RemoveMapped(&ctx->Owned, p);
         p = (Chunk*)(cp + offset);
+        Ownership.AddMapped(&ctx->Owned, p);
         Chunk.SetHead(p, (newSize - offset) | Chunk.IsMmapped);
         MallocParams* mp = &ctx->Mp;
         mp->MmappedMem = mp->MmappedMem + newSize - size - offset;

@@ -130,7 +130,7 @@ internal static unsafe partial class Ptmalloc
         av->Top = (Chunk*)alignedBrk;
         Chunk.SetHead(av->Top, ((nuint)(sndBrk - alignedBrk) + correction) | Chunk.PrevInuse);
         av->SystemMem += correction;
-        Segments.Add(&ctx->Segments, av->Top);
+        Segments.Add(&ctx->Segments, av->Top, oldEnd);
         return true;
     }
 
@@ -219,12 +219,17 @@ internal static unsafe partial class Ptmalloc
         byte* mm = OsMemory.Map(size);
         if (mm == null) return null;
         var p = (Chunk*)mm;
+        if (!Ownership.AddMapped(&ctx->Owned, p))
+        {
+            OsMemory.Unmap(mm, size);
+            return null;
+        }
         p->PrevSize = 0;
         Chunk.SetHead(p, size | Chunk.IsMmapped);
-        int n = ++mp->NMmaps;
+        int n = Interlocked.Increment(ref mp->NMmaps);
         if (n > mp->MaxNMmaps) mp->MaxNMmaps = n;
-        mp->MmappedMem += size;
-        if (mp->MmappedMem > mp->MaxMmappedMem) mp->MaxMmappedMem = mp->MmappedMem;
+        var sum = (nuint)Interlocked.Add(ref *(long*)&mp->MmappedMem, (long)size);
+        if (sum > mp->MaxMmappedMem) mp->MaxMmappedMem = sum;
         return Chunk.ToMem(p);
     }
 }

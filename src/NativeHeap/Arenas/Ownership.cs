@@ -1,0 +1,147 @@
+using System.Runtime.InteropServices;
+using NativeHeap.Chunks;
+using NativeHeap.Os;
+
+namespace NativeHeap.Arenas;
+
+/// <summary>
+/// What memory is this heap's: a bit per 64 MiB-aligned slot holding one of its heaps, the
+/// regions of the main arena on the break, and every mmapped chunk. glibc trusts a pointer's
+/// header; NativeHeap asks here first, so that a pointer from glibc's malloc (same chunk
+/// layout), from the stack or from a stale mapping is refused as "free(): invalid pointer"
+/// instead of being taken in. The bit test is cheap enough for the free fast path.
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct Ownership
+{
+    /// <summary>Bits for 2^47 bytes of user address space in 64 MiB slots: 2^21 bits.</summary>
+    private const int SlotShift = 26;
+    private const nuint Slots = (nuint)1 << (47 - SlotShift);
+
+    public ulong* HeapSlots;
+    /// <summary>Open-addressed set of mmapped chunk addresses (0 empty, 1 deleted).</summary>
+    public nuint* Mapped;
+    public nuint MappedCapacity;
+    public nuint MappedCount;
+    public nuint MappedUsed;
+    public int MappedLock;
+
+    internal static void Init(Ownership* o)
+    {
+        o->HeapSlots = (ulong*)OsMemory.Map(Slots / 8, Interop.Libc.PROT_READ | Interop.Libc.PROT_WRITE, Interop.Libc.MAP_NORESERVE);
+        if (o->HeapSlots == null) throw new OutOfMemoryException(OsMemory.LastFailure);
+    }
+
+    internal static void Release(Ownership* o)
+    {
+        if (o->HeapSlots != null) OsMemory.Unmap(o->HeapSlots, Slots / 8);
+        if (o->Mapped != null) OsMemory.Unmap(o->Mapped, o->MappedCapacity * (nuint)sizeof(nuint));
+    }
+
+    internal static bool HoldsHeapSlot(ulong* slots, void* p)
+    {
+        nuint slot = (nuint)p >> SlotShift;
+        return slot < Slots && (slots[slot >> 6] & (1UL << (int)(slot & 63))) != 0;
+    }
+
+    internal static void SetHeapSlot(Ownership* o, HeapHeader* h, bool owned)
+    {
+        nuint slot = (nuint)h >> SlotShift;
+        if (slot >= Slots) return;
+        ref ulong word = ref o->HeapSlots[slot >> 6];
+        ulong bit = 1UL << (int)(slot & 63);
+        if (owned) Interlocked.Or(ref word, bit);
+        else Interlocked.And(ref word, ~bit);
+    }
+
+    /// <summary>Record an mmapped chunk; false (and the caller unmaps it) when the set cannot grow.</summary>
+    internal static bool AddMapped(Ownership* o, Chunk* p)
+    {
+        ArenaLock.Enter(&o->MappedLock);
+        try
+        {
+            if ((o->MappedUsed + 1) * 2 > o->MappedCapacity && !Rehash(o)) return false;
+            nuint mask = o->MappedCapacity - 1;
+            for (nuint i = Hash(p) & mask; ; i = (i + 1) & mask)
+            {
+                if (o->Mapped[i] <= 1)
+                {
+                    if (o->Mapped[i] == 0) o->MappedUsed++;
+                    o->Mapped[i] = (nuint)p;
+                    o->MappedCount++;
+                    return true;
+                }
+            }
+        }
+        finally
+        {
+            ArenaLock.Exit(&o->MappedLock);
+        }
+    }
+
+    /// <summary>Forget an mmapped chunk; false when it was never recorded.</summary>
+    internal static bool RemoveMapped(Ownership* o, Chunk* p)
+    {
+        ArenaLock.Enter(&o->MappedLock);
+        try
+        {
+            nuint* slot = FindMapped(o, p);
+            if (slot == null) return false;
+            *slot = 1;
+            o->MappedCount--;
+            return true;
+        }
+        finally
+        {
+            ArenaLock.Exit(&o->MappedLock);
+        }
+    }
+
+    internal static bool HoldsMapped(Ownership* o, Chunk* p)
+    {
+        ArenaLock.Enter(&o->MappedLock);
+        try { return FindMapped(o, p) != null; }
+        finally { ArenaLock.Exit(&o->MappedLock); }
+    }
+
+    private static nuint* FindMapped(Ownership* o, Chunk* p)
+    {
+        if (o->MappedCapacity == 0) return null;
+        nuint mask = o->MappedCapacity - 1;
+        for (nuint i = Hash(p) & mask; ; i = (i + 1) & mask)
+        {
+            if (o->Mapped[i] == (nuint)p) return &o->Mapped[i];
+            if (o->Mapped[i] == 0) return null;
+        }
+    }
+
+    private static nuint Hash(Chunk* p) => (nuint)(((ulong)p >> 12) * 0x9E3779B97F4A7C15UL >> 20);
+
+    private static bool Rehash(Ownership* o)
+    {
+        nuint capacity = o->MappedCapacity == 0 ? 512 : o->MappedCapacity * 2;
+        var table = (nuint*)OsMemory.Map(capacity * (nuint)sizeof(nuint));
+        if (table == null) return false;
+        nuint* old = o->Mapped;
+        nuint oldCapacity = o->MappedCapacity;
+        o->Mapped = table;
+        o->MappedCapacity = capacity;
+        o->MappedUsed = 0;
+        for (nuint i = 0; i < oldCapacity; i++)
+        {
+            nuint v = old[i];
+            if (v <= 1) continue;
+            for (nuint j = Hash((Chunk*)v) & (capacity - 1); ; j = (j + 1) & (capacity - 1))
+            {
+                if (table[j] == 0)
+                {
+                    table[j] = v;
+                    o->MappedUsed++;
+                    break;
+                }
+            }
+        }
+        if (old != null) OsMemory.Unmap(old, oldCapacity * (nuint)sizeof(nuint));
+        return true;
+    }
+}
