@@ -375,4 +375,17 @@ public unsafe class HardeningTests
         Expect("free(): invalid pointer", () => h.Free(onStack + 16));
         StillServes(h);
     }
+
+    [Fact]
+    public void OutOfAddressSpace_EveryFailureIsOutOfMemory_AndTheHeapRecovers()
+    {
+        // W^X makes the JIT map a writable view of each method it compiles: under the lowered
+        // limit the runtime itself would fail; without it the JIT writes in place.
+        var r = Child.Run(nameof(ChildScenarios.OutOfAddressSpace), ("DOTNET_EnableWriteXorExecute", "0"));
+        Assert.True(int.Parse(r["blocks"]) > 100, r["blocks"]);
+        Assert.Equal("9", r["oom"]); // three misses for each of the three sizes
+        Assert.Equal("0", r["other"]);
+        Assert.Contains("ENOMEM", r["message"]);
+        Assert.Equal("True", r["again"]);
+    }
 }
