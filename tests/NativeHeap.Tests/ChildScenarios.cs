@@ -357,4 +357,24 @@ internal static unsafe class ChildScenarios
         Report("message", firstMessage ?? "");
         Report("again", again != null);
     }
+
+    /// <summary>Checked mode: an overflow into the next chunk's size is caught by the next call, whatever it does.</summary>
+    public static void CheckedModeCatchesAnOverflow()
+    {
+        var a = (byte*)Heap.Alloc(100);
+        var b = (byte*)Heap.Alloc(100);
+        Heap.Free(Heap.Alloc(10));
+        Report("clean", true);
+        new Span<byte>(a, 100 + 16).Fill(0x41); // 16 bytes too many: over b's size field
+        try
+        {
+            Heap.Free(Heap.Alloc(10));
+            Report("caught", "nothing");
+        }
+        catch (HeapCorruptionException e)
+        {
+            Report("caught", e.GlibcMessage);
+        }
+        _ = b;
+    }
 }

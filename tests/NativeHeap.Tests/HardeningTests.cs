@@ -388,4 +388,12 @@ public unsafe class HardeningTests
         Assert.Contains("ENOMEM", r["message"]);
         Assert.Equal("True", r["again"]);
     }
+
+    [Fact]
+    public void CheckedMode_CatchesAnOverflowAtTheNextCall()
+    {
+        var r = Child.Run(nameof(ChildScenarios.CheckedModeCatchesAnOverflow), ("NATIVEHEAP_TUNABLES", "check=1"));
+        Assert.Equal("True", r["clean"]);
+        Assert.StartsWith("heap check: ", r["caught"]);
+    }
 }
