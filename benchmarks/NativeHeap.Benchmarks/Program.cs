@@ -1,18 +1,52 @@
+using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.Jobs;
 using BenchmarkDotNet.Running;
+using BenchmarkDotNet.Toolchains.InProcess.Emit;
 
 namespace NativeHeap.Benchmarks;
 
 /// <summary>
-/// BenchmarkDotNet suites: <c>dotnet run -c Release --project benchmarks/NativeHeap.Benchmarks -- --filter '*'</c>.
-/// Also <c>break-stress [--seconds N] [--use-brk 1|0]</c>, the shared-break stress test.
+/// <c>dotnet run -c Release --project benchmarks/NativeHeap.Benchmarks -- --filter '*'</c>: the
+/// BenchmarkDotNet suites (run benchmarks/setup.sh first for mimalloc and jemalloc).
+/// Also: <c>rss</c> (peak and retained RSS per workload and allocator), <c>ci</c> (every
+/// benchmark once, in process, tiny counts: what CI runs so the suite never rots),
+/// <c>break-stress [--seconds N] [--use-brk 1|0]</c> (the shared-break stress test).
 /// </summary>
 public static class Program
 {
+    /// <summary>jemalloc's TLS is static: glibc must reserve room for it when the process starts.</summary>
+    internal const string JemallocTunables = "glibc.rtld.optional_static_tls=65536";
+
     public static int Main(string[] args)
     {
-        if (args.Length > 0 && args[0] == "break-stress") return BreakStress.Parent(args);
-        if (args.Length > 1 && args[0] == "break-stress-child") return BreakStress.Child(int.Parse(args[1]));
-        BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+        switch (args.FirstOrDefault())
+        {
+            case "break-stress": return BreakStress.Parent(args);
+            case "break-stress-child": return BreakStress.Child(int.Parse(args[1]));
+            case "rss": return RssReport.Parent();
+            case "rss-child": return RssReport.Child(args[1], args[2]);
+            case "ci": return ShortRun();
+        }
+        var config = DefaultConfig.Instance.AddJob(Job.Default.WithEnvironmentVariable("GLIBC_TUNABLES", JemallocTunables).AsDefault());
+        BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);
         return 0;
+    }
+
+    /// <summary>Every benchmark once, in this process; nonzero if any failed (a missing allocator included).</summary>
+    private static int ShortRun()
+    {
+        if (Environment.GetEnvironmentVariable("GLIBC_TUNABLES")?.Contains("optional_static_tls") != true)
+        {
+            Console.Error.WriteLine($"ci: set GLIBC_TUNABLES={JemallocTunables} before starting, or jemalloc cannot load");
+            return 2;
+        }
+        var job = Job.Dry.WithToolchain(InProcessEmitToolchain.Instance);
+        var config = DefaultConfig.Instance.AddJob(job).WithOptions(ConfigOptions.DisableOptimizationsValidator);
+        var summaries = BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(["--filter", "*"], config);
+        var failed = summaries.SelectMany(s => s.Reports).Where(r => !r.Success).ToList();
+        foreach (var r in failed) Console.Error.WriteLine($"ci: {r.BenchmarkCase.DisplayInfo} failed");
+        int total = summaries.Sum(s => s.Reports.Length);
+        Console.WriteLine($"ci: {total - failed.Count} of {total} benchmarks ran");
+        return failed.Count == 0 && total > 0 && summaries.All(s => !s.HasCriticalValidationErrors) ? 0 : 1;
     }
 }

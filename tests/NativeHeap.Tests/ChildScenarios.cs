@@ -13,8 +13,7 @@ internal static unsafe class ChildScenarios
 {
     private const int Block = 4096;
 
-    /// <summary>MiB the RSS scenario touches: 64 by default (RSS_TEST_MIB).</summary>
-    private static int Blocks => int.Parse(Environment.GetEnvironmentVariable("RSS_TEST_MIB") ?? "64") * 1024 * 1024 / Block;
+    private const int Blocks = 64 * 1024 * 1024 / Block;
 
     private static ulong Break => (ulong)Syscall.sbrk(IntPtr.Zero);
 

@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using System.Security.Cryptography;
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
 using NativeHeap.Os;
@@ -60,9 +59,7 @@ internal unsafe struct MallocContext
         ctx->NArenas = 1;
         ctx->UseBrk = useBrk ? 1 : 0;
         Ownership.Init(&ctx->Owned);
-        Span<byte> key = stackalloc byte[sizeof(ulong)];
-        RandomNumberGenerator.Fill(key);
-        ctx->TcacheKey = MemoryMarshal.Read<ulong>(key);
+        ctx->TcacheKey = RandomKey();
         return ctx;
     }
 
@@ -92,6 +89,18 @@ internal unsafe struct MallocContext
         }
         Ownership.Release(&ctx->Owned);
         OsMemory.Unmap(ctx, OsMemory.AlignUp((nuint)sizeof(MallocContext), OsMemory.PageSize));
+    }
+
+    /// <summary>
+    /// tcache_key_initialize: 8 random bytes from getrandom, as glibc; not through .NET's
+    /// RandomNumberGenerator, which loads OpenSSL (about 10 MB of resident memory) into a
+    /// process that may only have wanted a heap. glibc's own fallback is not random either.
+    /// </summary>
+    private static ulong RandomKey()
+    {
+        ulong key;
+        if (Interop.Libc.GetRandom(&key, sizeof(ulong), 1 /* GRND_NONBLOCK */) == sizeof(ulong)) return key;
+        return (ulong)Random.Shared.NextInt64() ^ (ulong)Environment.TickCount64;
     }
 
     /// <summary>Whether <paramref name="p"/> lies in memory of this heap's arenas (not mmapped chunks).</summary>

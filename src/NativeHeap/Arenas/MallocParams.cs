@@ -44,6 +44,8 @@ internal unsafe struct MallocParams
     internal const nuint HeapMaxSize = 64 * 1024 * 1024;
     /// <summary>FASTBIN_CONSOLIDATION_THRESHOLD: a free that leaves a chunk this big consolidates and trims.</summary>
     internal const nuint FastbinConsolidationThreshold = 64 * 1024;
+    /// <summary>On heaps, a free chunk (not top) this big has its whole pages released at once (NativeHeap's).</summary>
+    internal const nuint ReleaseFreeChunkSize = 1024 * 1024;
     /// <summary>MMAP_AS_MORECORE_SIZE: the least the main arena maps when sbrk fails.</summary>
     internal const nuint MmapAsMorecoreSize = 1024 * 1024;
 

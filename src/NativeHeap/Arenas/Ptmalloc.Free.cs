@@ -91,6 +91,11 @@ internal static unsafe partial class Ptmalloc
             }
             else
             {
+                // NativeHeap's addition for arenas on heaps: a large free chunk that is not top
+                // gives its pages back at once. On the break glibc's top merges everything; a
+                // heap holds at most 64 MiB and cannot merge into the next, so without this a
+                // freed heap below the newest one stays resident until malloc_trim.
+                if (p != av->Top && size >= MallocParams.ReleaseFreeChunkSize) ReleaseChunkPages(p);
                 HeapTrim(ctx, HeapHeader.For(av->Top), mp->TopPad);
             }
         }

@@ -58,28 +58,32 @@ internal static unsafe partial class Ptmalloc
         MallocConsolidate(ctx, av);
         nuint ps = OsMemory.PageSize;
         int psindex = BinIndex.Bin(ps);
-        nuint psm1 = ps - 1;
         bool result = false;
         for (int i = 1; i < BinIndex.NBins; i++)
         {
             if (i != 1 && i < psindex) continue;
             Chunk* bin = MallocState.BinAt(av, i);
             for (Chunk* p = bin->Bk; p != bin; p = p->Bk)
-            {
-                nuint size = Chunk.SizeOf(p);
-                if (size <= psm1 + Chunk.StructSize) continue;
-                // Keep the chunk's header and links; release the whole pages after them.
-                byte* pagedMem = (byte*)(((nuint)p + Chunk.StructSize + psm1) & ~psm1);
-                size -= (nuint)(pagedMem - (byte*)p);
-                if (size > psm1)
-                {
-                    OsMemory.DontNeed(pagedMem, size & ~psm1);
-                    result = true;
-                }
-            }
+                result |= ReleaseChunkPages(p);
         }
         if (av != &ctx->Main || av->Top == MallocState.InitialTop(av)) return result;
         return (OnHeaps(ctx, av) ? HeapTrim(ctx, HeapHeader.For(av->Top), pad, belowThreshold: true) : Systrim(ctx, pad, av)) | result;
+    }
+
+    /// <summary>
+    /// Release the whole pages inside free chunk <paramref name="p"/> with MADV_DONTNEED,
+    /// keeping its header and links (the first sizeof(malloc_chunk) bytes) and its foot.
+    /// </summary>
+    private static bool ReleaseChunkPages(Chunk* p)
+    {
+        nuint psm1 = OsMemory.PageSize - 1;
+        nuint size = Chunk.SizeOf(p);
+        if (size <= psm1 + Chunk.StructSize) return false;
+        byte* pagedMem = (byte*)(((nuint)p + Chunk.StructSize + psm1) & ~psm1);
+        size -= (nuint)(pagedMem - (byte*)p);
+        if (size <= psm1) return false;
+        OsMemory.DontNeed(pagedMem, size & ~psm1);
+        return true;
     }
 
     /// <summary>

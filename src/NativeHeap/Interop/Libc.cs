@@ -51,6 +51,9 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "close", SetLastError = true)]
     internal static partial int Close(int fd);
 
+    [LibraryImport(Lib, EntryPoint = "getrandom", SetLastError = true)]
+    internal static partial nint GetRandom(void* buffer, nuint length, uint flags);
+
     // glibc's own malloc, the reference NativeHeap is compared with. No errno is read: these
     // report failure as NULL, and the callers only replay or benchmark.
     [LibraryImport(Lib, EntryPoint = "malloc")]

@@ -1,0 +1,106 @@
+using System.Runtime.InteropServices;
+
+namespace NativeHeap.Benchmarks;
+
+/// <summary>
+/// One allocator interface, as static abstract members so that each benchmark is compiled
+/// for its allocator: no virtual or indirect call beyond what the allocator itself costs.
+/// </summary>
+public unsafe interface IAllocator
+{
+    static abstract string Name { get; }
+    /// <summary>Null when the allocator can be used; else why not (its library is missing).</summary>
+    static abstract string? Missing { get; }
+    static abstract void* Alloc(nuint size);
+    static abstract void* AllocZeroed(nuint size);
+    static abstract void Free(void* p);
+}
+
+/// <summary>NativeHeap.</summary>
+public readonly unsafe struct NativeHeapAllocator : IAllocator
+{
+    public static string Name => "NativeHeap";
+    public static string? Missing => null;
+    public static void* Alloc(nuint size) => Heap.Alloc(size);
+    public static void* AllocZeroed(nuint size) => Heap.AllocZeroed(1, size);
+    public static void Free(void* p) => Heap.Free(p);
+}
+
+/// <summary>glibc through NativeMemory: what .NET programs call today (the baseline).</summary>
+public readonly unsafe struct NativeMemoryAllocator : IAllocator
+{
+    public static string Name => "NativeMemory";
+    public static string? Missing => null;
+    public static void* Alloc(nuint size) => NativeMemory.Alloc(size);
+    public static void* AllocZeroed(nuint size) => NativeMemory.AllocZeroed(size);
+    public static void Free(void* p) => NativeMemory.Free(p);
+}
+
+/// <summary>glibc's malloc and free by direct LibraryImport.</summary>
+public readonly unsafe struct GlibcAllocator : IAllocator
+{
+    public static string Name => "glibc";
+    public static string? Missing => null;
+    public static void* Alloc(nuint size) => Interop.Libc.Malloc(size);
+    public static void* AllocZeroed(nuint size) => Interop.Libc.Calloc(1, size);
+    public static void Free(void* p) => Interop.Libc.Free(p);
+}
+
+/// <summary>mimalloc (mi_malloc / mi_free) from Debian's libmimalloc2.0.</summary>
+public readonly unsafe struct MimallocAllocator : IAllocator
+{
+    private static readonly NativeAllocator Lib = new("libmimalloc.so.2", "mi_malloc", "mi_zalloc", "mi_free", null);
+    public static string Name => "mimalloc";
+    public static string? Missing => Lib.Missing;
+    public static void* Alloc(nuint size) => Lib.Malloc(size);
+    public static void* AllocZeroed(nuint size) => Lib.Zalloc(size);
+    public static void Free(void* p) => Lib.Free(p);
+}
+
+/// <summary>
+/// jemalloc (mallocx / dallocx) from Debian's libjemalloc2. Its TLS is static: it loads only
+/// with GLIBC_TUNABLES=glibc.rtld.optional_static_tls=65536 set when the process starts.
+/// </summary>
+public readonly unsafe struct JemallocAllocator : IAllocator
+{
+    private const int MALLOCX_ZERO = 0x40;
+    private static readonly NativeAllocator Lib = new("libjemalloc.so.2", "mallocx", null, null, "dallocx");
+    public static string Name => "jemalloc";
+    public static string? Missing => Lib.Missing;
+    public static void* Alloc(nuint size) => Lib.Mallocx(size, 0);
+    public static void* AllocZeroed(nuint size) => Lib.Mallocx(size, MALLOCX_ZERO);
+    public static void Free(void* p) => Lib.Dallocx(p, 0);
+}
+
+/// <summary>A native allocator's entry points, looked up once; <see cref="Missing"/> says why not.</summary>
+internal sealed unsafe class NativeAllocator
+{
+    public readonly delegate* unmanaged<nuint, void*> Malloc;
+    public readonly delegate* unmanaged<nuint, void*> Zalloc;
+    public readonly delegate* unmanaged<void*, void> Free;
+    public readonly delegate* unmanaged<nuint, int, void*> Mallocx;
+    public readonly delegate* unmanaged<void*, int, void> Dallocx;
+    public readonly string? Missing;
+
+    public NativeAllocator(string library, string alloc, string? zalloc, string? free, string? dallocx)
+    {
+        if (!NativeLibrary.TryLoad(library, out nint handle))
+        {
+            Missing = $"{library} is missing or will not load (run benchmarks/setup.sh; jemalloc also needs " +
+                "GLIBC_TUNABLES=glibc.rtld.optional_static_tls=65536)";
+            return;
+        }
+        nint a = NativeLibrary.GetExport(handle, alloc);
+        if (dallocx is null)
+        {
+            Malloc = (delegate* unmanaged<nuint, void*>)a;
+            Zalloc = (delegate* unmanaged<nuint, void*>)NativeLibrary.GetExport(handle, zalloc!);
+            Free = (delegate* unmanaged<void*, void>)NativeLibrary.GetExport(handle, free!);
+        }
+        else
+        {
+            Mallocx = (delegate* unmanaged<nuint, int, void*>)a;
+            Dallocx = (delegate* unmanaged<void*, int, void>)NativeLibrary.GetExport(handle, dallocx);
+        }
+    }
+}
