@@ -10,7 +10,8 @@ namespace NativeHeap.Benchmarks;
 /// BenchmarkDotNet suites (run benchmarks/setup.sh first for mimalloc and jemalloc).
 /// Also: <c>rss</c> (peak and retained RSS per workload and allocator), <c>ci</c> (every
 /// benchmark once, in process, tiny counts: what CI runs so the suite never rots),
-/// <c>break-stress [--seconds N] [--use-brk 1|0]</c> (the shared-break stress test).
+/// <c>break-stress [--seconds N] [--use-brk 1|0]</c> (the shared-break stress test),
+/// <c>results ARTIFACTS RSS.md OUT.md MACHINE COMMAND</c> (writes RESULTS.md and its plot).
 /// </summary>
 public static class Program
 {
@@ -26,9 +27,14 @@ public static class Program
             case "rss": return RssReport.Parent();
             case "rss-child": return RssReport.Child(args[1], args[2]);
             case "ci": return ShortRun();
+            case "results": return ResultsReport.Write(args[1], args[2], args[3], args[4], args[5]);
         }
-        var config = DefaultConfig.Instance.AddJob(Job.Default.WithEnvironmentVariable("GLIBC_TUNABLES", JemallocTunables).AsDefault());
-        BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);
+        // jemalloc needs its tunable in every benchmark process; "--short" runs BenchmarkDotNet's
+        // ShortRun job (3 warm-ups, 3 iterations) for a whole-suite run that fits in half an hour.
+        bool shortRun = args.Contains("--short");
+        Job job = (shortRun ? Job.ShortRun : Job.Default).WithEnvironmentVariable("GLIBC_TUNABLES", JemallocTunables);
+        var config = DefaultConfig.Instance.AddJob(job);
+        BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args.Where(a => a != "--short").ToArray(), config);
         return 0;
     }
 
