@@ -26,6 +26,12 @@ internal static unsafe partial class Ptmalloc
         if (TryTcachePut(ctx, tc, p, size)) return;
         // Found only now, after the checks: a bad pointer's "heap header" is not read.
         if (av == null) av = ArenaFor(ctx, p);
+        // glibc builds with TRIM_FASTBINS 0: a small chunk next to top still goes to a fastbin.
+        if (size <= ctx->Mp.MaxFast)
+        {
+            FastbinPush(ctx, av, p, size, haveLock);
+            return;
+        }
         if (haveLock)
         {
             IntFreeLocked(ctx, av, p, size);
@@ -36,31 +42,63 @@ internal static unsafe partial class Ptmalloc
         finally { ArenaLock.Exit(&av->Mutex); }
     }
 
-    /// <summary>_int_free past the tcache, the arena's lock held: fastbin, or merge and bin.</summary>
-    private static void IntFreeLocked(MallocContext* ctx, MallocState* av, Chunk* p, nuint size)
+    /// <summary>
+    /// _int_free's fastbin step. Without the arena's lock (the common case from free), the
+    /// chunk is pushed with a compare-and-swap, as glibc does: pushes need no lock, because
+    /// every pop happens under the lock (see <see cref="FastbinPop"/>).
+    /// </summary>
+    private static void FastbinPush(MallocContext* ctx, MallocState* av, Chunk* p, nuint size, bool haveLock)
     {
-        MallocParams* mp = &ctx->Mp;
-
-        // glibc builds with TRIM_FASTBINS 0: a small chunk next to top still goes to a fastbin.
-        if (size <= mp->MaxFast)
+        Chunk* next = Chunk.At(p, size);
+        if (next->Size <= Chunk.HeaderSize || Chunk.SizeOf(next) >= Volatile.Read(ref av->SystemMem))
+            HeapCorruptionException.Raise("free(): invalid next size (fast)", Chunk.ToMem(p));
+        FreePerturb(&ctx->Mp, Chunk.ToMem(p), size - Chunk.HeaderSize);
+        Volatile.Write(ref av->HaveFastchunks, 1);
+        int idx = BinIndex.Fastbin(size);
+        Chunk** fb = MallocState.Fastbin(av, idx);
+        Chunk* old = (Chunk*)Volatile.Read(ref *(nint*)fb);
+        Chunk* seen;
+        do
         {
-            Chunk* next = Chunk.At(p, size);
-            if (next->Size <= Chunk.HeaderSize || Chunk.SizeOf(next) >= av->SystemMem)
-                HeapCorruptionException.Raise("free(): invalid next size (fast)", Chunk.ToMem(p));
-            FreePerturb(mp, Chunk.ToMem(p), size - Chunk.HeaderSize);
-            av->HaveFastchunks = 1;
-            int idx = BinIndex.Fastbin(size);
-            Chunk** fb = MallocState.Fastbin(av, idx);
-            Chunk* old = *fb;
             // Only the top of the bin can be checked cheaply for a double free.
             if (old == p)
                 HeapCorruptionException.Raise("double free or corruption (fasttop)", Chunk.ToMem(p));
+            seen = old;
             p->Fd = Chunk.Protect(&p->Fd, old);
-            *fb = p;
-            if (old != null && BinIndex.Fastbin(Chunk.SizeOf(old)) != idx)
-                HeapCorruptionException.Raise("invalid fastbin entry (free)", old);
-            return;
+            old = (Chunk*)Interlocked.CompareExchange(ref *(nint*)fb, (nint)p, (nint)seen);
         }
+        while (old != seen);
+        if (haveLock && old != null && BinIndex.Fastbin(Chunk.SizeOf(old)) != idx)
+            HeapCorruptionException.Raise("invalid fastbin entry (free)", old);
+    }
+
+    /// <summary>
+    /// REMOVE_FB: take the first chunk of a fastbin, the arena's lock held. Frees push without
+    /// the lock, so the head is swapped with a compare-and-swap; with one popper at a time a
+    /// chunk cannot leave and come back between the read and the swap (no ABA).
+    /// </summary>
+    private static Chunk* FastbinPop(Chunk** fb)
+    {
+        Chunk* victim = (Chunk*)Volatile.Read(ref *(nint*)fb);
+        for (;;)
+        {
+            if (victim == null) return null;
+            Chunk* next = Chunk.Reveal(&victim->Fd);
+            if (next != null && Chunk.Misaligned(next))
+            {
+                *fb = null;
+                HeapCorruptionException.Raise("malloc(): unaligned fastbin chunk detected", next);
+            }
+            Chunk* seen = (Chunk*)Interlocked.CompareExchange(ref *(nint*)fb, (nint)next, (nint)victim);
+            if (seen == victim) return victim;
+            victim = seen;
+        }
+    }
+
+    /// <summary>_int_free past the tcache and fastbins, the arena's lock held: merge and bin.</summary>
+    private static void IntFreeLocked(MallocContext* ctx, MallocState* av, Chunk* p, nuint size)
+    {
+        MallocParams* mp = &ctx->Mp;
 
         if (Chunk.IsMapped(p))
         {
@@ -196,8 +234,7 @@ internal static unsafe partial class Ptmalloc
         for (int i = 0; i < BinIndex.NFastBins; i++)
         {
             Chunk** fb = MallocState.Fastbin(av, i);
-            Chunk* p = *fb;
-            *fb = null;
+            Chunk* p = (Chunk*)Interlocked.Exchange(ref *(nint*)fb, 0); // frees push without the lock
             while (p != null)
             {
                 if (Chunk.Misaligned(p))

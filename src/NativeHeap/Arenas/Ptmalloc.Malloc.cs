@@ -33,16 +33,17 @@ internal static unsafe partial class Ptmalloc
         {
             idx = BinIndex.Fastbin(nb);
             Chunk** fb = MallocState.Fastbin(av, idx);
-            victim = *fb;
-            if (victim != null)
+            victim = (Chunk*)Volatile.Read(ref *(nint*)fb);
+            // A bad fastbin is dropped before the error (its chunks lost), so its size works again.
+            if (victim != null && Chunk.Misaligned(victim))
             {
-                // A bad fastbin is dropped before the error (its chunks lost), so its size works again.
-                if (Chunk.Misaligned(victim))
-                {
-                    *fb = null;
-                    HeapCorruptionException.Raise("malloc(): unaligned fastbin chunk detected 2", victim);
-                }
-                *fb = Chunk.Reveal(&victim->Fd);
+                *fb = null;
+                HeapCorruptionException.Raise("malloc(): unaligned fastbin chunk detected 2", victim);
+            }
+            // Frees push onto fastbins without the lock (a .NET process always has threads, so
+            // glibc's !SINGLE_THREAD_P path): pop with a compare-and-swap.
+            if (victim != null && (victim = FastbinPop(fb)) != null)
+            {
                 if (BinIndex.Fastbin(Chunk.SizeOf(victim)) != idx)
                 {
                     *fb = null;
@@ -53,14 +54,14 @@ internal static unsafe partial class Ptmalloc
                 if (tc != null && tcIdx < mp->TcacheBins)
                 {
                     Chunk* tcVictim;
-                    while (tc->Counts[tcIdx] < mp->TcacheCount && (tcVictim = *fb) != null)
+                    while (tc->Counts[tcIdx] < mp->TcacheCount && (tcVictim = (Chunk*)Volatile.Read(ref *(nint*)fb)) != null)
                     {
                         if (Chunk.Misaligned(tcVictim))
                         {
                             *fb = null;
                             HeapCorruptionException.Raise("malloc(): unaligned fastbin chunk detected 3", tcVictim);
                         }
-                        *fb = Chunk.Reveal(&tcVictim->Fd);
+                        if ((tcVictim = FastbinPop(fb)) == null) break;
                         Tcache.Put(tc, tcVictim, tcIdx, ctx->TcacheKey);
                     }
                 }
