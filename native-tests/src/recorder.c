@@ -76,6 +76,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "rawio.h"
+
 /* glibc's own entry points (exported by libc.so.6 2.36, not in any header). */
 extern void *__libc_malloc(size_t size);
 extern void *__libc_calloc(size_t count, size_t size);
@@ -104,19 +106,6 @@ static size_t buf_len;
 
 /* ------------------------------------------------------------ the output */
 
-static void write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return; /* disk full or similar: drop it, never disturb the program */
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-}
 
 static int open_trace(void);
 
@@ -153,14 +142,6 @@ static void put_bytes_locked(const char *p, size_t n)
     }
 }
 
-static char *fmt_u64(char *end, uint64_t v)
-{
-    do {
-        *--end = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    return end;
-}
 
 /* Appends "KIND ID A[ B]\n" (nargs = 1 or 2) or "f ID\n" (nargs = 0). */
 static void emit_locked(char kind, uint64_t id, size_t a, size_t b, int nargs)

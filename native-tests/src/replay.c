@@ -45,6 +45,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "rawio.h"
+
 #define MAX_ID 10000000u
 #define IS_MMAPPED ((size_t)2) /* bit in the chunk size word */
 #define PAGE_STEP 4096
@@ -55,23 +57,16 @@
 static char out_buf[1 << 16];
 static size_t out_len;
 
-static void write_all(int fd, const char *p, size_t n)
+/* A failed write leaves nowhere to report to: exit 3. */
+static void write_or_exit(int fd, const char *p, size_t n)
 {
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            _exit(3); /* nowhere left to report to */
-        }
-        p += w;
-        n -= (size_t)w;
-    }
+    if (!write_all(fd, p, n))
+        _exit(3);
 }
 
 static void out_flush(void)
 {
-    write_all(1, out_buf, out_len);
+    write_or_exit(1, out_buf, out_len);
     out_len = 0;
 }
 
@@ -99,21 +94,10 @@ static void out_char(char c)
     out_bytes(&c, 1);
 }
 
-/* Formats v in decimal at the end of buf[0..32) and returns its start. */
-static char *fmt_u64(char buf[32], uint64_t v)
-{
-    char *p = buf + 32;
-    do {
-        *--p = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    return p;
-}
-
 static void out_u64(uint64_t v)
 {
     char buf[32];
-    char *p = fmt_u64(buf, v);
+    char *p = fmt_u64(buf + 32, v);
     out_bytes(p, (size_t)(buf + 32 - p));
 }
 
@@ -133,29 +117,29 @@ static void fail_line(size_t line, const char *what, const char *detail,
                       size_t detail_len)
 {
     char buf[32];
-    char *num = fmt_u64(buf, line);
+    char *num = fmt_u64(buf + 32, line);
     out_flush();
-    write_all(2, "error: line ", 12);
-    write_all(2, num, (size_t)(buf + 32 - num));
-    write_all(2, ": ", 2);
-    write_all(2, what, strlen(what));
+    write_or_exit(2, "error: line ", 12);
+    write_or_exit(2, num, (size_t)(buf + 32 - num));
+    write_or_exit(2, ": ", 2);
+    write_or_exit(2, what, strlen(what));
     if (detail != NULL) {
-        write_all(2, " '", 2);
-        write_all(2, detail, detail_len > 64 ? 64 : detail_len);
-        write_all(2, "'", 1);
+        write_or_exit(2, " '", 2);
+        write_or_exit(2, detail, detail_len > 64 ? 64 : detail_len);
+        write_or_exit(2, "'", 1);
     }
-    write_all(2, "\n", 1);
+    write_or_exit(2, "\n", 1);
     _exit(2);
 }
 
 static void fail_msg(const char *a, const char *b)
 {
     out_flush();
-    write_all(2, "error: ", 7);
-    write_all(2, a, strlen(a));
+    write_or_exit(2, "error: ", 7);
+    write_or_exit(2, a, strlen(a));
     if (b != NULL)
-        write_all(2, b, strlen(b));
-    write_all(2, "\n", 1);
+        write_or_exit(2, b, strlen(b));
+    write_or_exit(2, "\n", 1);
     _exit(2);
 }
 
@@ -504,7 +488,7 @@ static void run_op(size_t line, const struct op *op)
 int main(int argc, char **argv)
 {
     if (argc != 2) {
-        write_all(2, "usage: replay TRACEFILE\n", 24);
+        write_or_exit(2, "usage: replay TRACEFILE\n", 24);
         return 2;
     }
     page_size = (size_t)sysconf(_SC_PAGESIZE);
