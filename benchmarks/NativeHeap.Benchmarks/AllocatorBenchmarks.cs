@@ -19,12 +19,23 @@ public abstract class AllocatorBenchmark<T> where T : struct, IAllocator
 [GenericTypeArguments(typeof(JemallocAllocator))]
 public unsafe class Micro<T> : AllocatorBenchmark<T> where T : struct, IAllocator
 {
+    [Params(16, 64, 256, 1024, 4096, 65536, 262144, 4194304)]
+    public int Size { get; set; }
+
+    [Benchmark(Description = "alloc+free pair")]
+    public void Pair() => T.Free(T.Alloc((nuint)Size));
+}
+
+[GenericTypeArguments(typeof(NativeMemoryAllocator))]
+[GenericTypeArguments(typeof(GlibcAllocator))]
+[GenericTypeArguments(typeof(NativeHeapAllocator))]
+[GenericTypeArguments(typeof(MimallocAllocator))]
+[GenericTypeArguments(typeof(JemallocAllocator))]
+public unsafe class Batch<T> : AllocatorBenchmark<T> where T : struct, IAllocator
+{
     private readonly nuint[] _sizes = new nuint[1024];
     private readonly int[] _order = new int[1024];
     private readonly nint[] _blocks = new nint[1024];
-
-    [Params(16, 64, 256, 1024, 4096, 65536, 262144, 4194304)]
-    public int Size { get; set; }
 
     public override void Setup()
     {
@@ -38,10 +49,7 @@ public unsafe class Micro<T> : AllocatorBenchmark<T> where T : struct, IAllocato
         rng.Shuffle(_order);
     }
 
-    [Benchmark(Description = "alloc+free pair")]
-    public void Pair() => T.Free(T.Alloc((nuint)Size));
-
-    /// <summary>1024 random sizes 16..1024, freed in random order (independent of Size; measured once per Size).</summary>
+    /// <summary>1024 random sizes 16..1024, freed in random order; time per allocation.</summary>
     [Benchmark(Description = "random batch", OperationsPerInvoke = 1024)]
     public void RandomBatch()
     {

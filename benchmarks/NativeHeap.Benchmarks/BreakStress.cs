@@ -17,8 +17,6 @@ internal static unsafe class BreakStress
 {
     private const int M_MMAP_THRESHOLD = -3, M_ARENA_MAX = -8;
 
-    [DllImport("libc.so.6")] private static extern int mallopt(int param, int value);
-    [DllImport("libc.so.6")] private static extern nint sbrk(nint increment);
 
     internal static int Parent(string[] args)
     {
@@ -52,8 +50,8 @@ internal static unsafe class BreakStress
     {
         // glibc: one arena (its main one, on the break) for every thread, and blocks up to
         // 4 MiB from the break rather than mmap.
-        mallopt(M_ARENA_MAX, 1);
-        mallopt(M_MMAP_THRESHOLD, 4 << 20);
+        Interop.Libc.Mallopt(M_ARENA_MAX, 1);
+        Interop.Libc.Mallopt(M_MMAP_THRESHOLD, 4 << 20);
         Precompile.Assembly();
 
         var stop = DateTime.UtcNow.AddSeconds(seconds);
@@ -67,7 +65,7 @@ internal static unsafe class BreakStress
             var blocks = new (nint P, int Size, byte Fill)[8];
             while (DateTime.UtcNow < stop && errors.IsEmpty)
             {
-                nint before = sbrk(0);
+                nint before = Interop.Libc.Sbrk(0);
                 for (int i = 0; i < blocks.Length; i++)
                 {
                     int size = rng.Next(200_000, 1_000_000);
@@ -76,8 +74,8 @@ internal static unsafe class BreakStress
                     new Span<byte>(p, size).Fill(fill);
                     blocks[i] = ((nint)p, size, fill);
                 }
-                if (sbrk(0) != before) Interlocked.Increment(ref glibcBreakMoves);
-                nint grown = sbrk(0);
+                if (Interop.Libc.Sbrk(0) != before) Interlocked.Increment(ref glibcBreakMoves);
+                nint grown = Interop.Libc.Sbrk(0);
                 foreach (var b in blocks)
                 {
                     if (new Span<byte>((void*)b.P, b.Size).IndexOfAnyExcept(b.Fill) >= 0)
@@ -87,7 +85,7 @@ internal static unsafe class BreakStress
                     }
                     NativeMemory.Free((void*)b.P);
                 }
-                if (sbrk(0) != grown) Interlocked.Increment(ref glibcBreakMoves);
+                if (Interop.Libc.Sbrk(0) != grown) Interlocked.Increment(ref glibcBreakMoves);
                 glibcCycles++;
             }
         });

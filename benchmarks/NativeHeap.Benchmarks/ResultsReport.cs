@@ -32,7 +32,7 @@ internal static class ResultsReport
             {
                 string[] f = Split(line);
                 string name = $"{kind}: {f[method].Trim('\'')}";
-                if (size >= 0) name += f[method].Contains("batch") ? "" : $", {f[size]} B";
+                if (size >= 0) name += $", {f[size]} B";
                 if (live >= 0) name += $", {f[live]} live";
                 if (!TryNanoseconds(f[mean], out double ns)) continue;
                 if (!order.Contains(name)) order.Add(name);

@@ -22,7 +22,6 @@ internal unsafe struct Ownership
     /// <summary>Open-addressed set of mmapped chunk addresses (0 empty, 1 deleted).</summary>
     public nuint* Mapped;
     public nuint MappedCapacity;
-    public nuint MappedCount;
     public nuint MappedUsed;
     public int MappedLock;
 
@@ -68,7 +67,6 @@ internal unsafe struct Ownership
                 {
                     if (o->Mapped[i] == 0) o->MappedUsed++;
                     o->Mapped[i] = (nuint)p;
-                    o->MappedCount++;
                     return true;
                 }
             }
@@ -88,7 +86,6 @@ internal unsafe struct Ownership
             nuint* slot = FindMapped(o, p);
             if (slot == null) return false;
             *slot = 1;
-            o->MappedCount--;
             return true;
         }
         finally

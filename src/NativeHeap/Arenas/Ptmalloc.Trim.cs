@@ -29,7 +29,11 @@ internal static unsafe partial class Ptmalloc
             byte* currentBrk = OsMemory.Sbrk(0);
             // Also the case of a top in an mmap fallback region, which never ends at the break.
             if (currentBrk != topEnd)
-                return ReleaseTopPages(topEnd, extra);
+            {
+                // Top cannot shrink: drop the pages of its tail from RSS and keep them mapped.
+                OsMemory.DontNeed(topEnd - extra, extra);
+                return true;
+            }
             OsMemory.Sbrk(-(nint)extra);
             byte* newBrk = OsMemory.Sbrk(0);
             if (newBrk == OsMemory.SbrkFailure) return false;
@@ -39,13 +43,6 @@ internal static unsafe partial class Ptmalloc
             Chunk.SetHead(av->Top, (topSize - released) | Chunk.PrevInuse);
             return true;
         }
-    }
-
-    /// <summary>Top cannot shrink: drop the pages of its tail from RSS and keep them mapped.</summary>
-    private static bool ReleaseTopPages(byte* topEnd, nuint extra)
-    {
-        OsMemory.DontNeed(topEnd - extra, extra);
-        return true;
     }
 
     /// <summary>

@@ -99,26 +99,31 @@ internal static unsafe class MallocReport
             totalMaxSystem += maxSystem;
             totalAspace += aspace;
             totalAspaceMprotect += aspaceMprotect;
-            sb.Append(inv, $"</sizes>\n<total type=\"fast\" count=\"{nfastblocks}\" size=\"{fastavail}\"/>\n");
-            sb.Append(inv, $"<total type=\"rest\" count=\"{nblocks}\" size=\"{avail}\"/>\n");
-            sb.Append(inv, $"<system type=\"current\" size=\"{system}\"/>\n");
-            sb.Append(inv, $"<system type=\"max\" size=\"{maxSystem}\"/>\n");
-            sb.Append(inv, $"<aspace type=\"total\" size=\"{aspace}\"/>\n");
-            sb.Append(inv, $"<aspace type=\"mprotect\" size=\"{aspaceMprotect}\"/>\n");
+            sb.Append("</sizes>\n");
+            AppendTotals(sb, nfastblocks, fastavail, nblocks, avail, null, system, maxSystem, aspace, aspaceMprotect);
             sb.Append("</heap>\n");
             av = av->Next;
         }
         while (av != &ctx->Main);
 
-        sb.Append(inv, $"<total type=\"fast\" count=\"{totalNfastblocks}\" size=\"{totalFastavail}\"/>\n");
-        sb.Append(inv, $"<total type=\"rest\" count=\"{totalNblocks}\" size=\"{totalAvail}\"/>\n");
-        sb.Append(inv, $"<total type=\"mmap\" count=\"{ctx->Mp.NMmaps}\" size=\"{ctx->Mp.MmappedMem}\"/>\n");
-        sb.Append(inv, $"<system type=\"current\" size=\"{totalSystem}\"/>\n");
-        sb.Append(inv, $"<system type=\"max\" size=\"{totalMaxSystem}\"/>\n");
-        sb.Append(inv, $"<aspace type=\"total\" size=\"{totalAspace}\"/>\n");
-        sb.Append(inv, $"<aspace type=\"mprotect\" size=\"{totalAspaceMprotect}\"/>\n");
+        AppendTotals(sb, totalNfastblocks, totalFastavail, totalNblocks, totalAvail, (ctx->Mp.NMmaps, ctx->Mp.MmappedMem),
+            totalSystem, totalMaxSystem, totalAspace, totalAspaceMprotect);
         sb.Append("</malloc>\n");
         return sb.ToString();
+    }
+
+    /// <summary>The totals block malloc_info prints per heap and, with the mmap line, for all.</summary>
+    private static void AppendTotals(StringBuilder sb, ulong nfast, ulong fast, ulong nrest, ulong rest,
+        (int Count, nuint Size)? mmap, ulong system, ulong maxSystem, ulong aspace, ulong aspaceMprotect)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        sb.Append(inv, $"<total type=\"fast\" count=\"{nfast}\" size=\"{fast}\"/>\n");
+        sb.Append(inv, $"<total type=\"rest\" count=\"{nrest}\" size=\"{rest}\"/>\n");
+        if (mmap is { } m) sb.Append(inv, $"<total type=\"mmap\" count=\"{m.Count}\" size=\"{m.Size}\"/>\n");
+        sb.Append(inv, $"<system type=\"current\" size=\"{system}\"/>\n");
+        sb.Append(inv, $"<system type=\"max\" size=\"{maxSystem}\"/>\n");
+        sb.Append(inv, $"<aspace type=\"total\" size=\"{aspace}\"/>\n");
+        sb.Append(inv, $"<aspace type=\"mprotect\" size=\"{aspaceMprotect}\"/>\n");
     }
 
     /// <summary>__malloc_stats: per arena, system and in-use bytes; then the totals with mmapped chunks.</summary>

@@ -66,7 +66,7 @@ public static unsafe class TraceReplayer
         int lineNo = 0;
         while (NextLine(ref trace, ref lineNo, out ReadOnlySpan<byte> line))
         {
-            Parse(line, lineNo, args, out _, out _);
+            Parse(line, lineNo, args, out _);
             count++;
         }
         return count;
@@ -130,7 +130,7 @@ public static unsafe class TraceReplayer
         Span<long> args = stackalloc long[3];
         while (NextLine(ref trace, ref lineNo, out ReadOnlySpan<byte> line))
         {
-            Op op = Parse(line, lineNo, args, out ReadOnlySpan<byte> name, out _);
+            Op op = Parse(line, lineNo, args, out ReadOnlySpan<byte> name);
             operations++;
             void** slot = op is Op.Trim or Op.Checkpoint ? null : &ids[args[0]];
             void* result;
@@ -205,13 +205,14 @@ public static unsafe class TraceReplayer
         return false;
     }
 
-    private static Op Parse(ReadOnlySpan<byte> line, int lineNo, Span<long> args, out ReadOnlySpan<byte> name, out int count)
+    private static Op Parse(ReadOnlySpan<byte> line, int lineNo, Span<long> args, out ReadOnlySpan<byte> name)
     {
         name = default;
         if (line.Length > 1 && line[1] != (byte)' ' && line[1] != (byte)'\t')
             throw new TraceFormatException(lineNo, "an operation is one letter followed by a space");
         ReadOnlySpan<byte> rest = line[1..];
         Op op;
+        int count;
         switch (line[0])
         {
             case (byte)'m': op = Op.Malloc; count = 2; break;
@@ -224,7 +225,6 @@ public static unsafe class TraceReplayer
             case (byte)'k':
                 name = rest.Trim(" \t"u8);
                 if (name.IsEmpty) throw new TraceFormatException(lineNo, "a checkpoint needs a name");
-                count = 0;
                 return Op.Checkpoint;
             default:
                 throw new TraceFormatException(lineNo, $"unknown operation '{(char)line[0]}'");
