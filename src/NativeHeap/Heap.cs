@@ -1,5 +1,6 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using NativeHeap.Arenas;
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
@@ -58,6 +59,7 @@ public static unsafe class Heap
         lock (s_initLock)
         {
             if (s_context != null) return s_context;
+            int callerErrno = Marshal.GetLastSystemError(); // C callers' errno survives the first call
             string? text = Environment.GetEnvironmentVariable(Tunables.Variable);
             var settings = text is null ? [] : Tunables.Parse(text);
             MallocContext* ctx = MallocContext.Create(useBrk: DefaultUseBrk);
@@ -76,6 +78,7 @@ public static unsafe class Heap
             RefreshFastPath(ctx);
             Interlocked.MemoryBarrier(); // the context is complete before other threads can see it
             s_context = ctx;
+            Marshal.SetLastSystemError(callerErrno);
             return ctx;
         }
     }
@@ -124,12 +127,64 @@ public static unsafe class Heap
     private static ThreadCache CreateCache()
     {
         _ = Context;
+        ThreadStarted?.Invoke();
         return t_cache = new ThreadCache();
+    }
+
+    /// <summary>
+    /// Run on a thread's first call, before its cache exists and outside every lock. The
+    /// native library sets it to register its thread-exit hook (C threads have no finalizer
+    /// that runs when they end).
+    /// </summary>
+    internal static Action? ThreadStarted;
+
+    /// <summary>The calling thread is ending: give its tcache and arena back now rather than at its cache's finalization.</summary>
+    internal static void ShutdownThread()
+    {
+        ThreadCache? cache = t_cache;
+        MallocContext* ctx = s_context;
+        if (cache == null || ctx == null) return;
+        t_tcache = null;
+        t_cache = null;
+        GC.SuppressFinalize(cache);
+        Ptmalloc.ThreadShutdown(ctx, ref cache.State);
+    }
+
+    /// <summary>fork's prepare handler: take every arena lock (glibc's __malloc_fork_lock_parent).</summary>
+    internal static void ForkPrepare()
+    {
+        MallocContext* ctx = s_context;
+        if (ctx == null) return;
+        Ptmalloc.ForkLock(ctx); // the break lock is only taken under an arena lock: it is free now
+    }
+
+    /// <summary>fork's parent handler: release what <see cref="ForkPrepare"/> took.</summary>
+    internal static void ForkParent()
+    {
+        MallocContext* ctx = s_context;
+        if (ctx == null) return;
+        Ptmalloc.ForkUnlockParent(ctx);
+    }
+
+    /// <summary>fork's child handler: reset the locks; arenas of threads the child does not have become free.</summary>
+    internal static void ForkChild()
+    {
+        MallocContext* ctx = s_context;
+        if (ctx == null) return;
+        Ptmalloc.ForkUnlockChild(ctx, t_cache is { } cache ? cache.State.Arena : null);
     }
 
     /// <summary>malloc: at least <paramref name="size"/> bytes, 16-byte aligned, uninitialised.</summary>
     /// <exception cref="OutOfMemoryException">No memory could be had, or the size cannot be represented.</exception>
     public static void* Alloc(nuint size)
+    {
+        void* p = Malloc(size);
+        if (p == null) ThrowOutOfMemory(size);
+        return p;
+    }
+
+    /// <summary>C's malloc: null when there is no memory.</summary>
+    internal static void* Malloc(nuint size)
     {
         // Fast path: this thread's tcache holds a chunk of the size. No lock, no call out.
         Tcache* tc = t_tcache;
@@ -138,17 +193,16 @@ public static unsafe class Heap
             nuint idx = size <= 8 ? 0 : (size + Chunk.SizeSz + Chunk.AlignMask) / Chunk.Alignment - 2;
             if (tc->Counts[idx] != 0) return Tcache.Get(tc, idx);
         }
-        return AllocSlow(size);
+        return MallocSlow(size);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void* AllocSlow(nuint size)
+    private static void* MallocSlow(nuint size)
     {
         MallocContext* ctx = Context;
         ThreadCache cache = Cache;
         void* p = Ptmalloc.Malloc(ctx, ref cache.State, size);
         AfterCall(ctx, cache);
-        if (p == null) ThrowOutOfMemory(size);
         return p;
     }
 
@@ -191,11 +245,18 @@ public static unsafe class Heap
     {
         if (size != 0 && count > nuint.MaxValue / size)
             throw new OutOfMemoryException($"NativeHeap: calloc of {count} x {size} bytes overflows the address space.");
+        void* p = Calloc(count, size);
+        if (p == null) ThrowOutOfMemory(count * size);
+        return p;
+    }
+
+    /// <summary>C's calloc: null when there is no memory or count x size overflows.</summary>
+    internal static void* Calloc(nuint count, nuint size)
+    {
         MallocContext* ctx = Context;
         ThreadCache cache = Cache;
         void* p = Ptmalloc.Calloc(ctx, ref cache.State, count, size);
         AfterCall(ctx, cache);
-        if (p == null) ThrowOutOfMemory(count * size);
         return p;
     }
 
@@ -208,11 +269,18 @@ public static unsafe class Heap
     /// <exception cref="HeapCorruptionException"><paramref name="ptr"/> is not a block NativeHeap returned, or the heap is corrupted.</exception>
     public static void* Realloc(void* ptr, nuint size)
     {
+        void* p = Realloc(ptr, size, out bool failed);
+        if (failed) ThrowOutOfMemory(size);
+        return p;
+    }
+
+    /// <summary>C's realloc: <paramref name="failed"/> when there was no memory (the old block is kept).</summary>
+    internal static void* Realloc(void* ptr, nuint size, out bool failed)
+    {
         MallocContext* ctx = Context;
         ThreadCache cache = Cache;
-        void* p = Ptmalloc.Realloc(ctx, ref cache.State, ptr, size, out bool failed);
+        void* p = Ptmalloc.Realloc(ctx, ref cache.State, ptr, size, out failed);
         AfterCall(ctx, cache);
-        if (failed) ThrowOutOfMemory(size);
         return p;
     }
 
@@ -223,11 +291,18 @@ public static unsafe class Heap
     {
         if (alignment == 0 || !Ptmalloc.IsPowerOfTwo(alignment))
             throw new ArgumentException($"Alignment {alignment} is not a power of two.", nameof(alignment));
+        void* p = Memalign(alignment, size);
+        if (p == null) ThrowOutOfMemory(size);
+        return p;
+    }
+
+    /// <summary>C's memalign (glibc's _mid_memalign): other alignments are raised to a power of two; null when there is no memory.</summary>
+    internal static void* Memalign(nuint alignment, nuint size)
+    {
         MallocContext* ctx = Context;
         ThreadCache cache = Cache;
         void* p = Ptmalloc.Memalign(ctx, ref cache.State, alignment, size);
         AfterCall(ctx, cache);
-        if (p == null) ThrowOutOfMemory(size);
         return p;
     }
 
@@ -251,11 +326,18 @@ public static unsafe class Heap
     /// <exception cref="ArgumentOutOfRangeException">The value is outside what the option takes (glibc's mallopt would return 0).</exception>
     public static void SetOption(HeapOption option, long value)
     {
+        string? refused = TrySetOption(option, value);
+        if (refused is not null)
+            throw new ArgumentOutOfRangeException(nameof(value), value, $"{option} {refused}.");
+    }
+
+    /// <summary>C's mallopt: null when the option took the value, else why it was refused.</summary>
+    internal static string? TrySetOption(HeapOption option, long value)
+    {
         MallocContext* ctx = Context;
         string? refused = Ptmalloc.SetOption(ctx, ref Cache.State, option, value);
         RefreshFastPath(ctx);
-        if (refused is not null)
-            throw new ArgumentOutOfRangeException(nameof(value), value, $"{option} {refused}.");
+        return refused;
     }
 
     /// <summary>malloc_info: the heap's bins and totals as glibc's XML, a &lt;heap&gt; per arena.</summary>

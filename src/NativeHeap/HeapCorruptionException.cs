@@ -34,10 +34,17 @@ public sealed class HeapCorruptionException : Exception
     /// </summary>
     internal static volatile bool FailFast;
 
+    /// <summary>
+    /// Set by the native library (C callers): report as glibc's malloc_printerr does, the
+    /// message alone on stderr and abort(), so that no exception crosses into C.
+    /// </summary>
+    internal static bool AbortLikeGlibc;
+
     /// <summary>malloc_printerr: report a corruption at <paramref name="address"/>.</summary>
     [DoesNotReturn]
     internal static unsafe void Raise(string glibcMessage, void* address)
     {
+        if (AbortLikeGlibc) Interop.Libc.PrintAndAbort(glibcMessage);
         var e = new HeapCorruptionException(glibcMessage, (nuint)address);
         if (FailFast) Environment.FailFast("NativeHeap: " + e.Message);
         throw e;

@@ -1,12 +1,8 @@
-using System.Diagnostics;
-
 namespace NativeHeap.Tests;
 
 /// <summary>The nativeheap command (src/NativeHeap.Cli), run as a user runs it, from the build of this configuration.</summary>
 internal static class Cli
 {
-    internal sealed record Result(int ExitCode, string Output, string Error);
-
     internal static string Dll
     {
         get
@@ -20,24 +16,6 @@ internal static class Cli
         }
     }
 
-    internal static Result Run(IEnumerable<string> args, params (string Name, string Value)[] environment)
-    {
-        var psi = new ProcessStartInfo(Environment.ProcessPath!)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        psi.ArgumentList.Add("exec");
-        psi.ArgumentList.Add(Dll);
-        foreach (string a in args) psi.ArgumentList.Add(a);
-        psi.Environment.Remove("NATIVEHEAP_TUNABLES");
-        psi.Environment.Remove("GLIBC_TUNABLES");
-        foreach (var (n, v) in environment) psi.Environment[n] = v;
-        using var process = Process.Start(psi)!;
-        Task<string> error = process.StandardError.ReadToEndAsync();
-        string output = process.StandardOutput.ReadToEnd();
-        Assert.True(process.WaitForExit(300_000), "nativeheap did not finish in 5 minutes");
-        return new Result(process.ExitCode, output, error.Result);
-    }
+    internal static ProcessResult Run(IEnumerable<string> args, params (string Name, string Value)[] environment) =>
+        ChildProcess.Run(Environment.ProcessPath!, ["exec", Dll, .. args], environment);
 }

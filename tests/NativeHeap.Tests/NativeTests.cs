@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using System.Globalization;
 
 namespace NativeHeap.Tests;
 
@@ -25,20 +25,38 @@ internal static class NativeTests
     /// <summary>Run a native-tests program; returns its standard output.</summary>
     internal static string Run(string name, IEnumerable<string> args, params (string Name, string Value)[] environment)
     {
-        var psi = new ProcessStartInfo(Program(name))
+        ProcessResult r = ChildProcess.Run(Program(name), args, environment);
+        Assert.True(r.ExitCode == 0, $"{name} exited {r.ExitCode}: {r.Error}");
+        return r.Output;
+    }
+
+    /// <summary>
+    /// Two replays of one trace (glibc's first): identical placement lines, and checkpoints
+    /// whose anonymous RSS moved alike since the first, within 2% + 512 KiB.
+    /// </summary>
+    internal static void AssertSameReplay(string glibc, string ours, string label)
+    {
+        string[] a = glibc.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        string[] b = ours.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(a.Length == b.Length, $"{label}: glibc printed {a.Length} lines, NativeHeap {b.Length}");
+        long? base0 = null, base1 = null;
+        for (int i = 0; i < a.Length; i++)
         {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (string a in args) psi.ArgumentList.Add(a);
-        psi.Environment.Remove("GLIBC_TUNABLES");
-        foreach (var (n, v) in environment) psi.Environment[n] = v;
-        using var process = Process.Start(psi)!;
-        Task<string> stderr = process.StandardError.ReadToEndAsync();
-        string stdout = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        Assert.True(process.ExitCode == 0, $"{name} exited {process.ExitCode}: {stderr.Result}");
-        return stdout;
+            string[] x = a[i].Split(' '), y = b[i].Split(' ');
+            if (x.Length > 1 && x[1] == "k")
+            {
+                Assert.True(y.Length > 1 && y[1] == "k" && x[2] == y[2], $"{label} line {i + 1}: glibc '{a[i]}', NativeHeap '{b[i]}'");
+                long anonGlibc = long.Parse(x[3], CultureInfo.InvariantCulture), anonOurs = long.Parse(y[3], CultureInfo.InvariantCulture);
+                base0 ??= anonGlibc;
+                base1 ??= anonOurs;
+                long dg = anonGlibc - base0.Value, dn = anonOurs - base1.Value;
+                Assert.True(Math.Abs(dg - dn) <= 0.02 * Math.Abs(dg) + 512,
+                    $"{label} checkpoint {x[2]}: anonymous RSS +{dg} KiB on glibc, +{dn} KiB on NativeHeap");
+            }
+            else
+            {
+                Assert.True(a[i] == b[i], $"{label} output line {i + 1}: glibc '{a[i]}', NativeHeap '{b[i]}'");
+            }
+        }
     }
 }

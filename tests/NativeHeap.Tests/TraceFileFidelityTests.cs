@@ -1,5 +1,3 @@
-using System.Globalization;
-
 namespace NativeHeap.Tests;
 
 /// <summary>
@@ -33,7 +31,7 @@ public class TraceFileFidelityTests
         string glibc = NativeTests.Run("replay", [path],
             ("GLIBC_TUNABLES", tcache == "off" ? "glibc.malloc.tcache_count=0" : ""), ("REPLAY_ALIGN_BREAK", AlignBreak));
 
-        Cli.Result ours = default!;
+        ProcessResult ours = default!;
         for (int attempt = 0; attempt < 3; attempt++)
         {
             ours = Cli.Run(["replay", path, "--align-break", AlignBreak],
@@ -43,27 +41,6 @@ public class TraceFileFidelityTests
         }
         Assert.False(ours.Error.Contains("moved the program break"), $"every attempt was disturbed: {ours.Error}");
 
-        string[] a = glibc.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        string[] b = ours.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.True(a.Length == b.Length, $"{trace}: glibc printed {a.Length} lines, NativeHeap {b.Length}");
-        long[]? base0 = null, base1 = null;
-        for (int i = 0; i < a.Length; i++)
-        {
-            string[] x = a[i].Split(' '), y = b[i].Split(' ');
-            if (x.Length > 1 && x[1] == "k")
-            {
-                Assert.True(y.Length > 1 && y[1] == "k" && x[2] == y[2], $"{trace} line {i + 1}: glibc '{a[i]}', NativeHeap '{b[i]}'");
-                long anonGlibc = long.Parse(x[3], CultureInfo.InvariantCulture), anonOurs = long.Parse(y[3], CultureInfo.InvariantCulture);
-                base0 ??= [anonGlibc];
-                base1 ??= [anonOurs];
-                long dg = anonGlibc - base0[0], dn = anonOurs - base1[0];
-                Assert.True(Math.Abs(dg - dn) <= 0.02 * Math.Abs(dg) + 512,
-                    $"{trace} (tcache {tcache}) checkpoint {x[2]}: anonymous RSS +{dg} KiB on glibc, +{dn} KiB on NativeHeap");
-            }
-            else
-            {
-                Assert.True(a[i] == b[i], $"{trace} (tcache {tcache}) output line {i + 1}: glibc '{a[i]}', NativeHeap '{b[i]}'");
-            }
-        }
+        NativeTests.AssertSameReplay(glibc, ours.Output, $"{trace} (tcache {tcache})");
     }
 }

@@ -222,4 +222,61 @@ internal static unsafe partial class Ptmalloc
             ArenaLock.Exit(&ctx->FreeListLock);
         }
     }
+
+    /// <summary>
+    /// __malloc_fork_lock_parent: before fork, take the arena list's lock, every arena's lock
+    /// and the mmapped-chunk set's, so that the child inherits no half-made change.
+    /// </summary>
+    internal static void ForkLock(MallocContext* ctx)
+    {
+        ArenaLock.Enter(&ctx->ListLock);
+        MallocState* a = &ctx->Main;
+        do
+        {
+            ArenaLock.Enter(&a->Mutex);
+            a = a->Next;
+        }
+        while (a != &ctx->Main);
+        ArenaLock.Enter(&ctx->Owned.MappedLock);
+    }
+
+    /// <summary>__malloc_fork_unlock_parent: release what <see cref="ForkLock"/> took.</summary>
+    internal static void ForkUnlockParent(MallocContext* ctx)
+    {
+        ArenaLock.Exit(&ctx->Owned.MappedLock);
+        MallocState* a = &ctx->Main;
+        do
+        {
+            ArenaLock.Exit(&a->Mutex);
+            a = a->Next;
+        }
+        while (a != &ctx->Main);
+        ArenaLock.Exit(&ctx->ListLock);
+    }
+
+    /// <summary>
+    /// __malloc_fork_unlock_child: the child has one thread. Reset every lock and put every
+    /// arena but that thread's on the free list, since their threads do not exist here.
+    /// </summary>
+    internal static void ForkUnlockChild(MallocContext* ctx, MallocState* threadArena)
+    {
+        ctx->Owned.MappedLock = 0;
+        ctx->FreeListLock = 0;
+        if (threadArena != null) threadArena->AttachedThreads = 1;
+        ctx->FreeList = null;
+        MallocState* a = &ctx->Main;
+        do
+        {
+            a->Mutex = 0;
+            if (a != threadArena)
+            {
+                a->AttachedThreads = 0;
+                a->NextFree = ctx->FreeList;
+                ctx->FreeList = a;
+            }
+            a = a->Next;
+        }
+        while (a != &ctx->Main);
+        ctx->ListLock = 0;
+    }
 }

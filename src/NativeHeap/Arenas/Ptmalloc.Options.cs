@@ -22,24 +22,25 @@ internal static unsafe partial class Ptmalloc
                 if (value < 0 || (ulong)value > BinIndex.MaxFastSize) return $"must be 0 to {BinIndex.MaxFastSize}";
                 mp->MaxFast = BinIndex.MaxFastChunk((nuint)value);
                 return null;
+            // glibc 2.36 takes any value for the size parameters, a negative int becoming a
+            // huge size_t (-1: never trim, never mmap), as C's conversion does.
             case HeapOption.TrimThreshold:
-                if (value < -1) return "must be -1 (never trim) or a byte count";
-                mp->TrimThreshold = value == -1 ? nuint.MaxValue : (nuint)value;
+                if (value < int.MinValue) return "must be a byte count, or negative for never";
+                mp->TrimThreshold = unchecked((nuint)value);
                 mp->NoDynThreshold = 1;
                 return null;
             case HeapOption.TopPad:
-                if (value < 0) return "must be a byte count";
+                if (value < 0) return "must be a byte count"; // a huge pad would only make every growth fail
                 mp->TopPad = (nuint)value;
                 mp->NoDynThreshold = 1;
                 return null;
             case HeapOption.MmapThreshold:
-                if (value < 0 || (ulong)value > MallocParams.HeapMaxSize / 2)
-                    return $"must be 0 to {MallocParams.HeapMaxSize / 2} (HEAP_MAX_SIZE / 2)";
-                mp->MmapThreshold = (nuint)value;
+                if (value < int.MinValue) return "must be a byte count, or negative for never";
+                mp->MmapThreshold = unchecked((nuint)value);
                 mp->NoDynThreshold = 1;
                 return null;
             case HeapOption.MmapMax:
-                if (value < 0 || value > int.MaxValue) return "must be 0 to 2147483647";
+                if (value < int.MinValue || value > int.MaxValue) return "must be an int (0 or less: never mmap)";
                 mp->NMmapsMax = (int)value;
                 mp->NoDynThreshold = 1;
                 return null;

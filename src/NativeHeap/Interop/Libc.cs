@@ -1,3 +1,5 @@
+using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.InteropServices;
 
 namespace NativeHeap.Interop;
@@ -50,6 +52,50 @@ internal static unsafe partial class Libc
 
     [LibraryImport(Lib, EntryPoint = "close", SetLastError = true)]
     internal static partial int Close(int fd);
+
+    [LibraryImport(Lib, EntryPoint = "write", SetLastError = true)]
+    internal static partial nint Write(int fd, byte* buffer, nuint count);
+
+    [LibraryImport(Lib, EntryPoint = "abort")]
+    internal static partial void Abort();
+
+    /// <summary>What glibc's malloc_printerr does: "<paramref name="message"/>\n" on stderr, then abort() (SIGABRT, a core).</summary>
+    [DoesNotReturn]
+    internal static void PrintAndAbort(string message)
+    {
+        // No allocation: the heap may be what is broken. Non-ASCII is replaced, glibc's words are ASCII.
+        Span<byte> text = stackalloc byte[Math.Min(message.Length, 1000) + 1];
+        for (int i = 0; i < text.Length - 1; i++) text[i] = message[i] < 128 ? (byte)message[i] : (byte)'?';
+        text[^1] = (byte)'\n';
+        WriteAll(2, text);
+        Abort();
+        throw new UnreachableException();
+    }
+
+    /// <summary>write(2) until all is written or it fails.</summary>
+    internal static void WriteAll(int fd, ReadOnlySpan<byte> bytes)
+    {
+        fixed (byte* p = bytes)
+        {
+            for (nuint done = 0; done < (nuint)bytes.Length;)
+            {
+                nint n = Write(fd, p + done, (nuint)bytes.Length - done);
+                if (n <= 0) break;
+                done += (nuint)n;
+            }
+        }
+    }
+
+    /// <summary>Register a destructor for the calling thread's exit (what C++ thread_local objects use); runs before the runtime detaches the thread.</summary>
+    [LibraryImport(Lib, EntryPoint = "__cxa_thread_atexit_impl")]
+    internal static partial int CxaThreadAtExit(delegate* unmanaged<void*, void> destructor, void* argument, void* dsoSymbol);
+
+    /// <summary>pthread_atfork (which is only a static stub in libc_nonshared.a calling this).</summary>
+    [LibraryImport(Lib, EntryPoint = "__register_atfork")]
+    internal static partial int RegisterAtFork(delegate* unmanaged<void> prepare, delegate* unmanaged<void> parent, delegate* unmanaged<void> child, void* dsoHandle);
+
+    [LibraryImport(Lib, EntryPoint = "fputs", SetLastError = true)]
+    internal static partial int Fputs(byte* text, nint stream);
 
     [LibraryImport(Lib, EntryPoint = "getrandom", SetLastError = true)]
     internal static partial nint GetRandom(void* buffer, nuint length, uint flags);

@@ -7,7 +7,9 @@ namespace NativeHeap.Os;
 /// The kernel's memory calls as the allocator needs them. Calls whose failure glibc's
 /// malloc tolerates (sbrk, mmap, mremap: it falls back or reports no memory) return a
 /// failure value and remember why in <see cref="LastFailure"/>; calls that must not fail
-/// (munmap, madvise, mprotect) throw <see cref="OsCallException"/>.
+/// (munmap, madvise, mprotect) throw <see cref="OsCallException"/>. A call that succeeds
+/// leaves errno as the caller had it (the interop stubs zero it first), as C's malloc and
+/// free do.
 /// </summary>
 internal static unsafe class OsMemory
 {
@@ -50,12 +52,14 @@ internal static unsafe class OsMemory
     internal static byte* Sbrk(nint increment)
     {
         if (increment != 0) Interlocked.Increment(ref s_sbrkMoves);
+        int callerErrno = Marshal.GetLastSystemError();
         nint result = Libc.Sbrk(increment);
         if (result == -1)
         {
             int errno = Marshal.GetLastPInvokeError();
             t_lastFailure = OsCallException.Describe($"sbrk({increment})", errno);
         }
+        else Marshal.SetLastSystemError(callerErrno);
         return (byte*)result;
     }
 
@@ -65,6 +69,7 @@ internal static unsafe class OsMemory
     /// <summary>An anonymous private mapping with the given protection and extra flags, at <paramref name="hint"/> if free; null on failure.</summary>
     internal static byte* Map(nuint size, int prot, int extraFlags, void* hint = null)
     {
+        int callerErrno = Marshal.GetLastSystemError();
         nint result = Libc.Mmap((nint)hint, size, prot, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | extraFlags, -1, 0);
         if (result == Libc.MAP_FAILED)
         {
@@ -72,22 +77,26 @@ internal static unsafe class OsMemory
             t_lastFailure = OsCallException.Describe($"mmap(NULL, {Sizes.Format(size)})", errno);
             return null;
         }
+        Marshal.SetLastSystemError(callerErrno);
         return (byte*)result;
     }
 
     /// <summary>munmap; throws on failure, which means the allocator's own records are wrong.</summary>
     internal static void Unmap(void* address, nuint size)
     {
+        int callerErrno = Marshal.GetLastSystemError();
         if (Libc.Munmap((nint)address, size) != 0)
         {
             int errno = Marshal.GetLastPInvokeError();
             throw new OsCallException($"munmap(0x{(nuint)address:x}, {Sizes.Format(size)})", errno);
         }
+        Marshal.SetLastSystemError(callerErrno);
     }
 
     /// <summary>mremap with MREMAP_MAYMOVE; null on failure.</summary>
     internal static byte* Remap(void* address, nuint oldSize, nuint newSize)
     {
+        int callerErrno = Marshal.GetLastSystemError();
         nint result = Libc.Mremap((nint)address, oldSize, newSize, Libc.MREMAP_MAYMOVE);
         if (result == Libc.MAP_FAILED)
         {
@@ -96,23 +105,31 @@ internal static unsafe class OsMemory
                 $"mremap(0x{(nuint)address:x}, {Sizes.Format(oldSize)}, {Sizes.Format(newSize)})", errno);
             return null;
         }
+        Marshal.SetLastSystemError(callerErrno);
         return (byte*)result;
     }
 
     /// <summary>madvise(MADV_DONTNEED): the pages stay mapped and read back as zeros; RSS falls.</summary>
     internal static void DontNeed(void* address, nuint size)
     {
+        int callerErrno = Marshal.GetLastSystemError();
         if (Libc.Madvise((nint)address, size, Libc.MADV_DONTNEED) != 0)
         {
             int errno = Marshal.GetLastPInvokeError();
             throw new OsCallException($"madvise(0x{(nuint)address:x}, {Sizes.Format(size)}, MADV_DONTNEED)", errno);
         }
+        Marshal.SetLastSystemError(callerErrno);
     }
 
     /// <summary>mprotect; false on failure (a heap that cannot grow), the reason in <see cref="LastFailure"/>.</summary>
     internal static bool TryProtect(void* address, nuint size, int prot)
     {
-        if (Libc.Mprotect((nint)address, size, prot) == 0) return true;
+        int callerErrno = Marshal.GetLastSystemError();
+        if (Libc.Mprotect((nint)address, size, prot) == 0)
+        {
+            Marshal.SetLastSystemError(callerErrno);
+            return true;
+        }
         int errno = Marshal.GetLastPInvokeError();
         t_lastFailure = OsCallException.Describe($"mprotect(0x{(nuint)address:x}, {Sizes.Format(size)}, {prot})", errno);
         return false;

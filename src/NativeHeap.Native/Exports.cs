@@ -1,0 +1,268 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Text;
+using NativeHeap.Interop;
+
+namespace NativeHeap.Native;
+
+/// <summary>
+/// libnativeheap's C ABI (include/nativeheap.h): the process's <see cref="Heap"/> with C's
+/// semantics. Failures return NULL with errno ENOMEM (EINVAL for a bad alignment); free and
+/// every call that succeeds leave errno alone; a corrupted heap prints glibc's message and
+/// aborts; no exception leaves this class.
+/// </summary>
+public static unsafe class Exports
+{
+    private const int ENOMEM = 12, EINVAL = 22;
+
+    /// <summary>C callers get glibc's abort on corruption, a tcache that goes back when their thread ends, and fork handlers.</summary>
+#pragma warning disable CA2255 // this library is the application's allocator: it must set up before the first export runs
+    [ModuleInitializer]
+#pragma warning restore CA2255
+    internal static void Initialize()
+    {
+        HeapCorruptionException.AbortLikeGlibc = true;
+        Heap.ThreadStarted = OnThreadStarted;
+    }
+
+    /// <summary>Set by libnativeheap-preload.so, which makes the thread-exit and fork calls itself, marked as inside the allocator.</summary>
+    private static bool s_hooksByPreload;
+    private static int s_forkHandlersRegistered;
+
+    private static void OnThreadStarted()
+    {
+        if (s_hooksByPreload) return;
+        if (Interlocked.Exchange(ref s_forkHandlersRegistered, 1) == 0)
+            Libc.RegisterAtFork(&ForkPrepare, &ForkParent, &ForkChild, null);
+        // Registered after the runtime attached the thread, so it runs before the runtime detaches it.
+        Libc.CxaThreadAtExit(&ThreadExit, null, (void*)(delegate* unmanaged<void*, void>)&ThreadExit);
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "nh_preload_init")]
+    private static void PreloadInit() => s_hooksByPreload = true;
+
+    [UnmanagedCallersOnly]
+    private static void ThreadExit(void* unused) => ShutdownThread();
+
+    [UnmanagedCallersOnly(EntryPoint = "nh_thread_exit")]
+    private static void ThreadExitNow() => ShutdownThread();
+
+    private static void ShutdownThread()
+    {
+        try { Heap.ShutdownThread(); }
+        catch (Exception e) { Fatal("thread exit", e); }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "nh_fork_prepare")]
+    private static void ForkPrepare()
+    {
+        try { Heap.ForkPrepare(); }
+        catch (Exception e) { Fatal("fork", e); }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "nh_fork_parent")]
+    private static void ForkParent()
+    {
+        try { Heap.ForkParent(); }
+        catch (Exception e) { Fatal("fork", e); }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "nh_fork_child")]
+    private static void ForkChild()
+    {
+        try { Heap.ForkChild(); }
+        catch (Exception e) { Fatal("fork", e); }
+    }
+
+    /// <summary>Something no C caller can be handed: a bad NATIVEHEAP_TUNABLES, an OS call that must not fail, a bug.</summary>
+    private static void Fatal(string call, Exception e) => Libc.PrintAndAbort($"nativeheap: {call}: {e.GetType().Name}: {e.Message}");
+
+    private static void* NoMemory(int errno = ENOMEM)
+    {
+        Marshal.SetLastSystemError(errno);
+        return null;
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "nh_malloc")]
+    private static void* Malloc(nuint size)
+    {
+        try
+        {
+            void* p = Heap.Malloc(size);
+            return p != null ? p : NoMemory();
+        }
+        catch (Exception e) { Fatal("malloc", e); return null; }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "nh_free")]
+    private static void Free(void* ptr)
+    {
+        try { Heap.Free(ptr); }
+        catch (Exception e) { Fatal("free", e); }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "nh_calloc")]
+    private static void* Calloc(nuint count, nuint size)
+    {
+        try
+        {
+            void* p = Heap.Calloc(count, size);
+            return p != null ? p : NoMemory();
+        }
+        catch (Exception e) { Fatal("calloc", e); return null; }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "nh_realloc")]
+    private static void* Realloc(void* ptr, nuint size)
+    {
+        try
+        {
+            void* p = Heap.Realloc(ptr, size, out bool failed);
+            return failed ? NoMemory() : p;
+        }
+        catch (Exception e) { Fatal("realloc", e); return null; }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "nh_reallocarray")]
+    private static void* ReallocArray(void* ptr, nuint count, nuint size)
+    {
+        try
+        {
+            if (size != 0 && count > nuint.MaxValue / size) return NoMemory();
+            void* p = Heap.Realloc(ptr, count * size, out bool failed);
+            return failed ? NoMemory() : p;
+        }
+        catch (Exception e) { Fatal("reallocarray", e); return null; }
+    }
+
+    /// <summary>memalign as glibc 2.36's: an alignment that is not a power of two is raised to one.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "nh_memalign")]
+    private static void* Memalign(nuint alignment, nuint size)
+    {
+        try { return AlignedOrError(alignment, size); }
+        catch (Exception e) { Fatal("memalign", e); return null; }
+    }
+
+    private static void* AlignedOrError(nuint alignment, nuint size)
+    {
+        if (alignment > nuint.MaxValue / 2 + 1) return NoMemory(EINVAL);
+        void* p = Heap.Memalign(alignment, size);
+        return p != null ? p : NoMemory();
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "nh_posix_memalign")]
+    private static int PosixMemalign(void** result, nuint alignment, nuint size)
+    {
+        try
+        {
+            nuint words = alignment / (nuint)sizeof(void*);
+            if (alignment % (nuint)sizeof(void*) != 0 || words == 0 || (words & (words - 1)) != 0) return EINVAL;
+            int callerErrno = Marshal.GetLastSystemError(); // posix_memalign reports in its result, not errno
+            void* p = Heap.Memalign(alignment, size);
+            Marshal.SetLastSystemError(callerErrno);
+            if (p == null) return ENOMEM;
+            *result = p;
+            return 0;
+        }
+        catch (Exception e) { Fatal("posix_memalign", e); return ENOMEM; }
+    }
+
+    /// <summary>aligned_alloc is glibc 2.36's memalign (2.38 and C17 refuse an alignment that is not a power of two).</summary>
+    [UnmanagedCallersOnly(EntryPoint = "nh_aligned_alloc")]
+    private static void* AlignedAlloc(nuint alignment, nuint size)
+    {
+        try { return AlignedOrError(alignment, size); }
+        catch (Exception e) { Fatal("aligned_alloc", e); return null; }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "nh_valloc")]
+    private static void* Valloc(nuint size)
+    {
+        try { return AlignedOrError(Os.OsMemory.PageSize, size); }
+        catch (Exception e) { Fatal("valloc", e); return null; }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "nh_pvalloc")]
+    private static void* Pvalloc(nuint size)
+    {
+        try
+        {
+            nuint page = Os.OsMemory.PageSize;
+            if (size > nuint.MaxValue - (page - 1)) return NoMemory();
+            return AlignedOrError(page, Os.OsMemory.AlignUp(size, page));
+        }
+        catch (Exception e) { Fatal("pvalloc", e); return null; }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "nh_malloc_usable_size")]
+    private static nuint UsableSize(void* ptr)
+    {
+        try { return Heap.UsableSize(ptr); }
+        catch (Exception e) { Fatal("malloc_usable_size", e); return 0; }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "nh_malloc_trim")]
+    private static int Trim(nuint pad)
+    {
+        try { return Heap.Trim(pad) ? 1 : 0; }
+        catch (Exception e) { Fatal("malloc_trim", e); return 0; }
+    }
+
+    /// <summary>mallopt: 1 when set, 0 when the value is refused. As glibc 2.36, a parameter it does not know, and a non-positive arena count, are ignored with 1.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "nh_mallopt")]
+    private static int Mallopt(int parameter, int value)
+    {
+        try
+        {
+            if (!Enum.IsDefined((HeapOption)parameter)) return 1;
+            // glibc ignores a non-positive arena count and still returns 1.
+            if (parameter is (int)HeapOption.ArenaTest or (int)HeapOption.ArenaMax && value <= 0) return 1;
+            return Heap.TrySetOption((HeapOption)parameter, value) is null ? 1 : 0;
+        }
+        catch (Exception e) { Fatal("mallopt", e); return 0; }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "nh_mallinfo2")]
+    private static Libc.MallInfo2 Mallinfo2()
+    {
+        try
+        {
+            HeapInfo i = Heap.GetInfo();
+            return new Libc.MallInfo2
+            {
+                Arena = (nuint)i.Arena, Ordblks = (nuint)i.Ordblks, Smblks = (nuint)i.Smblks, Hblks = (nuint)i.Hblks,
+                Hblkhd = (nuint)i.Hblkhd, Usmblks = (nuint)i.Usmblks, Fsmblks = (nuint)i.Fsmblks,
+                Uordblks = (nuint)i.Uordblks, Fordblks = (nuint)i.Fordblks, Keepcost = (nuint)i.Keepcost,
+            };
+        }
+        catch (Exception e) { Fatal("mallinfo2", e); return default; }
+    }
+
+    /// <summary>malloc_stats: glibc's text on stderr.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "nh_malloc_stats")]
+    private static void MallocStats()
+    {
+        try
+        {
+            var text = new StringWriter();
+            Heap.WriteStats(text);
+            Libc.WriteAll(2, Encoding.ASCII.GetBytes(text.ToString()));
+        }
+        catch (Exception e) { Fatal("malloc_stats", e); }
+    }
+
+    /// <summary>malloc_info: glibc's XML on a FILE*; options must be 0 (glibc returns EINVAL otherwise).</summary>
+    [UnmanagedCallersOnly(EntryPoint = "nh_malloc_info")]
+    private static int MallocInfo(int options, nint stream)
+    {
+        try
+        {
+            if (options != 0) return EINVAL; // glibc's answer, returned rather than set in errno
+            var text = new StringWriter();
+            Heap.WriteInfoXml(text);
+            byte[] bytes = Encoding.ASCII.GetBytes(text.ToString() + "\0");
+            fixed (byte* p = bytes) return Libc.Fputs(p, stream) < 0 ? -1 : 0;
+        }
+        catch (Exception e) { Fatal("malloc_info", e); return -1; }
+    }
+}
