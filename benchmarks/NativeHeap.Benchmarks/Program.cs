@@ -11,6 +11,7 @@ namespace NativeHeap.Benchmarks;
 /// Also: <c>rss</c> (peak and retained RSS per workload and allocator), <c>ci</c> (every
 /// benchmark once, in process, tiny counts: what CI runs so the suite never rots),
 /// <c>break-stress [--seconds N] [--use-brk 1|0]</c> (the shared-break stress test),
+/// <c>c-workloads [--rounds N]</c> (the workloads in C under LD_PRELOAD of each allocator),
 /// <c>results ARTIFACTS RSS.md OUT.md MACHINE COMMAND</c> (writes RESULTS.md and its plot).
 /// </summary>
 public static class Program
@@ -27,6 +28,7 @@ public static class Program
             case "rss": return RssReport.Parent();
             case "rss-child": return RssReport.Child(args[1], args[2]);
             case "ci": return ShortRun();
+            case "c-workloads": return CWorkloads.Run(args);
             case "results": return ResultsReport.Write(args[1], args[2], args[3], args[4], args[5]);
         }
         // jemalloc needs its tunable in every benchmark process; "--short" runs BenchmarkDotNet's

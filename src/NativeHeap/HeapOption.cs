@@ -8,11 +8,11 @@ public enum HeapOption
 {
     /// <summary>M_MXFAST: the largest request served from fastbins, 0 to 160 (default 128 chunk bytes, requests up to 120).</summary>
     MxFast = 1,
-    /// <summary>M_TRIM_THRESHOLD: top size at which a free gives memory back (default 128 KiB; -1 never). Stops the dynamic threshold.</summary>
+    /// <summary>M_TRIM_THRESHOLD: top size at which a free gives memory back (default 128 KiB; negative, such as -1, never). Stops the dynamic threshold.</summary>
     TrimThreshold = -1,
     /// <summary>M_TOP_PAD: extra bytes asked of sbrk on growth and kept on trim (default 128 KiB). Stops the dynamic threshold.</summary>
     TopPad = -2,
-    /// <summary>M_MMAP_THRESHOLD: requests this big get a mapping of their own when bins and top cannot serve them (default 128 KiB, at most 32 MiB). Stops the dynamic threshold.</summary>
+    /// <summary>M_MMAP_THRESHOLD: requests this big get a mapping of their own when bins and top cannot serve them (default 128 KiB; any value, as glibc 2.36, negative meaning never). Stops the dynamic threshold.</summary>
     MmapThreshold = -3,
     /// <summary>M_MMAP_MAX: the most mmapped chunks at once (default 65536; 0 never maps). Stops the dynamic threshold.</summary>
     MmapMax = -4,

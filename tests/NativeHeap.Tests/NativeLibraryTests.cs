@@ -174,6 +174,21 @@ public class NativeLibraryTests
         Assert.NotEmpty(glibc);
     }
 
+    /// <summary>The C benchmark workloads (benchmarks' c-workloads) run under the preload and make the allocations they make on glibc.</summary>
+    [Theory]
+    [InlineData("simple")]
+    [InlineData("thread2")]
+    [InlineData("larson")]
+    [InlineData("xmalloc")]
+    [InlineData("mstress")]
+    [InlineData("large")]
+    public void Workload_UnderPreload_Completes(string workload)
+    {
+        static string Allocations(string output) => output.Split(' ').Single(f => f.StartsWith("allocations=", StringComparison.Ordinal));
+        string glibc = RunOk(NativeTests.Program("workloads"), [workload], []).Output;
+        Assert.Equal(Allocations(glibc), Allocations(RunOk(NativeTests.Program("workloads"), [workload], [Preload]).Output));
+    }
+
     /// <summary>
     /// Python's own regression tests for the modules that allocate hardest, every allocation
     /// going to malloc, pass on NativeHeap. README gives the command that runs more.

@@ -1,0 +1,105 @@
+using System.Diagnostics;
+using System.Globalization;
+
+namespace NativeHeap.Benchmarks;
+
+/// <summary>
+/// The workloads written in C (native-tests/src/workloads.c), each in a fresh process under
+/// LD_PRELOAD of each allocator: glibc (none), NativeHeap (libnativeheap-preload.so),
+/// mimalloc, jemalloc. Rounds interleave the allocators so that all see the same machine;
+/// the table gives medians (time, peak and retained RSS) and NativeHeap's ratios to glibc.
+/// A process under LD_PRELOAD cannot be measured by BenchmarkDotNet; this is its stand-in.
+/// <c>dotnet run -c Release --project benchmarks/NativeHeap.Benchmarks -- c-workloads [--rounds N]</c>
+/// (after <c>dotnet publish src/NativeHeap.Native -c Release -o artifacts/native</c> and <c>make -C native-tests</c>).
+/// </summary>
+internal static class CWorkloads
+{
+    private static readonly string[] Workloads = ["simple", "thread1", "thread2", "larson", "xmalloc", "mstress", "large"];
+
+    private static readonly (string Name, string? Preload)[] Allocators =
+    [
+        ("glibc", null),
+        ("NativeHeap", "artifacts/native/libnativeheap-preload.so"),
+        ("mimalloc", "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2"),
+        ("jemalloc", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
+    ];
+
+    internal static int Run(string[] args)
+    {
+        int rounds = args.SkipWhile(a => a != "--rounds").Skip(1).Select(int.Parse).FirstOrDefault(7);
+        string root = FindRoot();
+        string program = Path.Combine(root, "native-tests", "build", "workloads");
+        foreach (string path in Allocators.Select(a => a.Preload).OfType<string>().Select(p => Path.Combine(root, p)).Append(program))
+        {
+            if (!File.Exists(path))
+            {
+                Console.Error.WriteLine($"c-workloads: {path} is missing (publish src/NativeHeap.Native, make -C native-tests, run setup.sh)");
+                return 2;
+            }
+        }
+
+        var samples = new Dictionary<(string Workload, string Allocator), List<(double Seconds, long Peak, long Retained)>>();
+        for (int round = 0; round < rounds; round++)
+        {
+            foreach (string workload in Workloads)
+            {
+                // A different allocator goes first in each round.
+                for (int i = 0; i < Allocators.Length; i++)
+                {
+                    var (name, preload) = Allocators[(i + round) % Allocators.Length];
+                    var sample = RunOnce(program, workload, preload is null ? null : Path.Combine(root, preload));
+                    if (!samples.TryGetValue((workload, name), out var list)) samples[(workload, name)] = list = [];
+                    list.Add(sample);
+                }
+            }
+            Console.Error.WriteLine($"c-workloads: round {round + 1} of {rounds} done");
+        }
+
+        Console.WriteLine($"| workload (C, LD_PRELOAD; medians of {rounds}) | " + string.Join(" | ", Allocators.Select(a => $"{a.Name} ms, peak / retained KiB")) + " | NativeHeap/glibc time | peak |");
+        Console.WriteLine("|---|" + string.Concat(Allocators.Select(_ => "---:|")) + "---:|---:|");
+        foreach (string w in Workloads)
+        {
+            var cells = Allocators.Select(a =>
+            {
+                var s = samples[(w, a.Name)];
+                return (Ms: Median(s.Select(x => x.Seconds * 1000)), Peak: Median(s.Select(x => (double)x.Peak)), Retained: Median(s.Select(x => (double)x.Retained)));
+            }).ToList();
+            string row = string.Join(" | ", cells.Select(c => string.Create(CultureInfo.InvariantCulture, $"{c.Ms:F2}, {c.Peak:N0} / {c.Retained:N0}")));
+            string timeRatio = (cells[1].Ms / cells[0].Ms).ToString("F2", CultureInfo.InvariantCulture);
+            string peakRatio = cells[0].Peak > 0 ? (cells[1].Peak / cells[0].Peak).ToString("F2", CultureInfo.InvariantCulture) : "-";
+            Console.WriteLine($"| {w} | {row} | {timeRatio} | {peakRatio} |");
+        }
+        return 0;
+    }
+
+    private static (double Seconds, long Peak, long Retained) RunOnce(string program, string workload, string? preload)
+    {
+        var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(workload);
+        psi.Environment.Remove("LD_PRELOAD");
+        psi.Environment.Remove("NATIVEHEAP_TUNABLES");
+        psi.Environment["GLIBC_TUNABLES"] = Program.JemallocTunables;
+        if (preload != null) psi.Environment["LD_PRELOAD"] = preload;
+        using var p = Process.Start(psi)!;
+        Task<string> err = p.StandardError.ReadToEndAsync();
+        string output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        if (p.ExitCode != 0) throw new InvalidOperationException($"workloads {workload} under {preload ?? "glibc"} exited {p.ExitCode}: {err.Result}");
+        var fields = output.Trim().Split(' ').Skip(1).Select(f => f.Split('=')).ToDictionary(f => f[0], f => f[1]);
+        return (double.Parse(fields["seconds"], CultureInfo.InvariantCulture), long.Parse(fields["peak_kib"], CultureInfo.InvariantCulture),
+            long.Parse(fields["retained_kib"], CultureInfo.InvariantCulture));
+    }
+
+    private static double Median(IEnumerable<double> values)
+    {
+        double[] v = values.Order().ToArray();
+        return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
+    }
+
+    private static string FindRoot()
+    {
+        string? dir = AppContext.BaseDirectory;
+        while (dir != null && !File.Exists(Path.Combine(dir, "NativeHeap.sln"))) dir = Path.GetDirectoryName(dir);
+        return dir ?? throw new InvalidOperationException("NativeHeap.sln not found above " + AppContext.BaseDirectory);
+    }
+}
