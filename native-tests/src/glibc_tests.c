@@ -311,6 +311,48 @@ static int fork_while_allocating(void)
     return 1;
 }
 
+/* fork while threads are born (each one's first call) and die; the child starts a thread of its own that allocates. */
+static void *short_life(void *arg)
+{
+    free(malloc(100 + (size_t)(intptr_t)arg));
+    return NULL;
+}
+
+static void *spawner(void *arg)
+{
+    (void)arg;
+    for (intptr_t i = 0; !stop_threads; i++) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, short_life, (void *)i) == 0) pthread_join(t, NULL);
+    }
+    return NULL;
+}
+
+static int fork_while_threads_start(void)
+{
+    pthread_t t[2];
+    stop_threads = 0;
+    for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, spawner, NULL);
+    int bad = 0;
+    for (int i = 0; i < 100 && !bad; i++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            pthread_t c;
+            if (pthread_create(&c, NULL, short_life, NULL) != 0) _exit(3);
+            pthread_join(c, NULL);
+            free(malloc(5000));
+            _exit(0);
+        }
+        int status;
+        waitpid(pid, &status, 0);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) bad = status | 0x10000;
+    }
+    stop_threads = 1;
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    CHECK(!bad, "a child failed (status 0x%x)", bad & 0xffff);
+    return 1;
+}
+
 /* tst-tcfree*, tst-malloc-check: misuse is reported with glibc's words and the process aborts. */
 static int misuse_aborts(const char *expected, void (*act)(void))
 {
@@ -388,6 +430,7 @@ int main(void)
     run("trim", trim);
     run("thread-exit", thread_exit_returns);
     run("fork", fork_while_allocating);
+    run("fork-thread-start", fork_while_threads_start);
     run("misuse", misuse);
     run("malloc-info", info);
     sink = 0;

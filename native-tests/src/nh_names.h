@@ -1,9 +1,9 @@
 /*
  * Build a program written for glibc's malloc against libnativeheap instead:
  *   gcc -include src/nh_names.h -I$NH/include ... -L$NH -lnativeheap
- * Every malloc-family call becomes its nh_ twin (function-like macros: struct mallinfo2 stays), and the runtime inside libnativeheap is
- * started before main, so that its own start-up (which mallocs from glibc) does not move
- * the break in the middle of the program.
+ * Every malloc-family call becomes its nh_ twin (function-like macros: struct mallinfo2
+ * stays). The first call starts libnativeheap's runtime: here, before main, so that the
+ * runtime's own start-up (which mallocs from glibc) does not move the break mid-program.
  */
 #ifndef NH_NAMES_H
 #define NH_NAMES_H

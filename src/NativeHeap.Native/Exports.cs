@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
 using NativeHeap.Interop;
@@ -6,68 +5,42 @@ using NativeHeap.Interop;
 namespace NativeHeap.Native;
 
 /// <summary>
-/// libnativeheap's C ABI (include/nativeheap.h): the process's <see cref="Heap"/> with C's
-/// semantics. Failures return NULL with errno ENOMEM (EINVAL for a bad alignment); free and
-/// every call that succeeds leave errno alone; a corrupted heap prints glibc's message and
-/// aborts; no exception leaves this class.
+/// The allocator's entry points for libnativeheap's C layer (nativeheap.c, which guards
+/// them and exports nh_*): the process's <see cref="Heap"/> with C's semantics. Failures
+/// return NULL with errno ENOMEM (EINVAL for a bad alignment); free and every call that
+/// succeeds leave errno alone; a corrupted heap prints glibc's message and aborts; no
+/// exception leaves this class.
 /// </summary>
 public static unsafe class Exports
 {
     private const int ENOMEM = 12, EINVAL = 22;
 
-    /// <summary>C callers get glibc's abort on corruption, a tcache that goes back when their thread ends, and fork handlers.</summary>
-#pragma warning disable CA2255 // this library is the application's allocator: it must set up before the first export runs
-    [ModuleInitializer]
-#pragma warning restore CA2255
-    internal static void Initialize()
-    {
-        HeapCorruptionException.AbortLikeGlibc = true;
-        Heap.ThreadStarted = OnThreadStarted;
-    }
+    /// <summary>The C layer's first call: it starts the runtime (and so this initializer), nothing else.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "nhm_start")]
+    private static void Start() => HeapCorruptionException.AbortLikeGlibc = true;
 
-    /// <summary>Set by libnativeheap-preload.so, which makes the thread-exit and fork calls itself, marked as inside the allocator.</summary>
-    private static bool s_hooksByPreload;
-    private static int s_forkHandlersRegistered;
-
-    private static void OnThreadStarted()
-    {
-        if (s_hooksByPreload) return;
-        if (Interlocked.Exchange(ref s_forkHandlersRegistered, 1) == 0)
-            Libc.RegisterAtFork(&ForkPrepare, &ForkParent, &ForkChild, null);
-        // Registered after the runtime attached the thread, so it runs before the runtime detaches it.
-        Libc.CxaThreadAtExit(&ThreadExit, null, (void*)(delegate* unmanaged<void*, void>)&ThreadExit);
-    }
-
-    [UnmanagedCallersOnly(EntryPoint = "nh_preload_init")]
-    private static void PreloadInit() => s_hooksByPreload = true;
-
-    [UnmanagedCallersOnly]
-    private static void ThreadExit(void* unused) => ShutdownThread();
-
-    [UnmanagedCallersOnly(EntryPoint = "nh_thread_exit")]
-    private static void ThreadExitNow() => ShutdownThread();
-
-    private static void ShutdownThread()
+    [UnmanagedCallersOnly(EntryPoint = "nhm_thread_exit")]
+    private static void ThreadExit()
     {
         try { Heap.ShutdownThread(); }
         catch (Exception e) { Fatal("thread exit", e); }
     }
 
-    [UnmanagedCallersOnly(EntryPoint = "nh_fork_prepare")]
+    [UnmanagedCallersOnly(EntryPoint = "nhm_fork_prepare")]
     private static void ForkPrepare()
     {
         try { Heap.ForkPrepare(); }
         catch (Exception e) { Fatal("fork", e); }
     }
 
-    [UnmanagedCallersOnly(EntryPoint = "nh_fork_parent")]
+    [UnmanagedCallersOnly(EntryPoint = "nhm_fork_parent")]
     private static void ForkParent()
     {
         try { Heap.ForkParent(); }
         catch (Exception e) { Fatal("fork", e); }
     }
 
-    [UnmanagedCallersOnly(EntryPoint = "nh_fork_child")]
+    [UnmanagedCallersOnly(EntryPoint = "nhm_fork_child")]
     private static void ForkChild()
     {
         try { Heap.ForkChild(); }
@@ -83,7 +56,7 @@ public static unsafe class Exports
         return null;
     }
 
-    [UnmanagedCallersOnly(EntryPoint = "nh_malloc")]
+    [UnmanagedCallersOnly(EntryPoint = "nhm_malloc")]
     private static void* Malloc(nuint size)
     {
         try
@@ -94,14 +67,14 @@ public static unsafe class Exports
         catch (Exception e) { Fatal("malloc", e); return null; }
     }
 
-    [UnmanagedCallersOnly(EntryPoint = "nh_free")]
+    [UnmanagedCallersOnly(EntryPoint = "nhm_free")]
     private static void Free(void* ptr)
     {
         try { Heap.Free(ptr); }
         catch (Exception e) { Fatal("free", e); }
     }
 
-    [UnmanagedCallersOnly(EntryPoint = "nh_calloc")]
+    [UnmanagedCallersOnly(EntryPoint = "nhm_calloc")]
     private static void* Calloc(nuint count, nuint size)
     {
         try
@@ -112,7 +85,7 @@ public static unsafe class Exports
         catch (Exception e) { Fatal("calloc", e); return null; }
     }
 
-    [UnmanagedCallersOnly(EntryPoint = "nh_realloc")]
+    [UnmanagedCallersOnly(EntryPoint = "nhm_realloc")]
     private static void* Realloc(void* ptr, nuint size)
     {
         try
@@ -123,20 +96,8 @@ public static unsafe class Exports
         catch (Exception e) { Fatal("realloc", e); return null; }
     }
 
-    [UnmanagedCallersOnly(EntryPoint = "nh_reallocarray")]
-    private static void* ReallocArray(void* ptr, nuint count, nuint size)
-    {
-        try
-        {
-            if (size != 0 && count > nuint.MaxValue / size) return NoMemory();
-            void* p = Heap.Realloc(ptr, count * size, out bool failed);
-            return failed ? NoMemory() : p;
-        }
-        catch (Exception e) { Fatal("reallocarray", e); return null; }
-    }
-
     /// <summary>memalign as glibc 2.36's: an alignment that is not a power of two is raised to one.</summary>
-    [UnmanagedCallersOnly(EntryPoint = "nh_memalign")]
+    [UnmanagedCallersOnly(EntryPoint = "nhm_memalign")]
     private static void* Memalign(nuint alignment, nuint size)
     {
         try { return AlignedOrError(alignment, size); }
@@ -150,7 +111,7 @@ public static unsafe class Exports
         return p != null ? p : NoMemory();
     }
 
-    [UnmanagedCallersOnly(EntryPoint = "nh_posix_memalign")]
+    [UnmanagedCallersOnly(EntryPoint = "nhm_posix_memalign")]
     private static int PosixMemalign(void** result, nuint alignment, nuint size)
     {
         try
@@ -168,21 +129,21 @@ public static unsafe class Exports
     }
 
     /// <summary>aligned_alloc is glibc 2.36's memalign (2.38 and C17 refuse an alignment that is not a power of two).</summary>
-    [UnmanagedCallersOnly(EntryPoint = "nh_aligned_alloc")]
+    [UnmanagedCallersOnly(EntryPoint = "nhm_aligned_alloc")]
     private static void* AlignedAlloc(nuint alignment, nuint size)
     {
         try { return AlignedOrError(alignment, size); }
         catch (Exception e) { Fatal("aligned_alloc", e); return null; }
     }
 
-    [UnmanagedCallersOnly(EntryPoint = "nh_valloc")]
+    [UnmanagedCallersOnly(EntryPoint = "nhm_valloc")]
     private static void* Valloc(nuint size)
     {
         try { return AlignedOrError(Os.OsMemory.PageSize, size); }
         catch (Exception e) { Fatal("valloc", e); return null; }
     }
 
-    [UnmanagedCallersOnly(EntryPoint = "nh_pvalloc")]
+    [UnmanagedCallersOnly(EntryPoint = "nhm_pvalloc")]
     private static void* Pvalloc(nuint size)
     {
         try
@@ -194,14 +155,14 @@ public static unsafe class Exports
         catch (Exception e) { Fatal("pvalloc", e); return null; }
     }
 
-    [UnmanagedCallersOnly(EntryPoint = "nh_malloc_usable_size")]
+    [UnmanagedCallersOnly(EntryPoint = "nhm_malloc_usable_size")]
     private static nuint UsableSize(void* ptr)
     {
         try { return Heap.UsableSize(ptr); }
         catch (Exception e) { Fatal("malloc_usable_size", e); return 0; }
     }
 
-    [UnmanagedCallersOnly(EntryPoint = "nh_malloc_trim")]
+    [UnmanagedCallersOnly(EntryPoint = "nhm_malloc_trim")]
     private static int Trim(nuint pad)
     {
         try { return Heap.Trim(pad) ? 1 : 0; }
@@ -209,7 +170,7 @@ public static unsafe class Exports
     }
 
     /// <summary>mallopt: 1 when set, 0 when the value is refused. As glibc 2.36, a parameter it does not know, and a non-positive arena count, are ignored with 1.</summary>
-    [UnmanagedCallersOnly(EntryPoint = "nh_mallopt")]
+    [UnmanagedCallersOnly(EntryPoint = "nhm_mallopt")]
     private static int Mallopt(int parameter, int value)
     {
         try
@@ -222,7 +183,7 @@ public static unsafe class Exports
         catch (Exception e) { Fatal("mallopt", e); return 0; }
     }
 
-    [UnmanagedCallersOnly(EntryPoint = "nh_mallinfo2")]
+    [UnmanagedCallersOnly(EntryPoint = "nhm_mallinfo2")]
     private static Libc.MallInfo2 Mallinfo2()
     {
         try
@@ -239,7 +200,7 @@ public static unsafe class Exports
     }
 
     /// <summary>malloc_stats: glibc's text on stderr.</summary>
-    [UnmanagedCallersOnly(EntryPoint = "nh_malloc_stats")]
+    [UnmanagedCallersOnly(EntryPoint = "nhm_malloc_stats")]
     private static void MallocStats()
     {
         try
@@ -252,7 +213,7 @@ public static unsafe class Exports
     }
 
     /// <summary>malloc_info: glibc's XML on a FILE*; options must be 0 (glibc returns EINVAL otherwise).</summary>
-    [UnmanagedCallersOnly(EntryPoint = "nh_malloc_info")]
+    [UnmanagedCallersOnly(EntryPoint = "nhm_malloc_info")]
     private static int MallocInfo(int options, nint stream)
     {
         try

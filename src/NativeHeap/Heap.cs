@@ -127,16 +127,8 @@ public static unsafe class Heap
     private static ThreadCache CreateCache()
     {
         _ = Context;
-        ThreadStarted?.Invoke();
         return t_cache = new ThreadCache();
     }
-
-    /// <summary>
-    /// Run on a thread's first call, before its cache exists and outside every lock. The
-    /// native library sets it to register its thread-exit hook (C threads have no finalizer
-    /// that runs when they end).
-    /// </summary>
-    internal static Action? ThreadStarted;
 
     /// <summary>The calling thread is ending: give its tcache and arena back now rather than at its cache's finalization.</summary>
     internal static void ShutdownThread()

@@ -45,12 +45,6 @@ int nh_malloc_info(int options, FILE *stream);
  * exits; a thread that calls nh_* again afterwards gets a new tcache. */
 void nh_thread_exit(void);
 
-/* For libnativeheap-preload.so, which calls them with its reentrancy guard around them. */
-void nh_preload_init(void);
-void nh_fork_prepare(void);
-void nh_fork_parent(void);
-void nh_fork_child(void);
-
 #ifdef __cplusplus
 }
 #endif

@@ -86,14 +86,6 @@ internal static unsafe partial class Libc
         }
     }
 
-    /// <summary>Register a destructor for the calling thread's exit (what C++ thread_local objects use); runs before the runtime detaches the thread.</summary>
-    [LibraryImport(Lib, EntryPoint = "__cxa_thread_atexit_impl")]
-    internal static partial int CxaThreadAtExit(delegate* unmanaged<void*, void> destructor, void* argument, void* dsoSymbol);
-
-    /// <summary>pthread_atfork (which is only a static stub in libc_nonshared.a calling this).</summary>
-    [LibraryImport(Lib, EntryPoint = "__register_atfork")]
-    internal static partial int RegisterAtFork(delegate* unmanaged<void> prepare, delegate* unmanaged<void> parent, delegate* unmanaged<void> child, void* dsoHandle);
-
     [LibraryImport(Lib, EntryPoint = "fputs", SetLastError = true)]
     internal static partial int Fputs(byte* text, nint stream);
 

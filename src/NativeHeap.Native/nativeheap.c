@@ -1,0 +1,529 @@
+/* libnativeheap's C layer, linked into libnativeheap.so with the allocator (NativeAOT):
+ * the nh_* functions of include/nativeheap.h. NativeHeap itself is managed code (the
+ * nhm_* entry points of Exports.cs) on a .NET runtime, and that runtime mallocs for itself:
+ * while it starts, while it attaches a thread, in the GC. Linked beside glibc, those calls
+ * go to glibc; under libnativeheap-preload.so they come back here, while a call is already
+ * inside NativeHeap (or before NativeHeap can be called at all, on the runtime's own
+ * threads, or after this thread's runtime state is gone), and must not go back in. They get
+ * a small boot allocator; a NativeHeap block freed at such a time waits on a list and is
+ * freed by the next call that can enter. This layer also owns what C needs around the
+ * allocator: the thread-exit hook, fork handlers, and a gate that keeps fork out of the
+ * .NET allocations a thread's first call makes. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "nativeheap.h"
+#include "nativeheap-managed.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define TLS __thread __attribute__((tls_model("initial-exec")))
+
+/* The runtime starts at the first call, or, preloaded, when libnativeheap-preload.so's
+ * constructor says so (nh_start): calls made while other libraries start, before this one's
+ * runtime has run its own static constructors, must not start it. */
+enum { COLD, STARTING, READY };
+static int state;
+extern const int nh_preload_marker __attribute__((weak)); /* defined by libnativeheap-preload.so */
+
+/* Per thread: inside a NativeHeap call; past this thread's exit hook; hook registered;
+ * passed the fork gate; a thread the runtime made for itself (never enters). */
+enum { INSIDE = 1, EXITING = 2, HOOKED = 4, GATED = 8, RUNTIME = 16 };
+static TLS int tstate;
+
+static void start(void);
+
+static inline int can_enter(void)
+{
+    int s = __atomic_load_n(&state, __ATOMIC_ACQUIRE);
+    if (__builtin_expect(s != READY, 0)) {
+        if (s != COLD || &nh_preload_marker != NULL || (tstate & (INSIDE | RUNTIME))) return 0;
+        start();
+        if (__atomic_load_n(&state, __ATOMIC_ACQUIRE) != READY) return 0;
+    }
+    return (tstate & (INSIDE | EXITING | RUNTIME)) == 0;
+}
+
+/* ---- the boot allocator: power-of-two blocks from one reserved range, a free list per size ---- */
+
+#define BOOT_RESERVE ((size_t)1 << 30) /* address space only (MAP_NORESERVE); pages come on use */
+#define BOOT_MAGIC 0x6e68626fu
+#define BOOT_MIN_CLASS 5
+
+struct boot_head { /* the 16 bytes before every boot pointer */
+    char *block;
+    uint32_t cls;
+    uint32_t magic;
+};
+
+static char *boot_base;
+static size_t boot_top;
+static void *boot_free_list[64];
+static int boot_lock;
+
+static void boot_acquire(void)
+{
+    while (__atomic_exchange_n(&boot_lock, 1, __ATOMIC_ACQUIRE)) sched_yield();
+}
+
+static void boot_release(void) { __atomic_store_n(&boot_lock, 0, __ATOMIC_RELEASE); }
+
+static inline int is_boot(const void *p)
+{
+    char *base = __atomic_load_n(&boot_base, __ATOMIC_ACQUIRE);
+    return base != NULL && (size_t)((const char *)p - base) < BOOT_RESERVE;
+}
+
+static void boot_die(const char *message)
+{
+    (void)!write(2, message, strlen(message));
+    abort();
+}
+
+static void *boot_alloc(size_t size, size_t align)
+{
+    if (align < 16) align = 16;
+    size_t need = size + align + sizeof(struct boot_head);
+    if (need < size || need > BOOT_RESERVE) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    uint32_t cls = BOOT_MIN_CLASS;
+    while (((size_t)1 << cls) < need) cls++;
+    size_t bytes = (size_t)1 << cls;
+
+    char *block = NULL;
+    boot_acquire();
+    if (boot_base == NULL) {
+        void *m = mmap(NULL, BOOT_RESERVE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m != MAP_FAILED) __atomic_store_n(&boot_base, (char *)m, __ATOMIC_RELEASE);
+    }
+    if (boot_free_list[cls] != NULL) {
+        block = boot_free_list[cls];
+        boot_free_list[cls] = *(void **)block;
+    } else if (boot_base != NULL && BOOT_RESERVE - boot_top >= bytes) {
+        block = boot_base + boot_top;
+        boot_top += bytes;
+    }
+    boot_release();
+    if (block == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    char *user = (char *)(((uintptr_t)block + sizeof(struct boot_head) + align - 1) & ~(uintptr_t)(align - 1));
+    struct boot_head *h = (struct boot_head *)user - 1;
+    h->block = block;
+    h->cls = cls;
+    h->magic = BOOT_MAGIC;
+    return user;
+}
+
+static struct boot_head *boot_head_of(void *p)
+{
+    struct boot_head *h = (struct boot_head *)p - 1;
+    if (((uintptr_t)p & 15) != 0 || h->magic != BOOT_MAGIC) boot_die("free(): invalid pointer\n");
+    return h;
+}
+
+static size_t boot_usable(void *p)
+{
+    struct boot_head *h = boot_head_of(p);
+    return ((size_t)1 << h->cls) - (size_t)((char *)p - h->block);
+}
+
+static void boot_free(void *p)
+{
+    struct boot_head *h = boot_head_of(p);
+    char *block = h->block;
+    uint32_t cls = h->cls;
+    h->magic = 0;
+    boot_acquire();
+    *(void **)block = boot_free_list[cls];
+    boot_free_list[cls] = block;
+    boot_release();
+}
+
+/* ---- NativeHeap blocks freed while no call could enter ---- */
+
+static void *deferred;
+
+/* A NativeHeap chunk's usable size from its header (glibc's layout), without calling in. */
+static size_t chunk_usable(void *p)
+{
+    size_t head = ((size_t *)p)[-1];
+    return (head & ~(size_t)7) - ((head & 2) ? 2 : 1) * sizeof(size_t);
+}
+
+static void defer_free(void *p)
+{
+    void *old = __atomic_load_n(&deferred, __ATOMIC_RELAXED);
+    do *(void **)p = old;
+    while (!__atomic_compare_exchange_n(&deferred, &old, p, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+}
+
+static void thread_exit_hook(void *unused);
+extern void *__dso_handle;
+extern int __cxa_thread_atexit_impl(void (*fn)(void *), void *arg, void *dso);
+
+/* The .NET runtime's GC is not fork-safe: a fork while another thread holds the GC's
+ * allocation lock leaves that lock held in the child for ever. NativeHeap allocates managed
+ * objects only in a thread's first call (its thread statics and cache) and in the rare calls
+ * (mallopt, malloc_stats, malloc_info, malloc_trim, mallinfo), so those pass a gate that
+ * fork closes until no such call is in progress. */
+static int gate_users, gate_closed;
+
+static void gate_pass(void)
+{
+    for (;;) {
+        while (__atomic_load_n(&gate_closed, __ATOMIC_ACQUIRE)) sched_yield();
+        __atomic_fetch_add(&gate_users, 1, __ATOMIC_ACQ_REL);
+        if (!__atomic_load_n(&gate_closed, __ATOMIC_ACQUIRE)) return;
+        __atomic_fetch_sub(&gate_users, 1, __ATOMIC_ACQ_REL);
+    }
+}
+
+static void gate_close(void)
+{
+    while (__atomic_exchange_n(&gate_closed, 1, __ATOMIC_ACQ_REL)) sched_yield();
+    while (__atomic_load_n(&gate_users, __ATOMIC_ACQUIRE) != 0) sched_yield();
+}
+
+static inline void enter_gated(int rare)
+{
+    if (__builtin_expect(rare || !(tstate & HOOKED), 0)) {
+        gate_pass();
+        tstate |= GATED;
+    }
+    tstate |= INSIDE;
+    if (__builtin_expect(__atomic_load_n(&deferred, __ATOMIC_RELAXED) != NULL, 0)) {
+        void *list = __atomic_exchange_n(&deferred, NULL, __ATOMIC_ACQUIRE);
+        while (list != NULL) {
+            void *next = *(void **)list;
+            nhm_free(list);
+            list = next;
+        }
+    }
+}
+
+static inline void enter(void) { enter_gated(0); }
+
+static inline void leave(void)
+{
+    tstate &= ~INSIDE;
+    if (__builtin_expect(tstate & GATED, 0)) {
+        tstate &= ~GATED;
+        __atomic_fetch_sub(&gate_users, 1, __ATOMIC_ACQ_REL);
+    }
+    if (__builtin_expect(!(tstate & HOOKED), 0)) {
+        /* After the thread's first call, so after the runtime attached the thread: this hook
+         * runs before the runtime's own, which detaches it. */
+        tstate |= HOOKED;
+        __cxa_thread_atexit_impl(thread_exit_hook, NULL, &__dso_handle);
+    }
+}
+
+static void thread_exit_hook(void *unused)
+{
+    (void)unused;
+    if (can_enter()) {
+        tstate |= INSIDE;
+        nhm_thread_exit();
+    }
+    tstate = EXITING | HOOKED;
+}
+
+/* ---- fork: NativeHeap's locks, then the boot allocator's (NativeHeap's prepare may still allocate) ---- */
+
+static void fork_prepare(void)
+{
+    gate_close();
+    if (can_enter()) {
+        tstate |= INSIDE;
+        nhm_fork_prepare();
+        tstate &= ~INSIDE;
+    }
+    boot_acquire();
+}
+
+static void fork_parent(void)
+{
+    boot_release();
+    __atomic_store_n(&gate_closed, 0, __ATOMIC_RELEASE);
+    if (can_enter()) {
+        tstate |= INSIDE;
+        nhm_fork_parent();
+        tstate &= ~INSIDE;
+    }
+}
+
+static void fork_child(void)
+{
+    boot_lock = 0;
+    gate_users = 0; /* the threads that were waiting at the gate are not in the child */
+    gate_closed = 0;
+    if (can_enter()) {
+        tstate |= INSIDE;
+        nhm_fork_child();
+        tstate &= ~INSIDE;
+    }
+}
+
+/* ---- the runtime's own threads (the finalizer): they never enter ----
+ * libnativeheap.so is linked with --wrap=pthread_create, so this sees exactly the threads the
+ * runtime inside it creates, and no one else's. */
+
+extern int __real_pthread_create(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+
+struct runtime_start {
+    void *(*fn)(void *);
+    void *arg;
+};
+
+static void *runtime_thread_start(void *p)
+{
+    struct runtime_start start = *(struct runtime_start *)p;
+    boot_free(p);
+    tstate = RUNTIME;
+    return start.fn(start.arg);
+}
+
+int __wrap_pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+    struct runtime_start *start = boot_alloc(sizeof *start, 16);
+    if (start == NULL) return EAGAIN;
+    start->fn = fn;
+    start->arg = arg;
+    int r = __real_pthread_create(thread, attr, runtime_thread_start, start);
+    if (r != 0) boot_free(start);
+    return r;
+}
+
+static void start(void)
+{
+    int expected = COLD;
+    if (!__atomic_compare_exchange_n(&state, &expected, STARTING, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return;
+    tstate |= INSIDE;
+    nhm_start(); /* starts the runtime; its own mallocs, if they come back here, go to boot */
+    tstate &= ~INSIDE;
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    __atomic_store_n(&state, READY, __ATOMIC_RELEASE);
+}
+
+/* For libnativeheap-preload.so's constructor, which runs once this library is initialized. */
+EXPORT void nh_start(void) { start(); }
+
+/* ---- the C ABI ---- */
+
+EXPORT void *nh_malloc(size_t size)
+{
+    if (!can_enter()) return boot_alloc(size, 16);
+    enter();
+    void *p = nhm_malloc(size);
+    leave();
+    return p;
+}
+
+EXPORT void nh_free(void *ptr)
+{
+    if (ptr == NULL) return;
+    if (is_boot(ptr)) {
+        int saved = errno;
+        boot_free(ptr);
+        errno = saved;
+        return;
+    }
+    if (!can_enter()) {
+        defer_free(ptr);
+        return;
+    }
+    enter();
+    nhm_free(ptr);
+    leave();
+}
+
+EXPORT void *nh_calloc(size_t count, size_t size)
+{
+    if (!can_enter()) {
+        size_t bytes;
+        if (__builtin_mul_overflow(count, size, &bytes)) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        void *p = boot_alloc(bytes, 16);
+        if (p != NULL) memset(p, 0, bytes);
+        return p;
+    }
+    enter();
+    void *p = nhm_calloc(count, size);
+    leave();
+    return p;
+}
+
+/* Moves a block to a new one from malloc (the boot allocator or NativeHeap, whichever may be used now). */
+static void *move_block(void *old, size_t old_usable, size_t size)
+{
+    void *p = nh_malloc(size);
+    if (p != NULL) {
+        memcpy(p, old, old_usable < size ? old_usable : size);
+        nh_free(old);
+    }
+    return p;
+}
+
+EXPORT void *nh_realloc(void *ptr, size_t size)
+{
+    if (ptr != NULL && is_boot(ptr)) {
+        if (size == 0) {
+            boot_free(ptr);
+            return NULL;
+        }
+        return move_block(ptr, boot_usable(ptr), size);
+    }
+    if (!can_enter()) {
+        if (ptr == NULL) return boot_alloc(size, 16);
+        if (size == 0) {
+            defer_free(ptr);
+            return NULL;
+        }
+        return move_block(ptr, chunk_usable(ptr), size);
+    }
+    enter();
+    void *p = nhm_realloc(ptr, size);
+    leave();
+    return p;
+}
+
+EXPORT void *nh_reallocarray(void *ptr, size_t count, size_t size)
+{
+    size_t bytes;
+    if (__builtin_mul_overflow(count, size, &bytes)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return nh_realloc(ptr, bytes);
+}
+
+EXPORT void *nh_memalign(size_t alignment, size_t size)
+{
+    if (!can_enter()) return boot_alloc(size, alignment);
+    enter();
+    void *p = nhm_memalign(alignment, size);
+    leave();
+    return p;
+}
+
+EXPORT int nh_posix_memalign(void **result, size_t alignment, size_t size)
+{
+    if (!can_enter()) {
+        if (alignment % sizeof(void *) != 0 || (alignment & (alignment - 1)) != 0 || alignment == 0) return EINVAL;
+        int saved = errno;
+        void *p = boot_alloc(size, alignment);
+        errno = saved;
+        if (p == NULL) return ENOMEM;
+        *result = p;
+        return 0;
+    }
+    enter();
+    int r = nhm_posix_memalign(result, alignment, size);
+    leave();
+    return r;
+}
+
+EXPORT void *nh_aligned_alloc(size_t alignment, size_t size)
+{
+    if (!can_enter()) return boot_alloc(size, alignment);
+    enter();
+    void *p = nhm_aligned_alloc(alignment, size);
+    leave();
+    return p;
+}
+
+EXPORT void *nh_valloc(size_t size)
+{
+    if (!can_enter()) return boot_alloc(size, (size_t)sysconf(_SC_PAGESIZE));
+    enter();
+    void *p = nhm_valloc(size);
+    leave();
+    return p;
+}
+
+EXPORT void *nh_pvalloc(size_t size)
+{
+    if (!can_enter()) return boot_alloc(size, (size_t)sysconf(_SC_PAGESIZE));
+    enter();
+    void *p = nhm_pvalloc(size);
+    leave();
+    return p;
+}
+
+EXPORT size_t nh_malloc_usable_size(void *ptr)
+{
+    if (ptr == NULL) return 0;
+    if (is_boot(ptr)) return boot_usable(ptr);
+    if (!can_enter()) return chunk_usable(ptr);
+    enter();
+    size_t n = nhm_malloc_usable_size(ptr);
+    leave();
+    return n;
+}
+
+EXPORT int nh_malloc_trim(size_t pad)
+{
+    if (!can_enter()) return 0;
+    enter_gated(1);
+    int r = nhm_malloc_trim(pad);
+    leave();
+    return r;
+}
+
+EXPORT int nh_mallopt(int param, int value)
+{
+    if (!can_enter()) return 0;
+    enter_gated(1);
+    int r = nhm_mallopt(param, value);
+    leave();
+    return r;
+}
+
+EXPORT struct mallinfo2 nh_mallinfo2(void)
+{
+    struct mallinfo2 m = {0};
+    if (!can_enter()) return m;
+    enter_gated(1);
+    m = nhm_mallinfo2();
+    leave();
+    return m;
+}
+
+EXPORT void nh_malloc_stats(void)
+{
+    if (!can_enter()) return;
+    enter_gated(1);
+    nhm_malloc_stats();
+    leave();
+}
+
+EXPORT int nh_malloc_info(int options, FILE *stream)
+{
+    if (!can_enter()) return 0;
+    enter_gated(1);
+    int r = nhm_malloc_info(options, stream);
+    leave();
+    return r;
+}
+
+EXPORT void nh_thread_exit(void)
+{
+    if (!can_enter()) return;
+    enter();
+    nhm_thread_exit();
+    leave();
+}
