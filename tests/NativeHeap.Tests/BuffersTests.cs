@@ -151,6 +151,22 @@ public unsafe partial class BuffersTests
         Assert.Equal(before, InUse());
     }
 
+    [Fact]
+    public void Pool_SteadyRentAndDispose_InducesNoCollection()
+    {
+        // Reporting each 1 MiB buffer to the GC made such a loop force gen-2 collections; the
+        // pressure is reported in steps, so a steady working set reports nothing.
+        long live = GcPressure.Live;
+        int collections = GC.CollectionCount(2);
+        for (int i = 0; i < 20_000; i++)
+        {
+            using IMemoryOwner<byte> owner = NativeHeapMemoryPool.Shared.Rent(1 << 20);
+            owner.Memory.Span[0] = 1;
+        }
+        Assert.Equal(collections, GC.CollectionCount(2));
+        Assert.Equal(live, GcPressure.Live);
+    }
+
     [MethodImpl(MethodImplOptions.NoInlining)] // no stack slot of the caller keeps the last one alive
     private static ulong ForgetLargeBuffers()
     {

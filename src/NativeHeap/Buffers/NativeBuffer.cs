@@ -9,9 +9,9 @@ namespace NativeHeap.Buffers;
 /// which <see cref="Dispose()"/> (or, if forgotten, the finalizer) frees exactly once.
 /// </summary>
 /// <remarks>
-/// <para>A block of <see cref="GcPressureThreshold"/> bytes or more is reported to the GC
-/// (<see cref="GC.AddMemoryPressure(long)"/>) for as long as it lives, so that a program that
-/// holds large native buffers through small managed objects still collects in time.</para>
+/// <para>The bytes every buffer holds are reported to the GC (<see cref="GC.AddMemoryPressure(long)"/>,
+/// in steps of 16 MiB for all buffers together), so that a program that holds large native
+/// buffers through small managed objects still collects in time.</para>
 /// <para>Thread safety is that of <see cref="IMemoryOwner{T}"/> implementations: reading and
 /// writing the contents from several threads is the caller's to coordinate; <see cref="Dispose()"/>
 /// may be called from any thread and more than once (only the first frees), but not while
@@ -21,13 +21,10 @@ namespace NativeHeap.Buffers;
 /// <typeparam name="T">An unmanaged element type.</typeparam>
 public sealed unsafe class NativeBuffer<T> : IMemoryOwner<T> where T : unmanaged
 {
-    /// <summary>Blocks of at least this many bytes are reported to the GC as memory pressure (1 MiB).</summary>
-    public const int GcPressureThreshold = 1 << 20;
-
     private readonly Manager _manager;
     private T* _pointer;
     private int _length;
-    private long _pressure;
+    private long _bytes;
     private int _pins;
     private int _disposed;
 
@@ -43,7 +40,7 @@ public sealed unsafe class NativeBuffer<T> : IMemoryOwner<T> where T : unmanaged
         _pointer = (T*)(zeroed ? Heap.AllocZeroed(bytes, 1) : Heap.Alloc(bytes));
         _length = length;
         _manager = new Manager(this);
-        SetPressure((long)bytes);
+        SetBytes((long)bytes);
     }
 
     /// <summary>
@@ -116,7 +113,7 @@ public sealed unsafe class NativeBuffer<T> : IMemoryOwner<T> where T : unmanaged
         // Realloc(p, 0) would free the block; keep a minimum block so that the buffer stays owned.
         _pointer = (T*)Heap.Realloc(_pointer, bytes == 0 ? 1 : bytes);
         _length = newLength;
-        SetPressure((long)bytes);
+        SetBytes((long)bytes);
     }
 
     /// <summary>Frees the block (the first call only).</summary>
@@ -133,19 +130,16 @@ public sealed unsafe class NativeBuffer<T> : IMemoryOwner<T> where T : unmanaged
         _pointer = null;
         _length = 0;
         Heap.Free(p);
-        SetPressure(0);
+        SetBytes(0);
     }
 
     // int elements of at most 2^31 bytes each cannot overflow 64 bits; the heap refuses what it cannot hold.
     private static nuint ByteCount(int length) => (nuint)((ulong)length * (ulong)sizeof(T));
 
-    private void SetPressure(long bytes)
+    private void SetBytes(long bytes)
     {
-        long wanted = bytes >= GcPressureThreshold ? bytes : 0;
-        if (wanted == _pressure) return;
-        if (_pressure > 0) GC.RemoveMemoryPressure(_pressure);
-        if (wanted > 0) GC.AddMemoryPressure(wanted);
-        _pressure = wanted;
+        GcPressure.Change(bytes - _bytes);
+        _bytes = bytes;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
