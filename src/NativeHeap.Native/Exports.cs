@@ -15,7 +15,7 @@ public static unsafe class Exports
 {
     private const int ENOMEM = 12, EINVAL = 22;
 
-    /// <summary>The C layer's first call: it starts the runtime (and so this initializer), nothing else.</summary>
+    /// <summary>The C layer's first call, whose purpose is to start the runtime; from then on a corruption aborts as glibc does.</summary>
     [UnmanagedCallersOnly(EntryPoint = "nhm_start")]
     private static void Start() => HeapCorruptionException.AbortLikeGlibc = true;
 

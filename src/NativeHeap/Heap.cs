@@ -176,6 +176,7 @@ public static unsafe class Heap
     }
 
     /// <summary>C's malloc: null when there is no memory.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] // the tcache hit stays inline in Alloc and in the C ABI
     internal static void* Malloc(nuint size)
     {
         // Fast path: this thread's tcache holds a chunk of the size. No lock, no call out.
