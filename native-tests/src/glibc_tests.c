@@ -400,6 +400,21 @@ static int misuse(void)
         && misuse_aborts("free(): invalid pointer", misaligned_free);
 }
 
+/* Not a glibc test: the allocator leaves the program's signals alone (a raised SIGSEGV kills). */
+static int signals_kept(void)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        free(malloc(10));
+        raise(SIGSEGV);
+        _exit(0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV, "raise(SIGSEGV) did not kill (status 0x%x)", status);
+    return 1;
+}
+
 /* malloc_info: glibc's XML; options other than 0 return EINVAL. */
 static int info(void)
 {
@@ -433,6 +448,7 @@ int main(void)
     run("fork-thread-start", fork_while_threads_start);
     run("misuse", misuse);
     run("malloc-info", info);
+    run("signals", signals_kept);
     sink = 0;
     return failures != 0;
 }

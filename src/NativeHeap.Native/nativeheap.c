@@ -15,6 +15,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,9 +311,20 @@ static void start(void)
 {
     int expected = COLD;
     if (!__atomic_compare_exchange_n(&state, &expected, STARTING, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return;
+    /* The runtime installs handlers for SIGSEGV and its kin (managed null references) that
+     * swallow a raised SIGSEGV: a C program's signals are its own, so they get back what they
+     * had. The runtime's real-time signal (thread suspension) stays. Managed code that faults
+     * in here is a bug either way, and a crash is the answer. */
+    struct sigaction before[SIGRTMIN];
+    for (int sig = 1; sig < SIGRTMIN; sig++) sigaction(sig, NULL, &before[sig]);
     tstate |= INSIDE;
     nhm_start(); /* starts the runtime; its own mallocs, if they come back here, go to boot */
     tstate &= ~INSIDE;
+    for (int sig = 1; sig < SIGRTMIN; sig++) {
+        struct sigaction now;
+        if (sig != SIGKILL && sig != SIGSTOP && sigaction(sig, NULL, &now) == 0 && now.sa_handler != before[sig].sa_handler)
+            sigaction(sig, &before[sig], NULL);
+    }
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     __atomic_store_n(&state, READY, __ATOMIC_RELEASE);
 }
