@@ -41,6 +41,22 @@ public class NativeLibraryTests
         Assert.Equal(glibc, RunOk(NativeTests.Program("glibc_tests"), [], [Preload]).Output);
     }
 
+    /// <summary>A bad NATIVEHEAP_TUNABLES entry stops a C program at its first allocation with a message that names it (the .NET API throws).</summary>
+    [Fact]
+    public void BadTunable_AbortsWithAMessage()
+    {
+        foreach (var (program, env) in new[]
+        {
+            (NativeTests.Program("glibc_tests-nh"), new[] { ("NATIVEHEAP_TUNABLES", "tcache_count=0:bogus=1") }),
+            (NativeTests.Program("glibc_tests"), new[] { ("NATIVEHEAP_TUNABLES", "tcache_count=0:bogus=1"), Preload }),
+        })
+        {
+            ProcessResult r = ChildProcess.Run(program, [], env);
+            Assert.Equal(134, r.ExitCode); // SIGABRT
+            Assert.Contains("NATIVEHEAP_TUNABLES: 'bogus=1': unknown tunable 'bogus'", r.Error);
+        }
+    }
+
     /// <summary>
     /// seeds/002 linked against libnativeheap: with the main arena on the break (glibc's
     /// place), every checkpoint as on glibc; on NativeHeap's default heaps, never more kept.
