@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <string.h>
 #include <unistd.h>
 
 /* Writes all of p, retrying on EINTR. Returns 0 when a write failed (disk full, closed pipe). */
@@ -33,6 +34,22 @@ static inline char *fmt_u64(char *end, uint64_t v)
         v /= 10;
     } while (v != 0);
     return end;
+}
+
+/* Appends p[0..n) to buf (capacity cap, *len bytes used), calling flush() whenever it is full;
+ * flush must empty it (set *len to 0). */
+static inline void append_buffered(char *buf, size_t cap, size_t *len, const char *p, size_t n, void (*flush)(void))
+{
+    while (n > 0) {
+        if (*len == cap)
+            flush();
+        size_t room = cap - *len;
+        size_t k = n < room ? n : room;
+        memcpy(buf + *len, p, k);
+        *len += k;
+        p += k;
+        n -= k;
+    }
 }
 
 #endif

@@ -130,18 +130,8 @@ static void flush_locked(void)
 
 static void put_bytes_locked(const char *p, size_t n)
 {
-    while (n > 0) {
-        if (buf_len == sizeof buf)
-            flush_locked();
-        size_t room = sizeof buf - buf_len;
-        size_t k = n < room ? n : room;
-        memcpy(buf + buf_len, p, k);
-        buf_len += k;
-        p += k;
-        n -= k;
-    }
+    append_buffered(buf, sizeof buf, &buf_len, p, n, flush_locked);
 }
-
 
 /* Appends "KIND ID A[ B]\n" (nargs = 1 or 2) or "f ID\n" (nargs = 0). */
 static void emit_locked(char kind, uint64_t id, size_t a, size_t b, int nargs)

@@ -72,16 +72,7 @@ static void out_flush(void)
 
 static void out_bytes(const char *p, size_t n)
 {
-    while (n > 0) {
-        if (out_len == sizeof out_buf)
-            out_flush();
-        size_t room = sizeof out_buf - out_len;
-        size_t k = n < room ? n : room;
-        memcpy(out_buf + out_len, p, k);
-        out_len += k;
-        p += k;
-        n -= k;
-    }
+    append_buffered(out_buf, sizeof out_buf, &out_len, p, n, out_flush);
 }
 
 static void out_str(const char *s)

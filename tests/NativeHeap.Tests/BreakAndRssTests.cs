@@ -13,7 +13,7 @@ public class BreakAndRssTests
     [Fact]
     public void OnTheBreak_FreedMemoryReturnsUnlessTopIsPinned_AndTrimReturnsIt()
     {
-        var r = Child.Run(nameof(ChildScenarios.RssReturn), ("NATIVEHEAP_TUNABLES", "use_brk=1"));
+        var r = Child.Run(nameof(ChildScenarios.RssReturn), OnBreak);
         Assert.Equal("True", r["pin_above_blocks"]);
         // 64 MiB touched; tolerance 2 MiB for the runtime's own noise.
         Assert.InRange(L(r, "alloc_kib"), 64 * 1024 - 512, 64 * 1024 + 2048);
