@@ -17,7 +17,7 @@ public static unsafe class Exports
 
     /// <summary>The C layer's first call, whose purpose is to start the runtime; from then on a corruption aborts as glibc does.</summary>
     [UnmanagedCallersOnly(EntryPoint = "nhm_start")]
-    private static void Start() => HeapCorruptionException.AbortLikeGlibc = true;
+    private static void Start() => MallocPrinterr.AbortLikeGlibc();
 
     [UnmanagedCallersOnly(EntryPoint = "nhm_thread_exit")]
     private static void ThreadExit()
@@ -118,10 +118,13 @@ public static unsafe class Exports
         {
             nuint words = alignment / (nuint)sizeof(void*);
             if (alignment % (nuint)sizeof(void*) != 0 || words == 0 || (words & (words - 1)) != 0) return EINVAL;
-            int callerErrno = Marshal.GetLastSystemError(); // posix_memalign reports in its result, not errno
+            // On failure glibc 2.36 also leaves errno ENOMEM (its _mid_memalign sets it); so does NativeHeap.
             void* p = Heap.Memalign(alignment, size);
-            Marshal.SetLastSystemError(callerErrno);
-            if (p == null) return ENOMEM;
+            if (p == null)
+            {
+                Marshal.SetLastSystemError(ENOMEM);
+                return ENOMEM;
+            }
             *result = p;
             return 0;
         }

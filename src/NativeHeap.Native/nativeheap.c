@@ -36,8 +36,9 @@ static int state;
 extern const int nh_preload_marker __attribute__((weak)); /* defined by libnativeheap-preload.so */
 
 /* Per thread: inside a NativeHeap call; past this thread's exit hook; hook registered;
- * passed the fork gate; a thread the runtime made for itself (never enters). */
-enum { INSIDE = 1, EXITING = 2, HOOKED = 4, GATED = 8, RUNTIME = 16 };
+ * passed the fork gate; a thread the runtime made for itself (never enters); the exit
+ * gate's release registered; passed the gate for the thread's exit. */
+enum { INSIDE = 1, EXITING = 2, HOOKED = 4, GATED = 8, RUNTIME = 16, EXIT_GATE = 32, EXIT_GATED = 64 };
 static TLS int tstate;
 
 static void start(void);
@@ -171,6 +172,8 @@ static void defer_free(void *p)
 }
 
 static void thread_exit_hook(void *unused);
+static void exit_gate_release(void *unused);
+static pthread_key_t exit_gate_key;
 extern void *__dso_handle;
 extern int __cxa_thread_atexit_impl(void (*fn)(void *), void *arg, void *dso);
 
@@ -201,7 +204,11 @@ static inline void enter_gated(int rare)
 {
     if (__builtin_expect(rare || !(tstate & HOOKED), 0)) {
         gate_pass();
-        tstate |= GATED;
+        tstate |= GATED | INSIDE; /* INSIDE: a malloc from pthread_setspecific goes to boot */
+        if (!(tstate & EXIT_GATE)) {
+            tstate |= EXIT_GATE;
+            pthread_setspecific(exit_gate_key, &exit_gate_key); /* exit_gate_release at exit */
+        }
     }
     tstate |= INSIDE;
     if (__builtin_expect(__atomic_load_n(&deferred, __ATOMIC_RELAXED) != NULL, 0)) {
@@ -231,14 +238,31 @@ static inline void leave(void)
     }
 }
 
+/* A thread's exit passes the fork gate too, from here until the runtime has detached the
+ * thread: that detach takes the runtime's thread-store lock, and a fork meanwhile left it held
+ * in the child, whose next new thread then hung attaching (seen in glibc_tests'
+ * fork-thread-start, about 1 run in 20). The detach is a pthread key destructor of the
+ * runtime's; those run after this hook, in the order the keys were made, and start() makes
+ * exit_gate_key after the runtime has made its own, so exit_gate_release comes after it. */
 static void thread_exit_hook(void *unused)
 {
     (void)unused;
+    gate_pass();
+    tstate |= EXIT_GATED;
     if (can_enter()) {
         tstate |= INSIDE;
         nhm_thread_exit();
     }
-    tstate = EXITING | HOOKED;
+    tstate = EXITING | HOOKED | EXIT_GATE | EXIT_GATED;
+}
+
+static void exit_gate_release(void *unused)
+{
+    (void)unused;
+    if (tstate & EXIT_GATED) {
+        tstate &= ~EXIT_GATED;
+        __atomic_fetch_sub(&gate_users, 1, __ATOMIC_ACQ_REL);
+    }
 }
 
 /* ---- fork: NativeHeap's locks, then the boot allocator's (NativeHeap's prepare may still allocate) ---- */
@@ -325,6 +349,7 @@ static void start(void)
         if (sig != SIGKILL && sig != SIGSTOP && sigaction(sig, NULL, &now) == 0 && now.sa_handler != before[sig].sa_handler)
             sigaction(sig, &before[sig], NULL);
     }
+    pthread_key_create(&exit_gate_key, exit_gate_release); /* after the runtime's keys: see thread_exit_hook */
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     __atomic_store_n(&state, READY, __ATOMIC_RELEASE);
 }

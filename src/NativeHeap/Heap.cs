@@ -213,8 +213,8 @@ public static unsafe class Heap
             nuint head = p->Size;
             nuint idx = (head - Chunk.MinSize) >> 4; // huge when the size is below MINSIZE
             if (idx < s_fastBins && ((head & (Chunk.IsMmapped | 8)) | ((nuint)p & Chunk.AlignMask)) == 0
-                && tc->Counts[idx] < s_tcacheCount && ((TcacheEntry*)ptr)->Key != s_tcacheKey
-                && Ownership.HoldsHeapSlot(s_heapSlots, p))
+                && tc->Counts[idx] < s_tcacheCount && Ownership.HoldsHeapSlot(s_heapSlots, p)
+                && ((TcacheEntry*)ptr)->Key != s_tcacheKey) // read only once the chunk is known to be ours
             {
                 Tcache.Put(tc, p, idx, s_tcacheKey);
                 return;

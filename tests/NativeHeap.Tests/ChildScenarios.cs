@@ -9,7 +9,7 @@ namespace NativeHeap.Tests;
 /// as key=value lines; the tests assert on them. The break is read through Mono.Posix's sbrk,
 /// a view independent of NativeHeap's own interop.
 /// </summary>
-internal static unsafe class ChildScenarios
+internal static unsafe partial class ChildScenarios
 {
     private const int Block = 4096;
 

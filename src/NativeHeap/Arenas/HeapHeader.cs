@@ -39,8 +39,9 @@ internal unsafe struct HeapHeader
     internal static HeapHeader* Create(MallocContext* ctx, nuint size, nuint topPad)
     {
         nuint pagesize = OsMemory.PageSize;
-        if (size + topPad < MinSize) size = MinSize;
-        else if (size + topPad <= MaxSize) size += topPad;
+        nuint padded = OsMemory.AddSaturating(size, topPad);
+        if (padded < MinSize) size = MinSize;
+        else if (padded <= MaxSize) size = padded;
         else if (size > MaxSize) return null;
         else size = MaxSize;
         size = OsMemory.AlignUp(size, pagesize);

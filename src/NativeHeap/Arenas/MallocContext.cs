@@ -81,7 +81,7 @@ internal unsafe struct MallocContext
         if (ctx->UseBrk != 0 && ctx->Segments.Count == 1 && av->Top != MallocState.InitialTop(av))
         {
             byte* topEnd = (byte*)av->Top + Chunk.SizeOf(av->Top);
-            using (OsMemory.BreakLock.EnterScope())
+            using (FutexLock.Hold(OsMemory.BreakLock))
             {
                 if (OsMemory.Sbrk(0) == topEnd)
                     OsMemory.Sbrk(-(nint)(topEnd - ctx->Mp.SbrkBase));

@@ -56,7 +56,7 @@ internal unsafe struct Ownership
     /// <summary>Record an mmapped chunk; false (and the caller unmaps it) when the set cannot grow.</summary>
     internal static bool AddMapped(Ownership* o, Chunk* p)
     {
-        ArenaLock.Enter(&o->MappedLock);
+        FutexLock.Enter(&o->MappedLock);
         try
         {
             if ((o->MappedUsed + 1) * 2 > o->MappedCapacity && !Rehash(o)) return false;
@@ -73,14 +73,14 @@ internal unsafe struct Ownership
         }
         finally
         {
-            ArenaLock.Exit(&o->MappedLock);
+            FutexLock.Exit(&o->MappedLock);
         }
     }
 
     /// <summary>Forget an mmapped chunk; false when it was never recorded.</summary>
     internal static bool RemoveMapped(Ownership* o, Chunk* p)
     {
-        ArenaLock.Enter(&o->MappedLock);
+        FutexLock.Enter(&o->MappedLock);
         try
         {
             nuint* slot = FindMapped(o, p);
@@ -90,15 +90,15 @@ internal unsafe struct Ownership
         }
         finally
         {
-            ArenaLock.Exit(&o->MappedLock);
+            FutexLock.Exit(&o->MappedLock);
         }
     }
 
     internal static bool HoldsMapped(Ownership* o, Chunk* p)
     {
-        ArenaLock.Enter(&o->MappedLock);
+        FutexLock.Enter(&o->MappedLock);
         try { return FindMapped(o, p) != null; }
-        finally { ArenaLock.Exit(&o->MappedLock); }
+        finally { FutexLock.Exit(&o->MappedLock); }
     }
 
     private static nuint* FindMapped(Ownership* o, Chunk* p)

@@ -1,6 +1,8 @@
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
+using NativeHeap.Os;
 
 namespace NativeHeap.Arenas;
 
@@ -31,7 +33,7 @@ internal static unsafe partial class Ptmalloc
             }
             finally
             {
-                if (av != null) ArenaLock.Exit(&av->Mutex);
+                if (av != null) FutexLock.Exit(&av->Mutex);
             }
             if (victim == null) return;
             NativeMemory.Clear(victim, bytes);
@@ -55,11 +57,12 @@ internal static unsafe partial class Ptmalloc
                 av = ArenaGetRetry(ctx, ref ts, av, bytes);
                 if (av != null) victim = IntMalloc(ctx, av, ts.Tcache, bytes);
             }
+            Debug.Assert(victim == null || Chunk.IsMapped(Chunk.FromMem(victim)) || av == ArenaFor(ctx, Chunk.FromMem(victim)));
             return victim;
         }
         finally
         {
-            if (av != null) ArenaLock.Exit(&av->Mutex);
+            if (av != null) FutexLock.Exit(&av->Mutex);
         }
     }
 
@@ -73,7 +76,7 @@ internal static unsafe partial class Ptmalloc
         bool owned = Chunk.Misaligned(p) || (Chunk.IsMapped(p)
             ? Ownership.HoldsMapped(&ctx->Owned, p)
             : MallocContext.OwnsHeapChunk(ctx, p));
-        if (!owned) HeapCorruptionException.Raise(glibcMessage, Chunk.ToMem(p));
+        if (!owned) MallocPrinterr.Raise(glibcMessage, Chunk.ToMem(p));
     }
 
     /// <summary>__libc_malloc.</summary>
@@ -121,9 +124,8 @@ internal static unsafe partial class Ptmalloc
     /// <summary>__libc_calloc: _int_malloc (never the tcache), then clear what may not already be zero.</summary>
     internal static void* Calloc(MallocContext* ctx, ref ThreadLocals ts, nuint n, nuint elemSize)
     {
-        nuint bytes;
-        try { bytes = checked(n * elemSize); }
-        catch (OverflowException) { return null; }
+        if (elemSize != 0 && n > nuint.MaxValue / elemSize) return null;
+        nuint bytes = n * elemSize;
 
         MaybeInitTcache(ctx, ref ts);
         MallocParams* mp = &ctx->Mp;
@@ -159,7 +161,7 @@ internal static unsafe partial class Ptmalloc
         }
         finally
         {
-            if (av != null) ArenaLock.Exit(&av->Mutex);
+            if (av != null) FutexLock.Exit(&av->Mutex);
         }
         if (mem == null) return null;
         Chunk* p = Chunk.FromMem(mem);
@@ -200,7 +202,7 @@ internal static unsafe partial class Ptmalloc
         CheckOwned(ctx, oldp, "realloc(): invalid pointer");
         if (!Chunk.IsMapped(oldp)) MaybeInitTcache(ctx, ref ts);
         if ((nuint)oldp > (nuint)(-(nint)oldsize) || Chunk.Misaligned(oldp))
-            HeapCorruptionException.Raise("realloc(): invalid pointer", oldmem);
+            MallocPrinterr.Raise("realloc(): invalid pointer", oldmem);
 
         nuint nb = Chunk.CheckedRequestToSize(bytes);
         if (nb == 0) { failed = true; return null; }
@@ -219,14 +221,14 @@ internal static unsafe partial class Ptmalloc
 
         MallocState* av = ArenaFor(ctx, oldp);
         void* result;
-        ArenaLock.Enter(&av->Mutex);
+        FutexLock.Enter(&av->Mutex);
         try
         {
             result = IntRealloc(ctx, av, ts.Tcache, oldp, oldsize, nb);
         }
         finally
         {
-            ArenaLock.Exit(&av->Mutex);
+            FutexLock.Exit(&av->Mutex);
         }
         if (result == null)
         {
@@ -271,7 +273,7 @@ internal static unsafe partial class Ptmalloc
         }
         finally
         {
-            if (av != null) ArenaLock.Exit(&av->Mutex);
+            if (av != null) FutexLock.Exit(&av->Mutex);
         }
     }
 
@@ -292,9 +294,9 @@ internal static unsafe partial class Ptmalloc
         MallocState* a = &ctx->Main;
         do
         {
-            ArenaLock.Enter(&a->Mutex);
+            FutexLock.Enter(&a->Mutex);
             try { result |= Mtrim(ctx, a, pad); }
-            finally { ArenaLock.Exit(&a->Mutex); }
+            finally { FutexLock.Exit(&a->Mutex); }
             a = a->Next;
         }
         while (a != &ctx->Main);

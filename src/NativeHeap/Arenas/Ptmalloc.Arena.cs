@@ -1,5 +1,7 @@
+using System.Diagnostics;
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
+using NativeHeap.Os;
 
 namespace NativeHeap.Arenas;
 
@@ -24,18 +26,18 @@ internal static unsafe partial class Ptmalloc
             {
                 // ptmalloc_init: the first thread is attached to the main arena.
                 ts.Arena = &ctx->Main;
-                ArenaLock.Enter(&ctx->Main.Mutex);
+                FutexLock.Enter(&ctx->Main.Mutex);
                 return &ctx->Main;
             }
             return ArenaGet2(ctx, ref ts, size, null);
         }
-        if (ArenaLock.TryEnter(&a->Mutex)) return a;
+        if (FutexLock.TryEnter(&a->Mutex)) return a;
         if (Volatile.Read(ref ctx->NArenas) < ArenaLimit(ctx))
         {
             MallocState* other = ArenaGet2(ctx, ref ts, size, a);
             if (other != null) return other;
         }
-        ArenaLock.Enter(&a->Mutex);
+        FutexLock.Enter(&a->Mutex);
         return a;
     }
 
@@ -79,7 +81,7 @@ internal static unsafe partial class Ptmalloc
     {
         if (Volatile.Read(ref *(nint*)&ctx->FreeList) == 0) return null;
         MallocState* result;
-        ArenaLock.Enter(&ctx->FreeListLock);
+        FutexLock.Enter(&ctx->FreeListLock);
         result = ctx->FreeList;
         if (result != null)
         {
@@ -87,9 +89,9 @@ internal static unsafe partial class Ptmalloc
             result->AttachedThreads = 1;
             Detach(ts.Arena);
         }
-        ArenaLock.Exit(&ctx->FreeListLock);
+        FutexLock.Exit(&ctx->FreeListLock);
         if (result == null) return null;
-        ArenaLock.Enter(&result->Mutex);
+        FutexLock.Enter(&result->Mutex);
         ts.Arena = result;
         return result;
     }
@@ -102,21 +104,21 @@ internal static unsafe partial class Ptmalloc
         bool locked = false;
         do
         {
-            if (ArenaLock.TryEnter(&result->Mutex)) { locked = true; break; }
+            if (FutexLock.TryEnter(&result->Mutex)) { locked = true; break; }
             result = result->Next;
         }
         while (result != start);
         if (!locked)
         {
             if (result == avoid) result = result->Next;
-            ArenaLock.Enter(&result->Mutex);
+            FutexLock.Enter(&result->Mutex);
         }
 
-        ArenaLock.Enter(&ctx->FreeListLock);
+        FutexLock.Enter(&ctx->FreeListLock);
         Detach(ts.Arena);
         RemoveFromFreeList(ctx, result);
         result->AttachedThreads++;
-        ArenaLock.Exit(&ctx->FreeListLock);
+        FutexLock.Exit(&ctx->FreeListLock);
         ts.Arena = result;
         ctx->NextToUse = result->Next;
         return result;
@@ -146,20 +148,21 @@ internal static unsafe partial class Ptmalloc
 
         MallocState* replaced = ts.Arena;
         ts.Arena = a;
-        ArenaLock.Enter(&ctx->ListLock);
+        FutexLock.Enter(&ctx->ListLock);
         a->Next = ctx->Main.Next;
         Volatile.Write(ref *(nint*)&ctx->Main.Next, (nint)a);
-        ArenaLock.Exit(&ctx->ListLock);
-        ArenaLock.Enter(&ctx->FreeListLock);
+        FutexLock.Exit(&ctx->ListLock);
+        FutexLock.Enter(&ctx->FreeListLock);
         Detach(replaced);
-        ArenaLock.Exit(&ctx->FreeListLock);
-        ArenaLock.Enter(&a->Mutex);
+        FutexLock.Exit(&ctx->FreeListLock);
+        FutexLock.Enter(&a->Mutex);
         return a;
     }
 
     /// <summary>detach_arena: one thread fewer on <paramref name="a"/> (free list lock held).</summary>
     private static void Detach(MallocState* a)
     {
+        Debug.Assert(a == null || a->AttachedThreads > 0);
         if (a != null) a->AttachedThreads--;
     }
 
@@ -180,10 +183,10 @@ internal static unsafe partial class Ptmalloc
     /// <summary>arena_get_retry: after a failure, try the main arena, or from the main arena another.</summary>
     private static MallocState* ArenaGetRetry(MallocContext* ctx, ref ThreadLocals ts, MallocState* av, nuint bytes)
     {
-        ArenaLock.Exit(&av->Mutex);
+        FutexLock.Exit(&av->Mutex);
         if (av != &ctx->Main)
         {
-            ArenaLock.Enter(&ctx->Main.Mutex);
+            FutexLock.Enter(&ctx->Main.Mutex);
             return &ctx->Main;
         }
         return ArenaGet2(ctx, ref ts, bytes, av);
@@ -213,13 +216,13 @@ internal static unsafe partial class Ptmalloc
         ts.Arena = null;
         if (a != null)
         {
-            ArenaLock.Enter(&ctx->FreeListLock);
+            FutexLock.Enter(&ctx->FreeListLock);
             if (--a->AttachedThreads == 0)
             {
                 a->NextFree = ctx->FreeList;
                 ctx->FreeList = a;
             }
-            ArenaLock.Exit(&ctx->FreeListLock);
+            FutexLock.Exit(&ctx->FreeListLock);
         }
     }
 
@@ -229,29 +232,29 @@ internal static unsafe partial class Ptmalloc
     /// </summary>
     internal static void ForkLock(MallocContext* ctx)
     {
-        ArenaLock.Enter(&ctx->ListLock);
+        FutexLock.Enter(&ctx->ListLock);
         MallocState* a = &ctx->Main;
         do
         {
-            ArenaLock.Enter(&a->Mutex);
+            FutexLock.Enter(&a->Mutex);
             a = a->Next;
         }
         while (a != &ctx->Main);
-        ArenaLock.Enter(&ctx->Owned.MappedLock);
+        FutexLock.Enter(&ctx->Owned.MappedLock);
     }
 
     /// <summary>__malloc_fork_unlock_parent: release what <see cref="ForkLock"/> took.</summary>
     internal static void ForkUnlockParent(MallocContext* ctx)
     {
-        ArenaLock.Exit(&ctx->Owned.MappedLock);
+        FutexLock.Exit(&ctx->Owned.MappedLock);
         MallocState* a = &ctx->Main;
         do
         {
-            ArenaLock.Exit(&a->Mutex);
+            FutexLock.Exit(&a->Mutex);
             a = a->Next;
         }
         while (a != &ctx->Main);
-        ArenaLock.Exit(&ctx->ListLock);
+        FutexLock.Exit(&ctx->ListLock);
     }
 
     /// <summary>

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
 using NativeHeap.Os;
@@ -11,17 +12,19 @@ internal static unsafe partial class Ptmalloc
     /// if its bin has room, else to a fastbin if small, else merged with free neighbours into
     /// the unsorted bin or top; a merged chunk of 64 KiB or more consolidates the fastbins
     /// and may trim the top. Without <paramref name="haveLock"/>, the arena's lock is taken
-    /// after the tcache step; a null <paramref name="av"/> is the chunk's own arena.
+    /// after the tcache step; a null <paramref name="av"/> is the chunk's own arena. Without
+    /// <paramref name="trim"/> nothing is trimmed: sysmalloc frees the old top that way,
+    /// because the new top is about to serve the request it grew for.
     /// </summary>
-    internal static void IntFree(MallocContext* ctx, MallocState* av, Tcache* tc, Chunk* p, bool haveLock = true)
+    internal static void IntFree(MallocContext* ctx, MallocState* av, Tcache* tc, Chunk* p, bool haveLock = true, bool trim = true)
     {
         nuint size = Chunk.SizeOf(p);
 
         // Sizes that wrap around the address space, or misaligned chunks, cannot be ours.
         if ((nuint)p > (nuint)(-(nint)size) || Chunk.Misaligned(p))
-            HeapCorruptionException.Raise("free(): invalid pointer", Chunk.ToMem(p));
+            MallocPrinterr.Raise("free(): invalid pointer", Chunk.ToMem(p));
         if (size < Chunk.MinSize || (size & Chunk.AlignMask) != 0)
-            HeapCorruptionException.Raise("free(): invalid size", Chunk.ToMem(p));
+            MallocPrinterr.Raise("free(): invalid size", Chunk.ToMem(p));
 
         if (TryTcachePut(ctx, tc, p, size)) return;
         // Found only now, after the checks: a bad pointer's "heap header" is not read.
@@ -34,12 +37,12 @@ internal static unsafe partial class Ptmalloc
         }
         if (haveLock)
         {
-            IntFreeLocked(ctx, av, p, size);
+            IntFreeLocked(ctx, av, p, size, trim);
             return;
         }
-        ArenaLock.Enter(&av->Mutex);
-        try { IntFreeLocked(ctx, av, p, size); }
-        finally { ArenaLock.Exit(&av->Mutex); }
+        FutexLock.Enter(&av->Mutex);
+        try { IntFreeLocked(ctx, av, p, size, trim); }
+        finally { FutexLock.Exit(&av->Mutex); }
     }
 
     /// <summary>
@@ -51,7 +54,18 @@ internal static unsafe partial class Ptmalloc
     {
         Chunk* next = Chunk.At(p, size);
         if (next->Size <= Chunk.HeaderSize || Chunk.SizeOf(next) >= Volatile.Read(ref av->SystemMem))
-            HeapCorruptionException.Raise("free(): invalid next size (fast)", Chunk.ToMem(p));
+        {
+            // Without the lock this may be a trim half done (system_mem lowered, top not yet):
+            // as glibc, test again under the lock before calling it corruption.
+            bool fail = true;
+            if (!haveLock)
+            {
+                FutexLock.Enter(&av->Mutex);
+                fail = next->Size <= Chunk.HeaderSize || Chunk.SizeOf(next) >= av->SystemMem;
+                FutexLock.Exit(&av->Mutex);
+            }
+            if (fail) MallocPrinterr.Raise("free(): invalid next size (fast)", Chunk.ToMem(p));
+        }
         FreePerturb(&ctx->Mp, Chunk.ToMem(p), size - Chunk.HeaderSize);
         Volatile.Write(ref av->HaveFastchunks, 1);
         int idx = BinIndex.Fastbin(size);
@@ -62,14 +76,14 @@ internal static unsafe partial class Ptmalloc
         {
             // Only the top of the bin can be checked cheaply for a double free.
             if (old == p)
-                HeapCorruptionException.Raise("double free or corruption (fasttop)", Chunk.ToMem(p));
+                MallocPrinterr.Raise("double free or corruption (fasttop)", Chunk.ToMem(p));
             seen = old;
             p->Fd = Chunk.Protect(&p->Fd, old);
             old = (Chunk*)Interlocked.CompareExchange(ref *(nint*)fb, (nint)p, (nint)seen);
         }
         while (old != seen);
         if (haveLock && old != null && BinIndex.Fastbin(Chunk.SizeOf(old)) != idx)
-            HeapCorruptionException.Raise("invalid fastbin entry (free)", old);
+            MallocPrinterr.Raise("invalid fastbin entry (free)", old);
     }
 
     /// <summary>
@@ -87,7 +101,7 @@ internal static unsafe partial class Ptmalloc
             if (next != null && Chunk.Misaligned(next))
             {
                 *fb = null;
-                HeapCorruptionException.Raise("malloc(): unaligned fastbin chunk detected", next);
+                MallocPrinterr.Raise("malloc(): unaligned fastbin chunk detected", next);
             }
             Chunk* seen = (Chunk*)Interlocked.CompareExchange(ref *(nint*)fb, (nint)next, (nint)victim);
             if (seen == victim) return victim;
@@ -95,8 +109,23 @@ internal static unsafe partial class Ptmalloc
         }
     }
 
+    /// <summary>
+    /// A chunk met by a walk along fastbin <paramref name="fb"/> (mallinfo, malloc_info): a
+    /// misaligned one means the link to it was overwritten. The bin is dropped (its chunks
+    /// lost, as elsewhere) and the corruption reported in glibc's words for that walk.
+    /// </summary>
+    internal static Chunk* FastbinWalked(Chunk** fb, Chunk* p, string message)
+    {
+        if (p != null && Chunk.Misaligned(p))
+        {
+            Interlocked.Exchange(ref *(nint*)fb, 0);
+            MallocPrinterr.Raise(message, p);
+        }
+        return p;
+    }
+
     /// <summary>_int_free past the tcache and fastbins, the arena's lock held: merge and bin.</summary>
-    private static void IntFreeLocked(MallocContext* ctx, MallocState* av, Chunk* p, nuint size)
+    private static void IntFreeLocked(MallocContext* ctx, MallocState* av, Chunk* p, nuint size, bool trim)
     {
         MallocParams* mp = &ctx->Mp;
 
@@ -108,14 +137,14 @@ internal static unsafe partial class Ptmalloc
 
         Chunk* nextchunk = Chunk.At(p, size);
         if (p == av->Top)
-            HeapCorruptionException.Raise("double free or corruption (top)", Chunk.ToMem(p));
+            MallocPrinterr.Raise("double free or corruption (top)", Chunk.ToMem(p));
         if (MallocState.Contiguous(av) && (byte*)nextchunk >= (byte*)av->Top + Chunk.SizeOf(av->Top))
-            HeapCorruptionException.Raise("double free or corruption (out)", Chunk.ToMem(p));
+            MallocPrinterr.Raise("double free or corruption (out)", Chunk.ToMem(p));
         if (!Chunk.IsPrevInuse(nextchunk))
-            HeapCorruptionException.Raise("double free or corruption (!prev)", Chunk.ToMem(p));
+            MallocPrinterr.Raise("double free or corruption (!prev)", Chunk.ToMem(p));
         nuint nextsize = Chunk.SizeOf(nextchunk);
         if (nextchunk->Size <= Chunk.HeaderSize || nextsize >= av->SystemMem)
-            HeapCorruptionException.Raise("free(): invalid next size (normal)", Chunk.ToMem(p));
+            MallocPrinterr.Raise("free(): invalid next size (normal)", Chunk.ToMem(p));
 
         FreePerturb(mp, Chunk.ToMem(p), size - Chunk.HeaderSize);
         size = MergeChunk(av, p, size, nextchunk, nextsize, "corrupted size vs. prev_size while consolidating", out p);
@@ -125,7 +154,7 @@ internal static unsafe partial class Ptmalloc
             if (av->HaveFastchunks != 0) MallocConsolidate(ctx, av);
             if (!OnHeaps(ctx, av))
             {
-                if (Chunk.SizeOf(av->Top) >= mp->TrimThreshold) Systrim(ctx, mp->TopPad, av);
+                if (trim && Chunk.SizeOf(av->Top) >= mp->TrimThreshold) Systrim(ctx, mp->TopPad, av);
             }
             else
             {
@@ -134,7 +163,12 @@ internal static unsafe partial class Ptmalloc
                 // heap holds at most 64 MiB and cannot merge into the next, so without this a
                 // freed heap below the newest one stays resident until malloc_trim.
                 if (p != av->Top && size >= MallocParams.ReleaseFreeChunkSize) ReleaseChunkPages(p);
-                HeapTrim(ctx, HeapHeader.For(av->Top), mp->TopPad);
+                // glibc trims here even while sysmalloc frees the old top: heap_trim then
+                // deletes the heap just made for the request (it holds nothing but top), or
+                // shrinks it below the request, and malloc fails with memory to spare.
+                HeapHeader* heap = HeapHeader.For(av->Top);
+                Debug.Assert(heap->Arena == av);
+                if (trim) HeapTrim(ctx, heap, mp->TopPad);
             }
         }
     }
@@ -156,14 +190,14 @@ internal static unsafe partial class Ptmalloc
             for (TcacheEntry* tmp = *Tcache.Head(tc, tcIdx); tmp != null; tmp = Chunk.Reveal(&tmp->Next), count++)
             {
                 if (count >= mp->TcacheCount)
-                    HeapCorruptionException.Raise("free(): too many chunks detected in tcache", e);
+                    MallocPrinterr.Raise("free(): too many chunks detected in tcache", e);
                 if (Chunk.Misaligned(tmp))
                 {
                     Tcache.Quarantine(tc, tcIdx);
-                    HeapCorruptionException.Raise("free(): unaligned chunk detected in tcache 2", tmp);
+                    MallocPrinterr.Raise("free(): unaligned chunk detected in tcache 2", tmp);
                 }
                 if (tmp == e)
-                    HeapCorruptionException.Raise("free(): double free detected in tcache 2", e);
+                    MallocPrinterr.Raise("free(): double free detected in tcache 2", e);
             }
         }
         if (tc->Counts[tcIdx] >= mp->TcacheCount) return false;
@@ -185,7 +219,7 @@ internal static unsafe partial class Ptmalloc
             size += prevsize;
             p = Chunk.At(p, -(nint)prevsize);
             if (Chunk.SizeOf(p) != prevsize)
-                HeapCorruptionException.Raise(prevSizeMessage, p);
+                MallocPrinterr.Raise(prevSizeMessage, p);
             UnlinkChunk(av, p);
         }
 
@@ -204,7 +238,7 @@ internal static unsafe partial class Ptmalloc
             Chunk* bck = MallocState.Unsorted(av);
             Chunk* fwd = bck->Fd;
             if (fwd->Bk != bck)
-                HeapCorruptionException.Raise("free(): corrupted unsorted chunks", fwd);
+                MallocPrinterr.Raise("free(): corrupted unsorted chunks", fwd);
             p->Fd = fwd;
             p->Bk = bck;
             if (!BinIndex.InSmallbinRange(size))
@@ -238,9 +272,9 @@ internal static unsafe partial class Ptmalloc
             while (p != null)
             {
                 if (Chunk.Misaligned(p))
-                    HeapCorruptionException.Raise("malloc_consolidate(): unaligned fastbin chunk detected", p);
+                    MallocPrinterr.Raise("malloc_consolidate(): unaligned fastbin chunk detected", p);
                 if (BinIndex.Fastbin(Chunk.SizeOf(p)) != i)
-                    HeapCorruptionException.Raise("malloc_consolidate(): invalid chunk size", p);
+                    MallocPrinterr.Raise("malloc_consolidate(): invalid chunk size", p);
                 Chunk* nextp = Chunk.Reveal(&p->Fd);
                 nuint size = Chunk.SizeOf(p);
                 Chunk* nextchunk = Chunk.At(p, size);
@@ -261,7 +295,7 @@ internal static unsafe partial class Ptmalloc
         nuint pageMask = OsMemory.PageSize - 1;
         // The mapping must be whole pages, and the user pointer its page's only aligned offset.
         if (((block | totalSize) & pageMask) != 0 || !IsPowerOfTwo(mem & pageMask))
-            HeapCorruptionException.Raise("munmap_chunk(): invalid pointer", (void*)mem);
+            MallocPrinterr.Raise("munmap_chunk(): invalid pointer", (void*)mem);
         Ownership.RemoveMapped(&ctx->Owned, p);
         Interlocked.Decrement(ref ctx->Mp.NMmaps);
         Interlocked.Add(ref *(long*)&ctx->Mp.MmappedMem, -(long)totalSize);

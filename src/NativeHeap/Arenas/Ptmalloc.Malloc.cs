@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
@@ -38,7 +39,7 @@ internal static unsafe partial class Ptmalloc
             if (victim != null && Chunk.Misaligned(victim))
             {
                 *fb = null;
-                HeapCorruptionException.Raise("malloc(): unaligned fastbin chunk detected 2", victim);
+                MallocPrinterr.Raise("malloc(): unaligned fastbin chunk detected 2", victim);
             }
             // Frees push onto fastbins without the lock (a .NET process always has threads, so
             // glibc's !SINGLE_THREAD_P path): pop with a compare-and-swap.
@@ -47,7 +48,7 @@ internal static unsafe partial class Ptmalloc
                 if (BinIndex.Fastbin(Chunk.SizeOf(victim)) != idx)
                 {
                     *fb = null;
-                    HeapCorruptionException.Raise("malloc(): memory corruption (fast)", Chunk.ToMem(victim));
+                    MallocPrinterr.Raise("malloc(): memory corruption (fast)", Chunk.ToMem(victim));
                 }
                 // While here, move the rest of this fastbin into the tcache.
                 nuint tcIdx = BinIndex.Tcache(nb);
@@ -59,7 +60,7 @@ internal static unsafe partial class Ptmalloc
                         if (Chunk.Misaligned(tcVictim))
                         {
                             *fb = null;
-                            HeapCorruptionException.Raise("malloc(): unaligned fastbin chunk detected 3", tcVictim);
+                            MallocPrinterr.Raise("malloc(): unaligned fastbin chunk detected 3", tcVictim);
                         }
                         if ((tcVictim = FastbinPop(fb)) == null) break;
                         Tcache.Put(tc, tcVictim, tcIdx, ctx->TcacheKey);
@@ -78,7 +79,7 @@ internal static unsafe partial class Ptmalloc
             {
                 Chunk* bck = victim->Bk;
                 if (bck->Fd != victim)
-                    HeapCorruptionException.Raise("malloc(): smallbin double linked list corrupted", victim);
+                    MallocPrinterr.Raise("malloc(): smallbin double linked list corrupted", victim);
                 Chunk.SetInuseBitAt(victim, nb);
                 bin->Bk = bck;
                 bck->Fd = bin;
@@ -124,15 +125,15 @@ internal static unsafe partial class Ptmalloc
                 nuint size = Chunk.SizeOf(victim);
                 Chunk* next = Chunk.At(victim, size);
                 if (size <= Chunk.HeaderSize || size > av->SystemMem)
-                    HeapCorruptionException.Raise("malloc(): invalid size (unsorted)", victim);
+                    MallocPrinterr.Raise("malloc(): invalid size (unsorted)", victim);
                 if (next->Size < Chunk.HeaderSize || next->Size > av->SystemMem)
-                    HeapCorruptionException.Raise("malloc(): invalid next size (unsorted)", next);
+                    MallocPrinterr.Raise("malloc(): invalid next size (unsorted)", next);
                 if ((next->PrevSize & ~Chunk.SizeBits) != size)
-                    HeapCorruptionException.Raise("malloc(): mismatching next->prev_size (unsorted)", next);
+                    MallocPrinterr.Raise("malloc(): mismatching next->prev_size (unsorted)", next);
                 if (bck->Fd != victim || victim->Fd != unsorted)
-                    HeapCorruptionException.Raise("malloc(): unsorted double linked list corrupted", victim);
+                    MallocPrinterr.Raise("malloc(): unsorted double linked list corrupted", victim);
                 if (Chunk.IsPrevInuse(next))
-                    HeapCorruptionException.Raise("malloc(): invalid next->prev_inuse (unsorted)", next);
+                    MallocPrinterr.Raise("malloc(): invalid next->prev_inuse (unsorted)", next);
 
                 // A small request served from the last remainder, when it is the only chunk
                 // here: consecutive small requests then come from one place.
@@ -153,7 +154,7 @@ internal static unsafe partial class Ptmalloc
                 }
 
                 if (bck->Fd != victim)
-                    HeapCorruptionException.Raise("malloc(): corrupted unsorted chunks 3", victim);
+                    MallocPrinterr.Raise("malloc(): corrupted unsorted chunks 3", victim);
                 unsorted->Bk = bck;
                 bck->Fd = unsorted;
 
@@ -211,13 +212,13 @@ internal static unsafe partial class Ptmalloc
                                 victim->FdNextsize = fwd;
                                 victim->BkNextsize = fwd->BkNextsize;
                                 if (fwd->BkNextsize->FdNextsize != fwd)
-                                    HeapCorruptionException.Raise("malloc(): largebin double linked list corrupted (nextsize)", fwd);
+                                    MallocPrinterr.Raise("malloc(): largebin double linked list corrupted (nextsize)", fwd);
                                 fwd->BkNextsize = victim;
                                 victim->BkNextsize->FdNextsize = victim;
                             }
                             bck = fwd->Bk;
                             if (bck->Fd != fwd)
-                                HeapCorruptionException.Raise("malloc(): largebin double linked list corrupted (bk)", fwd);
+                                MallocPrinterr.Raise("malloc(): largebin double linked list corrupted (bk)", fwd);
                         }
                     }
                     else
@@ -283,6 +284,7 @@ internal static unsafe partial class Ptmalloc
                     scan = NextBin(scan);
                     bit <<= 1;
                 }
+                Debug.Assert(bit != 0);
                 victim = scan->Bk;
                 if (victim == scan)
                 {
@@ -303,7 +305,7 @@ internal static unsafe partial class Ptmalloc
             victim = av->Top;
             nuint topSize = Chunk.SizeOf(victim);
             if (topSize > av->SystemMem)
-                HeapCorruptionException.Raise("malloc(): corrupted top size", victim);
+                MallocPrinterr.Raise("malloc(): corrupted top size", victim);
             if (topSize >= nb + Chunk.MinSize)
                 return Returned(mp, SplitTop(ctx, av, nb), bytes);
             if (av->HaveFastchunks != 0)
@@ -323,6 +325,7 @@ internal static unsafe partial class Ptmalloc
     private static void* SplitFromBin(MallocContext* ctx, MallocState* av, Chunk* victim, nuint size, nuint nb,
         nuint bytes, string corruptedUnsortedMessage, bool setLastRemainder)
     {
+        Debug.Assert(size >= nb);
         nuint remainderSize = size - nb;
         UnlinkChunk(av, victim);
         if (remainderSize < Chunk.MinSize)
@@ -336,7 +339,7 @@ internal static unsafe partial class Ptmalloc
             Chunk* bck = MallocState.Unsorted(av);
             Chunk* fwd = bck->Fd;
             if (fwd->Bk != bck)
-                HeapCorruptionException.Raise(corruptedUnsortedMessage, fwd);
+                MallocPrinterr.Raise(corruptedUnsortedMessage, fwd);
             remainder->Bk = bck;
             remainder->Fd = fwd;
             bck->Fd = remainder;
@@ -390,17 +393,17 @@ internal static unsafe partial class Ptmalloc
     internal static void UnlinkChunk(MallocState* av, Chunk* p)
     {
         if (Chunk.SizeOf(p) != Chunk.Next(p)->PrevSize)
-            HeapCorruptionException.Raise("corrupted size vs. prev_size", p);
+            MallocPrinterr.Raise("corrupted size vs. prev_size", p);
         Chunk* fd = p->Fd;
         Chunk* bk = p->Bk;
         if (fd->Bk != p || bk->Fd != p)
-            HeapCorruptionException.Raise("corrupted double-linked list", p);
+            MallocPrinterr.Raise("corrupted double-linked list", p);
         fd->Bk = bk;
         bk->Fd = fd;
         if (!BinIndex.InSmallbinRange(p->Size) && p->FdNextsize != null)
         {
             if (p->FdNextsize->BkNextsize != p || p->BkNextsize->FdNextsize != p)
-                HeapCorruptionException.Raise("corrupted double-linked list (not small)", p);
+                MallocPrinterr.Raise("corrupted double-linked list (not small)", p);
             if (fd->FdNextsize == null)
             {
                 if (p->FdNextsize == p)

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
 
@@ -14,6 +15,11 @@ internal static unsafe partial class Ptmalloc
     {
         nuint nb = Chunk.CheckedRequestToSize(bytes);
         if (nb == 0) return null;
+        // What is asked of _int_malloc must not wrap (CVE-2026-0861: a huge alignment plus a
+        // huge size became a small request, and the split below wrote far outside it). The
+        // caller keeps alignment at most SIZE_MAX/2+1, so the subtraction cannot wrap.
+        Debug.Assert(alignment <= nuint.MaxValue / 2 + 1 && IsPowerOfTwo(alignment));
+        if (nb > nuint.MaxValue - alignment - Chunk.MinSize) return null;
         nuint arenaBit = ArenaBit(ctx, av);
 
         byte* m = (byte*)IntMalloc(ctx, av, tc, nb + alignment + Chunk.MinSize);
@@ -44,6 +50,7 @@ internal static unsafe partial class Ptmalloc
             p = newp;
         }
 
+        Debug.Assert(Chunk.SizeOf(p) >= nb && (nuint)Chunk.ToMem(p) % alignment == 0);
         if (!Chunk.IsMapped(p))
         {
             nuint size = Chunk.SizeOf(p);

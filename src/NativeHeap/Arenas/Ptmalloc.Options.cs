@@ -1,5 +1,6 @@
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
+using NativeHeap.Os;
 
 namespace NativeHeap.Arenas;
 
@@ -7,15 +8,31 @@ internal static unsafe partial class Ptmalloc
 {
     /// <summary>
     /// __libc_mallopt and the tcache tunables: consolidate (the fastbin size may change), then
-    /// set. Returns why <paramref name="value"/> is refused, or null when it was set. glibc
+    /// set, the main arena's lock held throughout as glibc's mallopt holds it (a free that
+    /// pushes to a fastbin must not see M_MXFAST change between consolidation and the switch).
+    /// Returns why <paramref name="value"/> is refused, or null when it was set. glibc
     /// returns 0 for a refused value; NativeHeap's callers turn the reason into an exception.
     /// </summary>
     internal static string? SetOption(MallocContext* ctx, ref ThreadLocals ts, HeapOption option, long value)
     {
+        // A change of the tcache's shape first returns the calling thread's cached chunks,
+        // which frees them into their arenas: that takes their locks, so it comes before ours.
+        if (option is HeapOption.TcacheCount or HeapOption.TcacheMax) FlushTcache(ctx, ref ts);
+        FutexLock.Enter(&ctx->Main.Mutex);
+        try
+        {
+            MallocConsolidate(ctx, &ctx->Main);
+            return SetOptionLocked(ctx, option, value);
+        }
+        finally
+        {
+            FutexLock.Exit(&ctx->Main.Mutex);
+        }
+    }
+
+    private static string? SetOptionLocked(MallocContext* ctx, HeapOption option, long value)
+    {
         MallocParams* mp = &ctx->Mp;
-        ArenaLock.Enter(&ctx->Main.Mutex);
-        try { MallocConsolidate(ctx, &ctx->Main); }
-        finally { ArenaLock.Exit(&ctx->Main.Mutex); }
         switch (option)
         {
             case HeapOption.MxFast:
@@ -62,13 +79,11 @@ internal static unsafe partial class Ptmalloc
                 return null;
             case HeapOption.TcacheCount:
                 if (value < 0 || (ulong)value > MallocParams.MaxTcacheCount) return $"must be 0 to {MallocParams.MaxTcacheCount}";
-                FlushTcache(ctx, ref ts);
                 mp->TcacheCount = (nuint)value;
                 return null;
             case HeapOption.TcacheMax:
                 nuint maxBytes = BinIndex.TcacheUsableSize(BinIndex.TcacheMaxBins - 1);
                 if (value < 0 || (ulong)value > maxBytes) return $"must be 0 to {maxBytes}";
-                FlushTcache(ctx, ref ts);
                 mp->TcacheMaxBytes = (nuint)value;
                 mp->TcacheBins = BinIndex.Tcache(Chunk.RequestToSize((nuint)value)) + 1;
                 return null;
@@ -78,7 +93,7 @@ internal static unsafe partial class Ptmalloc
                 return null;
             case HeapOption.FailFast:
                 if (value is not (0 or 1)) return "must be 0 (throw) or 1 (end the process)";
-                HeapCorruptionException.FailFast = value == 1;
+                MallocPrinterr.FailFast = value == 1;
                 return null;
             case HeapOption.UseBrk:
                 if (value is not (0 or 1)) return "must be 0 (mmap'd heaps) or 1 (the break)";
@@ -114,7 +129,7 @@ internal static unsafe partial class Ptmalloc
             {
                 TcacheEntry* e = *head;
                 if (Chunk.Misaligned(e))
-                    HeapCorruptionException.Raise("tcache_thread_shutdown(): unaligned tcache chunk detected", e);
+                    MallocPrinterr.Raise("tcache_thread_shutdown(): unaligned tcache chunk detected", e);
                 *head = Chunk.Reveal(&e->Next);
                 tc->Counts[i]--;
                 e->Key = 0;

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
@@ -16,12 +17,13 @@ internal static unsafe partial class Ptmalloc
     {
         nuint arenaBit = ArenaBit(ctx, av);
         if (oldp->Size <= Chunk.HeaderSize || oldsize >= av->SystemMem)
-            HeapCorruptionException.Raise("realloc(): invalid old size", Chunk.ToMem(oldp));
+            MallocPrinterr.Raise("realloc(): invalid old size", Chunk.ToMem(oldp));
+        Debug.Assert(!Chunk.IsMapped(oldp));
 
         Chunk* next = Chunk.At(oldp, oldsize);
         nuint nextsize = Chunk.SizeOf(next);
         if (next->Size <= Chunk.HeaderSize || nextsize >= av->SystemMem)
-            HeapCorruptionException.Raise("realloc(): invalid next size", Chunk.ToMem(oldp));
+            MallocPrinterr.Raise("realloc(): invalid next size", Chunk.ToMem(oldp));
 
         Chunk* newp;
         nuint newsize;
@@ -65,6 +67,7 @@ internal static unsafe partial class Ptmalloc
             }
         }
 
+        Debug.Assert(newsize >= nb);
         nuint remainderSize = newsize - nb;
         if (remainderSize < Chunk.MinSize)
         {
@@ -95,7 +98,7 @@ internal static unsafe partial class Ptmalloc
         nuint mem = (nuint)Chunk.ToMem(p);
         nuint totalSize = offset + size;
         if (((block | totalSize) & (pagesize - 1)) != 0 || !IsPowerOfTwo(mem & (pagesize - 1)))
-            HeapCorruptionException.Raise("mremap_chunk(): invalid pointer", (void*)mem);
+            MallocPrinterr.Raise("mremap_chunk(): invalid pointer", (void*)mem);
 
         nuint newSize = OsMemory.AlignUp(nb + offset + Chunk.SizeSz, pagesize);
         if (totalSize == newSize) return p;

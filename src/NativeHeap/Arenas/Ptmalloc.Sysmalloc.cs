@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
 using NativeHeap.Os;
@@ -27,6 +28,10 @@ internal static unsafe partial class Ptmalloc
         Chunk* oldTop = av->Top;
         nuint oldSize = Chunk.SizeOf(oldTop);
         byte* oldEnd = (byte*)Chunk.At(oldTop, oldSize);
+        // Top is the initial one or a real chunk ending on a page; it cannot serve nb.
+        Debug.Assert((oldTop == MallocState.InitialTop(av) && oldSize == 0)
+            || (oldSize >= Chunk.MinSize && Chunk.IsPrevInuse(oldTop) && ((nuint)oldEnd & (OsMemory.PageSize - 1)) == 0));
+        Debug.Assert(oldSize < nb + Chunk.MinSize);
 
         if (OnHeaps(ctx, av))
         {
@@ -36,7 +41,7 @@ internal static unsafe partial class Ptmalloc
         else
         {
             bool newRegion;
-            using (OsMemory.BreakLock.EnterScope())
+            using (FutexLock.Hold(OsMemory.BreakLock))
                 newRegion = GrowBreak(ctx, av, nb, oldTop, oldSize, oldEnd);
             if (newRegion && oldSize != 0) FenceOldTop(ctx, av, tc, oldTop, oldSize);
         }
@@ -60,7 +65,7 @@ internal static unsafe partial class Ptmalloc
         byte* sndBrk = OsMemory.SbrkFailure;
 
         // Ask for the request, the top pad and room for a fencepost, less what top already has.
-        nuint size = nb + mp->TopPad + Chunk.MinSize;
+        nuint size = OsMemory.AddSaturating(nb + Chunk.MinSize, mp->TopPad);
         if (MallocState.Contiguous(av)) size -= oldSize;
         size = OsMemory.AlignUp(size, pagesize);
         if ((nint)size > 0)
@@ -88,7 +93,7 @@ internal static unsafe partial class Ptmalloc
             return false;
         }
         if (MallocState.Contiguous(av) && oldSize != 0 && brk < oldEnd)
-            HeapCorruptionException.Raise("break adjusted to free malloc space", brk);
+            MallocPrinterr.Raise("break adjusted to free malloc space", brk);
         if (oldSize != 0 && sndBrk == OsMemory.SbrkFailure)
         {
             ctx->ForeignBreaks++;
@@ -144,7 +149,7 @@ internal static unsafe partial class Ptmalloc
         Chunk.SetHead(oldTop, oldSize | Chunk.PrevInuse);
         Chunk.SetHead(Chunk.At(oldTop, oldSize), Chunk.HeaderSize | Chunk.PrevInuse);
         Chunk.SetHead(Chunk.At(oldTop, oldSize + Chunk.HeaderSize), Chunk.HeaderSize | Chunk.PrevInuse);
-        if (oldSize >= Chunk.MinSize) IntFree(ctx, av, tc, oldTop);
+        if (oldSize >= Chunk.MinSize) IntFree(ctx, av, tc, oldTop, trim: false);
     }
 
     /// <summary>Whether arena <paramref name="av"/> lives on mmap'd heaps rather than on the break.</summary>
@@ -185,7 +190,7 @@ internal static unsafe partial class Ptmalloc
                 Chunk.SetHead(Chunk.At(oldTop, oldSize), Chunk.HeaderSize | Chunk.PrevInuse);
                 Chunk.SetFoot(Chunk.At(oldTop, oldSize), Chunk.HeaderSize);
                 Chunk.SetHead(oldTop, oldSize | Chunk.PrevInuse | ArenaBit(ctx, av));
-                IntFree(ctx, av, tc, oldTop);
+                IntFree(ctx, av, tc, oldTop, trim: false);
             }
             else
             {
@@ -219,6 +224,7 @@ internal static unsafe partial class Ptmalloc
         byte* mm = OsMemory.Map(size);
         if (mm == null) return null;
         var p = (Chunk*)mm;
+        Debug.Assert(((nuint)Chunk.ToMem(p) & Chunk.AlignMask) == 0);
         if (!Ownership.AddMapped(&ctx->Owned, p))
         {
             OsMemory.Unmap(mm, size);

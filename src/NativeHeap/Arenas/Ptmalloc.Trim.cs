@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
 using NativeHeap.Os;
@@ -24,7 +25,7 @@ internal static unsafe partial class Ptmalloc
         if (extra == 0) return false;
 
         byte* topEnd = (byte*)av->Top + topSize;
-        using (OsMemory.BreakLock.EnterScope())
+        using (FutexLock.Hold(OsMemory.BreakLock))
         {
             byte* currentBrk = OsMemory.Sbrk(0);
             // Also the case of a top in an mmap fallback region, which never ends at the break.
@@ -106,11 +107,13 @@ internal static unsafe partial class Ptmalloc
             nuint misalign = (nuint)p & Chunk.AlignMask;
             p = (Chunk*)((byte*)prevHeap + prevSize - misalign);
             if (p->Size != (0 | Chunk.PrevInuse))
-                HeapCorruptionException.Raise("heap_trim(): fencepost of the previous heap is gone", p);
+                MallocPrinterr.Raise("heap_trim(): fencepost of the previous heap is gone", p);
             p = Chunk.At(p, -(nint)p->PrevSize);
             nuint newSize = Chunk.SizeOf(p) + (Chunk.MinSize - 2 * Chunk.SizeSz) + misalign;
+            Debug.Assert(newSize > 0 && newSize < 2 * Chunk.MinSize); // the fencepost pair
             if (!Chunk.IsPrevInuse(p)) newSize += p->PrevSize;
-            if (newSize + (HeapHeader.MaxSize - prevHeap->Size) < pad + Chunk.MinSize + heap->PageSize) break;
+            Debug.Assert(newSize > 0 && newSize < HeapHeader.MaxSize);
+            if (newSize + (HeapHeader.MaxSize - prevHeap->Size) < OsMemory.AddSaturating(pad, Chunk.MinSize + heap->PageSize)) break;
             av->SystemMem -= heap->Size;
             HeapHeader.Delete(ctx, heap);
             heap = prevHeap;

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using NativeHeap.Chunks;
@@ -31,6 +32,7 @@ internal unsafe struct Tcache
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void Put(Tcache* tc, Chunk* p, nuint index, ulong key)
     {
+        Debug.Assert(index < BinIndex.TcacheMaxBins);
         var e = (TcacheEntry*)Chunk.ToMem(p);
         e->Key = key;
         TcacheEntry** head = Head(tc, index);
@@ -58,7 +60,7 @@ internal unsafe struct Tcache
         if (Chunk.Misaligned(e))
         {
             Quarantine(tc, index);
-            HeapCorruptionException.Raise("malloc(): unaligned tcache chunk detected", e);
+            MallocPrinterr.Raise("malloc(): unaligned tcache chunk detected", e);
         }
         *head = Chunk.Reveal(&e->Next);
         tc->Counts[index]--;

@@ -1,6 +1,7 @@
 using NativeHeap.Arenas;
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
+using NativeHeap.Os;
 
 namespace NativeHeap.Diagnostics;
 
@@ -18,9 +19,9 @@ internal static unsafe class HeapCheck
         MallocState* av = &ctx->Main;
         do
         {
-            ArenaLock.Enter(&av->Mutex);
+            FutexLock.Enter(&av->Mutex);
             try { CheckArena(ctx, av); }
-            finally { ArenaLock.Exit(&av->Mutex); }
+            finally { FutexLock.Exit(&av->Mutex); }
             av = av->Next;
         }
         while (av != &ctx->Main);
@@ -224,5 +225,5 @@ internal static unsafe class HeapCheck
     // Callers test first and build the message only on failure: the check runs after every
     // operation in checked mode.
     private static void Fail(string what, void* address) =>
-        HeapCorruptionException.Raise("heap check: " + what, address);
+        MallocPrinterr.Raise("heap check: " + what, address);
 }

@@ -1,6 +1,7 @@
 using NativeHeap.Arenas;
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
+using NativeHeap.Os;
 
 namespace NativeHeap.Diagnostics;
 
@@ -13,9 +14,9 @@ internal static unsafe class MallInfo
         MallocState* a = &ctx->Main;
         do
         {
-            ArenaLock.Enter(&a->Mutex);
+            FutexLock.Enter(&a->Mutex);
             try { total = Add(total, a, a == &ctx->Main); }
-            finally { ArenaLock.Exit(&a->Mutex); }
+            finally { FutexLock.Exit(&a->Mutex); }
             a = a->Next;
         }
         while (a != &ctx->Main);
@@ -25,9 +26,9 @@ internal static unsafe class MallInfo
     /// <summary>One arena's statistics, under its lock.</summary>
     internal static HeapInfo ForArena(MallocContext* ctx, MallocState* av)
     {
-        ArenaLock.Enter(&av->Mutex);
+        FutexLock.Enter(&av->Mutex);
         try { return Add(default, av, av == &ctx->Main); }
-        finally { ArenaLock.Exit(&av->Mutex); }
+        finally { FutexLock.Exit(&av->Mutex); }
     }
 
     /// <summary>int_mallinfo: one arena's free chunks (fastbins, bins, top) against its system memory.</summary>
@@ -36,7 +37,9 @@ internal static unsafe class MallInfo
         ulong nfastblocks = 0, fastavail = 0;
         for (int i = 0; i < BinIndex.NFastBins; i++)
         {
-            for (Chunk* p = *MallocState.Fastbin(av, i); p != null; p = Chunk.Reveal(&p->Fd))
+            const string unaligned = "int_mallinfo(): unaligned fastbin chunk detected";
+            Chunk** fb = MallocState.Fastbin(av, i);
+            for (Chunk* p = Ptmalloc.FastbinWalked(fb, *fb, unaligned); p != null; p = Ptmalloc.FastbinWalked(fb, Chunk.Reveal(&p->Fd), unaligned))
             {
                 nfastblocks++;
                 fastavail += Chunk.SizeOf(p);

@@ -3,6 +3,7 @@ using System.Text;
 using NativeHeap.Arenas;
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
+using NativeHeap.Os;
 
 namespace NativeHeap.Diagnostics;
 
@@ -30,17 +31,19 @@ internal static unsafe class MallocReport
             var sizes = new SizeClass[BinIndex.NFastBins + BinIndex.NBins - 1];
             ulong nblocks = 0, nfastblocks = 0, avail = 0, fastavail = 0;
             ulong system, maxSystem, aspace, aspaceMprotect;
-            ArenaLock.Enter(&av->Mutex);
+            FutexLock.Enter(&av->Mutex);
             try
             {
                 for (int i = 0; i < BinIndex.NFastBins; i++)
                 {
-                    Chunk* p = *MallocState.Fastbin(av, i);
+                    const string unaligned = "__malloc_info(): unaligned fastbin chunk detected";
+                    Chunk** fb = MallocState.Fastbin(av, i);
+                    Chunk* p = Ptmalloc.FastbinWalked(fb, *fb, unaligned);
                     if (p != null)
                     {
                         ulong count = 0;
                         ulong thisSize = Chunk.SizeOf(p);
-                        for (; p != null; p = Chunk.Reveal(&p->Fd)) count++;
+                        for (; p != null; p = Ptmalloc.FastbinWalked(fb, Chunk.Reveal(&p->Fd), unaligned)) count++;
                         fastavail += count * thisSize;
                         nfastblocks += count;
                         sizes[i].From = thisSize - (Chunk.Alignment - 1);
@@ -81,7 +84,7 @@ internal static unsafe class MallocReport
             }
             finally
             {
-                ArenaLock.Exit(&av->Mutex);
+                FutexLock.Exit(&av->Mutex);
             }
             totalNfastblocks += nfastblocks;
             totalFastavail += fastavail;

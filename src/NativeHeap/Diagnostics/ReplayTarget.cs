@@ -42,7 +42,7 @@ public abstract unsafe class ReplayTarget
     /// <summary>Move the program break up to a multiple of <paramref name="alignment"/> (before the heap's first growth).</summary>
     public virtual void AlignBreak(nuint alignment)
     {
-        using (OsMemory.BreakLock.EnterScope())
+        using (FutexLock.Hold(OsMemory.BreakLock))
         {
             var current = (nuint)OsMemory.Sbrk(0);
             nuint wanted = OsMemory.AlignUp(current, alignment);

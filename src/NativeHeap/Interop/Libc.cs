@@ -89,6 +89,14 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "fputs", SetLastError = true)]
     internal static partial int Fputs(byte* text, nint stream);
 
+    internal const long SYS_futex = 202;
+    internal const int FUTEX_WAIT_PRIVATE = 128, FUTEX_WAKE_PRIVATE = 129;
+
+    // syscall is variadic in C; on x86-64 integer arguments travel in the same registers
+    // either way, and the kernel reads only those futex(2) needs.
+    [LibraryImport(Lib, EntryPoint = "syscall", SetLastError = true)]
+    internal static partial long Futex(long number, int* address, int operation, int value, void* timeout);
+
     [LibraryImport(Lib, EntryPoint = "getrandom", SetLastError = true)]
     internal static partial nint GetRandom(void* buffer, nuint length, uint flags);
 

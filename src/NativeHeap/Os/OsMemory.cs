@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using NativeHeap.Interop;
 
@@ -24,7 +25,8 @@ internal static unsafe class OsMemory
     /// sbrk is not safe against a concurrent caller, and each such sequence (grow, then
     /// correct alignment; read, then shrink) must see the break it left.
     /// </summary>
-    internal static readonly Lock BreakLock = new();
+    /// <remarks>A <see cref="FutexLock"/> word in a pinned array: it never moves, and entering it allocates nothing.</remarks>
+    internal static readonly int* BreakLock = (int*)Unsafe.AsPointer(ref GC.AllocateArray<int>(1, pinned: true)[0]);
 
     [ThreadStatic] private static string? t_lastFailure;
 
@@ -37,9 +39,11 @@ internal static unsafe class OsMemory
 
     private static nuint ReadPageSize()
     {
+        int callerErrno = Marshal.GetLastSystemError(); // a C caller's first valloc must not see errno change
         long size = Libc.Sysconf(Libc.SC_PAGESIZE);
         if (size <= 0)
             throw new OsCallException("sysconf(_SC_PAGESIZE)", Marshal.GetLastPInvokeError());
+        Marshal.SetLastSystemError(callerErrno);
         return (nuint)size;
     }
 
@@ -136,6 +140,12 @@ internal static unsafe class OsMemory
     }
 
     internal static nuint AlignUp(nuint value, nuint alignment) => (value + alignment - 1) & ~(alignment - 1);
+
+    /// <summary>
+    /// a + b, or nuint.MaxValue where that wraps: a size no call can satisfy, so that a huge
+    /// pad makes the request fail instead of turning it into a small one.
+    /// </summary>
+    internal static nuint AddSaturating(nuint a, nuint b) => a > nuint.MaxValue - b ? nuint.MaxValue : a + b;
 
     internal static nuint AlignDown(nuint value, nuint alignment) => value & ~(alignment - 1);
 }

@@ -1,0 +1,62 @@
+using Mono.Unix.Native;
+using static NativeHeap.Tests.ChildMain;
+
+namespace NativeHeap.Tests;
+
+/// <summary>Scenarios of <see cref="RobustnessTests"/> that need a process of their own (hundreds of MiB, or a page made unreadable).</summary>
+internal static unsafe partial class ChildScenarios
+{
+    /// <summary>malloc-large's shape: 20 live zeroed blocks of 5-25 MiB, one replaced 400 times, every page touched (seed from NH_SEED).</summary>
+    public static void LargeCallocChurn()
+    {
+        var random = new Random(int.Parse(Environment.GetEnvironmentVariable("NH_SEED")!));
+        var blocks = new nint[20];
+        for (int i = 0; i < 400; i++)
+        {
+            int k = random.Next(blocks.Length);
+            Heap.Free((void*)blocks[k]);
+            blocks[k] = 0;
+            nuint size = (nuint)random.Next(5, 26) << 20;
+            try
+            {
+                blocks[k] = (nint)Heap.AllocZeroed(1, size);
+            }
+            catch (OutOfMemoryException e)
+            {
+                Report("failed", $"round {i}: {e.Message}");
+                return;
+            }
+            for (nuint o = 0; o < size; o += 4096) ((byte*)blocks[k])[o] = 1;
+        }
+        Heap.Validate();
+        foreach (nint p in blocks) Heap.Free((void*)p);
+        Report("rounds", 400);
+    }
+
+    /// <summary>
+    /// free() of a foreign pointer at the start of an unreadable page, behind a header that looks
+    /// like a tcache-sized chunk's: refused as an invalid pointer before anything past the
+    /// header (the tcache key at ptr+8) is read.
+    /// </summary>
+    public static void ForeignPointerBeforeAnUnreadablePage()
+    {
+        Heap.Free(Heap.Alloc(24)); // the thread's tcache exists: the fast path is live
+        nuint page = (nuint)Environment.SystemPageSize;
+        byte* m = (byte*)Syscall.mmap(IntPtr.Zero, 2 * page, MmapProts.PROT_READ | MmapProts.PROT_WRITE,
+            MmapFlags.MAP_PRIVATE | MmapFlags.MAP_ANONYMOUS, -1, 0);
+        Report("mapped", m != (byte*)-1);
+        byte* ptr = m + page;
+        ((nuint*)ptr)[-1] = 32 | 1; // size 32, PREV_INUSE: a tcache size
+        Syscall.mprotect((IntPtr)ptr, page, MmapProts.PROT_NONE);
+        try
+        {
+            Heap.Free(ptr);
+            Report("result", "accepted");
+        }
+        catch (HeapCorruptionException e)
+        {
+            Report("result", e.GlibcMessage);
+        }
+        Heap.Validate();
+    }
+}
