@@ -93,6 +93,13 @@ static void boot_die(const char *message)
 static void *boot_alloc(size_t size, size_t align)
 {
     if (align < 16) align = 16;
+    if (align & (align - 1)) { /* memalign's way: raised to a power of two, EINVAL past SIZE_MAX/2+1 */
+        if (align > SIZE_MAX / 2 + 1) {
+            errno = EINVAL;
+            return NULL;
+        }
+        align = (size_t)1 << (64 - __builtin_clzl(align));
+    }
     size_t need = size + align + sizeof(struct boot_head);
     if (need < size || need > BOOT_RESERVE) {
         errno = ENOMEM;
@@ -461,10 +468,8 @@ EXPORT int nh_posix_memalign(void **result, size_t alignment, size_t size)
 {
     if (!can_enter()) {
         if (alignment % sizeof(void *) != 0 || (alignment & (alignment - 1)) != 0 || alignment == 0) return EINVAL;
-        int saved = errno;
         void *p = boot_alloc(size, alignment);
-        errno = saved;
-        if (p == NULL) return ENOMEM;
+        if (p == NULL) return ENOMEM; /* errno ENOMEM too, as glibc and the managed path leave it */
         *result = p;
         return 0;
     }
@@ -494,7 +499,14 @@ EXPORT void *nh_valloc(size_t size)
 
 EXPORT void *nh_pvalloc(size_t size)
 {
-    if (!can_enter()) return boot_alloc(size, (size_t)sysconf(_SC_PAGESIZE));
+    if (!can_enter()) {
+        size_t page = (size_t)sysconf(_SC_PAGESIZE), rounded;
+        if (__builtin_add_overflow(size, page - 1, &rounded)) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        return boot_alloc(rounded & ~(page - 1), page);
+    }
     enter();
     void *p = nhm_pvalloc(size);
     leave();

@@ -9,14 +9,16 @@ internal static unsafe partial class ChildScenarios
     /// <summary>malloc-large's shape: 20 live zeroed blocks of 5-25 MiB, one replaced 400 times, every page touched (seed from NH_SEED).</summary>
     public static void LargeCallocChurn()
     {
-        var random = new Random(int.Parse(Environment.GetEnvironmentVariable("NH_SEED")!));
+        // C's example rand() (an LCG), so that a seed picks the same sizes on every runtime.
+        uint state = uint.Parse(Environment.GetEnvironmentVariable("NH_SEED")!);
+        uint Rand() => (state = state * 1103515245 + 12345) / 65536 % 32768;
         var blocks = new nint[20];
         for (int i = 0; i < 400; i++)
         {
-            int k = random.Next(blocks.Length);
+            int k = (int)(Rand() % 20);
             Heap.Free((void*)blocks[k]);
             blocks[k] = 0;
-            nuint size = (nuint)random.Next(5, 26) << 20;
+            nuint size = (nuint)(5 + Rand() % 21) << 20;
             try
             {
                 blocks[k] = (nint)Heap.AllocZeroed(1, size);
@@ -58,5 +60,16 @@ internal static unsafe partial class ChildScenarios
             Report("result", e.GlibcMessage);
         }
         Heap.Validate();
+    }
+
+    /// <summary>A heap whose header names another arena, met by a large free: in Debug, glibc's assert(heap->ar_ptr == av) stops it there.</summary>
+    public static void HeapHeaderOfAnotherArena()
+    {
+        using var h = new PrivateHeap(useBrk: false);
+        byte* a = h.Malloc(100_000);
+        h.Malloc(100_000); // keeps a away from top
+        Arenas.HeapHeader.For(h.Top)->Arena = (Arenas.MallocState*)0x1000;
+        h.Free(a);
+        Report("result", "no assertion");
     }
 }

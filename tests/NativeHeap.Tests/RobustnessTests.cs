@@ -15,13 +15,13 @@ public unsafe class RobustnessTests
 
     /// <summary>
     /// malloc-large's shape from .NET. Before the fix the default profile threw "could not
-    /// allocate N bytes" on a 24 GiB machine: sysmalloc freed the old top as glibc does, that
+    /// allocate N bytes" on a 24 GiB machine for these seeds (at rounds 302, 263 and 59): sysmalloc freed the old top as glibc does, that
     /// free's heap_trim deleted the heap just made for the request, and malloc failed.
     /// </summary>
     [Theory]
-    [InlineData(1)]
     [InlineData(2)]
-    [InlineData(3)]
+    [InlineData(5)]
+    [InlineData(6)]
     public void LargeCallocChurn_FromDotNet_NeverRunsOutOfMemory(int seed)
     {
         foreach (string profile in Profiles)
@@ -123,4 +123,16 @@ public unsafe class RobustnessTests
             h.Free(h.Malloc(40));
         }
     }
+
+#if DEBUG
+    /// <summary>Debug builds check glibc's assertions where glibc makes them (CI runs the allocator's tests in Debug too).</summary>
+    [Fact]
+    public void DebugBuild_CatchesABrokenInvariantWhereItBreaks()
+    {
+        Child.Outcome r = Child.RunExpectingFailure(nameof(ChildScenarios.HeapHeaderOfAnotherArena));
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Contains("Assert", r.Output + r.Error);
+        Assert.Contains("IntFreeLocked", r.Output + r.Error);
+    }
+#endif
 }
