@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using System.Text;
+using NativeHeap.Arenas;
 using NativeHeap.Interop;
 
 namespace NativeHeap.Native;
@@ -9,20 +10,29 @@ namespace NativeHeap.Native;
 /// them and exports nh_*): the process's <see cref="Heap"/> with C's semantics. Failures
 /// return NULL with errno ENOMEM (EINVAL for a bad alignment); free and every call that
 /// succeeds leave errno alone; a corrupted heap prints glibc's message and aborts; no
-/// exception leaves this class.
+/// exception leaves this class. Each call that needs the thread's state (its tcache and arena)
+/// is given it by the C layer, which keeps it in a C thread-local: nothing here touches a
+/// thread static or allocates on a C thread's behalf (see Heap.ForeignThreads.cs).
 /// </summary>
 public static unsafe class Exports
 {
     private const int ENOMEM = 12, EINVAL = 22;
 
-    /// <summary>The C layer's first call, whose purpose is to start the runtime; from then on a corruption aborts as glibc does.</summary>
+    /// <summary>
+    /// The C layer's first call, whose purpose is to start the runtime; from then on a
+    /// corruption aborts as glibc does. Returns the size of the thread state the C layer keeps per thread.
+    /// </summary>
     [UnmanagedCallersOnly(EntryPoint = "nhm_start")]
-    private static void Start() => MallocPrinterr.AbortLikeGlibc();
+    private static nuint Start()
+    {
+        MallocPrinterr.AbortLikeGlibc();
+        return (nuint)sizeof(ThreadLocals);
+    }
 
     [UnmanagedCallersOnly(EntryPoint = "nhm_thread_exit")]
-    private static void ThreadExit()
+    private static void ThreadExit(ThreadLocals* ts)
     {
-        try { Heap.ShutdownThread(); }
+        try { Heap.ShutdownThread(ts); }
         catch (Exception e) { Fatal("thread exit", e); }
     }
 
@@ -41,9 +51,9 @@ public static unsafe class Exports
     }
 
     [UnmanagedCallersOnly(EntryPoint = "nhm_fork_child")]
-    private static void ForkChild()
+    private static void ForkChild(ThreadLocals* ts)
     {
-        try { Heap.ForkChild(); }
+        try { Heap.ForkChild(ts); }
         catch (Exception e) { Fatal("fork", e); }
     }
 
@@ -57,40 +67,40 @@ public static unsafe class Exports
     }
 
     [UnmanagedCallersOnly(EntryPoint = "nhm_malloc")]
-    private static void* Malloc(nuint size)
+    private static void* Malloc(ThreadLocals* ts, nuint size)
     {
         try
         {
-            void* p = Heap.Malloc(size);
+            void* p = Heap.Malloc(ts, size);
             return p != null ? p : NoMemory();
         }
         catch (Exception e) { Fatal("malloc", e); return null; }
     }
 
     [UnmanagedCallersOnly(EntryPoint = "nhm_free")]
-    private static void Free(void* ptr)
+    private static void Free(ThreadLocals* ts, void* ptr)
     {
-        try { Heap.Free(ptr); }
+        try { Heap.Free(ts, ptr); }
         catch (Exception e) { Fatal("free", e); }
     }
 
     [UnmanagedCallersOnly(EntryPoint = "nhm_calloc")]
-    private static void* Calloc(nuint count, nuint size)
+    private static void* Calloc(ThreadLocals* ts, nuint count, nuint size)
     {
         try
         {
-            void* p = Heap.Calloc(count, size);
+            void* p = Heap.Calloc(ts, count, size);
             return p != null ? p : NoMemory();
         }
         catch (Exception e) { Fatal("calloc", e); return null; }
     }
 
     [UnmanagedCallersOnly(EntryPoint = "nhm_realloc")]
-    private static void* Realloc(void* ptr, nuint size)
+    private static void* Realloc(ThreadLocals* ts, void* ptr, nuint size)
     {
         try
         {
-            void* p = Heap.Realloc(ptr, size, out bool failed);
+            void* p = Heap.Realloc(ts, ptr, size, out bool failed);
             return failed ? NoMemory() : p;
         }
         catch (Exception e) { Fatal("realloc", e); return null; }
@@ -98,28 +108,28 @@ public static unsafe class Exports
 
     /// <summary>memalign as glibc 2.36's: an alignment that is not a power of two is raised to one.</summary>
     [UnmanagedCallersOnly(EntryPoint = "nhm_memalign")]
-    private static void* Memalign(nuint alignment, nuint size)
+    private static void* Memalign(ThreadLocals* ts, nuint alignment, nuint size)
     {
-        try { return AlignedOrError(alignment, size); }
+        try { return AlignedOrError(ts, alignment, size); }
         catch (Exception e) { Fatal("memalign", e); return null; }
     }
 
-    private static void* AlignedOrError(nuint alignment, nuint size)
+    private static void* AlignedOrError(ThreadLocals* ts, nuint alignment, nuint size)
     {
         if (alignment > nuint.MaxValue / 2 + 1) return NoMemory(EINVAL);
-        void* p = Heap.Memalign(alignment, size);
+        void* p = Heap.Memalign(ts, alignment, size);
         return p != null ? p : NoMemory();
     }
 
     [UnmanagedCallersOnly(EntryPoint = "nhm_posix_memalign")]
-    private static int PosixMemalign(void** result, nuint alignment, nuint size)
+    private static int PosixMemalign(ThreadLocals* ts, void** result, nuint alignment, nuint size)
     {
         try
         {
             nuint words = alignment / (nuint)sizeof(void*);
             if (alignment % (nuint)sizeof(void*) != 0 || words == 0 || (words & (words - 1)) != 0) return EINVAL;
             // On failure glibc 2.36 also leaves errno ENOMEM (its _mid_memalign sets it); so does NativeHeap.
-            void* p = Heap.Memalign(alignment, size);
+            void* p = Heap.Memalign(ts, alignment, size);
             if (p == null)
             {
                 Marshal.SetLastSystemError(ENOMEM);
@@ -133,27 +143,27 @@ public static unsafe class Exports
 
     /// <summary>aligned_alloc is glibc 2.36's memalign (2.38 and C17 refuse an alignment that is not a power of two).</summary>
     [UnmanagedCallersOnly(EntryPoint = "nhm_aligned_alloc")]
-    private static void* AlignedAlloc(nuint alignment, nuint size)
+    private static void* AlignedAlloc(ThreadLocals* ts, nuint alignment, nuint size)
     {
-        try { return AlignedOrError(alignment, size); }
+        try { return AlignedOrError(ts, alignment, size); }
         catch (Exception e) { Fatal("aligned_alloc", e); return null; }
     }
 
     [UnmanagedCallersOnly(EntryPoint = "nhm_valloc")]
-    private static void* Valloc(nuint size)
+    private static void* Valloc(ThreadLocals* ts, nuint size)
     {
-        try { return AlignedOrError(Os.OsMemory.PageSize, size); }
+        try { return AlignedOrError(ts, Os.OsMemory.PageSize, size); }
         catch (Exception e) { Fatal("valloc", e); return null; }
     }
 
     [UnmanagedCallersOnly(EntryPoint = "nhm_pvalloc")]
-    private static void* Pvalloc(nuint size)
+    private static void* Pvalloc(ThreadLocals* ts, nuint size)
     {
         try
         {
             nuint page = Os.OsMemory.PageSize;
             if (size > nuint.MaxValue - (page - 1)) return NoMemory();
-            return AlignedOrError(page, Os.OsMemory.AlignUp(size, page));
+            return AlignedOrError(ts, page, Os.OsMemory.AlignUp(size, page));
         }
         catch (Exception e) { Fatal("pvalloc", e); return null; }
     }
@@ -174,14 +184,14 @@ public static unsafe class Exports
 
     /// <summary>mallopt: 1 when set, 0 when the value is refused. As glibc 2.36, a parameter it does not know, and a non-positive arena count, are ignored with 1.</summary>
     [UnmanagedCallersOnly(EntryPoint = "nhm_mallopt")]
-    private static int Mallopt(int parameter, int value)
+    private static int Mallopt(ThreadLocals* ts, int parameter, int value)
     {
         try
         {
             if (!Enum.IsDefined((HeapOption)parameter)) return 1;
             // glibc ignores a non-positive arena count and still returns 1.
             if (parameter is (int)HeapOption.ArenaTest or (int)HeapOption.ArenaMax && value <= 0) return 1;
-            return Heap.TrySetOption((HeapOption)parameter, value) is null ? 1 : 0;
+            return Heap.TrySetOption(ts, (HeapOption)parameter, value) is null ? 1 : 0;
         }
         catch (Exception e) { Fatal("mallopt", e); return 0; }
     }

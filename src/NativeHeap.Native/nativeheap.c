@@ -41,6 +41,14 @@ extern const int nh_preload_marker __attribute__((weak)); /* defined by libnativ
 enum { INSIDE = 1, EXITING = 2, HOOKED = 4, GATED = 8, RUNTIME = 16, EXIT_GATE = 32, EXIT_GATED = 64 };
 static TLS int tstate;
 
+/* The thread's allocator state (the managed ThreadLocals: its tcache and arena), given to every
+ * call that needs it. It lives here, not in a managed thread static: those are GC objects,
+ * and a C thread that made one left it, and its allocation context, in gen 0 until the next
+ * collection, so short-lived threads kept the whole gen 0 budget resident. Zero in each new thread. */
+#define THREAD_LOCALS_SIZE 64
+static TLS _Alignas(16) unsigned char thread_locals[THREAD_LOCALS_SIZE];
+#define TS ((void *)thread_locals)
+
 static void start(void);
 
 static inline int can_enter(void)
@@ -186,9 +194,9 @@ extern int __cxa_thread_atexit_impl(void (*fn)(void *), void *arg, void *dso);
 
 /* The .NET runtime's GC is not fork-safe: a fork while another thread holds the GC's
  * allocation lock leaves that lock held in the child for ever. NativeHeap allocates managed
- * objects only in a thread's first call (its thread statics and cache) and in the rare calls
- * (mallopt, malloc_stats, malloc_info, malloc_trim, mallinfo), so those pass a gate that
- * fork closes until no such call is in progress. */
+ * objects only in the process's first call (its options) and in the rare calls (mallopt,
+ * malloc_stats, malloc_info, malloc_trim, mallinfo); a thread's first call attaches the thread
+ * to the runtime. Those pass a gate that fork closes until no such call is in progress. */
 static int gate_users, gate_closed;
 
 static void gate_pass(void)
@@ -222,7 +230,7 @@ static inline void enter_gated(int rare)
         void *list = __atomic_exchange_n(&deferred, NULL, __ATOMIC_ACQUIRE);
         while (list != NULL) {
             void *next = *(void **)list;
-            nhm_free(list);
+            nhm_free(TS, list);
             list = next;
         }
     }
@@ -258,7 +266,7 @@ static void thread_exit_hook(void *unused)
     tstate |= EXIT_GATED;
     if (can_enter()) {
         tstate |= INSIDE;
-        nhm_thread_exit();
+        nhm_thread_exit(TS);
     }
     tstate = EXITING | HOOKED | EXIT_GATE | EXIT_GATED;
 }
@@ -303,7 +311,7 @@ static void fork_child(void)
     gate_closed = 0;
     if (can_enter()) {
         tstate |= INSIDE;
-        nhm_fork_child();
+        nhm_fork_child(TS);
         tstate &= ~INSIDE;
     }
 }
@@ -324,6 +332,16 @@ static void *runtime_thread_start(void *p)
     struct runtime_start start = *(struct runtime_start *)p;
     boot_free(p);
     tstate = RUNTIME;
+    /* A signal sent to the process goes to any thread that does not block it: not to the
+     * runtime's (the finalizer would take a SIGUSR1 that the program blocked in its own threads
+     * to keep it pending; Python's test_signal saw that). They keep the runtime's own real-time
+     * signal (thread suspension) and the faults, which are the thread's own. */
+    sigset_t async;
+    sigfillset(&async);
+    for (int sig = SIGRTMIN; sig <= SIGRTMIN + 1; sig++) sigdelset(&async, sig);
+    const int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS};
+    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) sigdelset(&async, faults[i]);
+    pthread_sigmask(SIG_BLOCK, &async, NULL);
     return start.fn(start.arg);
 }
 
@@ -349,7 +367,8 @@ static void start(void)
     struct sigaction before[SIGRTMIN];
     for (int sig = 1; sig < SIGRTMIN; sig++) sigaction(sig, NULL, &before[sig]);
     tstate |= INSIDE;
-    nhm_start(); /* starts the runtime; its own mallocs, if they come back here, go to boot */
+    size_t need = nhm_start(); /* starts the runtime; its own mallocs, if they come back here, go to boot */
+    if (need > THREAD_LOCALS_SIZE) boot_die("nativeheap: the thread state does not fit its C thread-local\n");
     tstate &= ~INSIDE;
     for (int sig = 1; sig < SIGRTMIN; sig++) {
         struct sigaction now;
@@ -370,7 +389,7 @@ EXPORT void *nh_malloc(size_t size)
 {
     if (!can_enter()) return boot_alloc(size, 16);
     enter();
-    void *p = nhm_malloc(size);
+    void *p = nhm_malloc(TS, size);
     leave();
     return p;
 }
@@ -389,7 +408,7 @@ EXPORT void nh_free(void *ptr)
         return;
     }
     enter();
-    nhm_free(ptr);
+    nhm_free(TS, ptr);
     leave();
 }
 
@@ -406,7 +425,7 @@ EXPORT void *nh_calloc(size_t count, size_t size)
         return p;
     }
     enter();
-    void *p = nhm_calloc(count, size);
+    void *p = nhm_calloc(TS, count, size);
     leave();
     return p;
 }
@@ -440,7 +459,7 @@ EXPORT void *nh_realloc(void *ptr, size_t size)
         return move_block(ptr, chunk_usable(ptr), size);
     }
     enter();
-    void *p = nhm_realloc(ptr, size);
+    void *p = nhm_realloc(TS, ptr, size);
     leave();
     return p;
 }
@@ -459,7 +478,7 @@ EXPORT void *nh_memalign(size_t alignment, size_t size)
 {
     if (!can_enter()) return boot_alloc(size, alignment);
     enter();
-    void *p = nhm_memalign(alignment, size);
+    void *p = nhm_memalign(TS, alignment, size);
     leave();
     return p;
 }
@@ -474,7 +493,7 @@ EXPORT int nh_posix_memalign(void **result, size_t alignment, size_t size)
         return 0;
     }
     enter();
-    int r = nhm_posix_memalign(result, alignment, size);
+    int r = nhm_posix_memalign(TS, result, alignment, size);
     leave();
     return r;
 }
@@ -483,7 +502,7 @@ EXPORT void *nh_aligned_alloc(size_t alignment, size_t size)
 {
     if (!can_enter()) return boot_alloc(size, alignment);
     enter();
-    void *p = nhm_aligned_alloc(alignment, size);
+    void *p = nhm_aligned_alloc(TS, alignment, size);
     leave();
     return p;
 }
@@ -492,7 +511,7 @@ EXPORT void *nh_valloc(size_t size)
 {
     if (!can_enter()) return boot_alloc(size, (size_t)sysconf(_SC_PAGESIZE));
     enter();
-    void *p = nhm_valloc(size);
+    void *p = nhm_valloc(TS, size);
     leave();
     return p;
 }
@@ -508,7 +527,7 @@ EXPORT void *nh_pvalloc(size_t size)
         return boot_alloc(rounded & ~(page - 1), page);
     }
     enter();
-    void *p = nhm_pvalloc(size);
+    void *p = nhm_pvalloc(TS, size);
     leave();
     return p;
 }
@@ -537,7 +556,7 @@ EXPORT int nh_mallopt(int param, int value)
 {
     if (!can_enter()) return 0;
     enter_gated(1);
-    int r = nhm_mallopt(param, value);
+    int r = nhm_mallopt(TS, param, value);
     leave();
     return r;
 }
@@ -573,6 +592,6 @@ EXPORT void nh_thread_exit(void)
 {
     if (!can_enter()) return;
     enter();
-    nhm_thread_exit();
+    nhm_thread_exit(TS);
     leave();
 }

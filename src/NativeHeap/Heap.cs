@@ -26,7 +26,7 @@ namespace NativeHeap;
 /// Every member is thread-safe; a block may be freed on any thread. A tcache hit (allocation)
 /// and a free into the tcache take no lock and make no call outside managed code.
 /// </remarks>
-public static unsafe class Heap
+public static unsafe partial class Heap
 {
     private static MallocContext* s_context;
     private static readonly Lock s_initLock = new();
@@ -38,8 +38,8 @@ public static unsafe class Heap
     [ThreadStatic] private static Tcache* t_tcache;
 
     // Copies of what the fast paths test, so that they read no native memory but the tcache.
-    /// <summary>The largest request the tcache serves; 0 turns the fast paths off (checked mode).</summary>
-    private static nuint s_fastMaxRequest;
+    /// <summary>One more than the largest request the tcache serves; 0 turns the fast paths off (checked mode).</summary>
+    private static nuint s_fastRequestLimit;
     private static nuint s_fastBins;
     private static nuint s_tcacheCount;
     private static ulong s_tcacheKey;
@@ -91,7 +91,7 @@ public static unsafe class Heap
         MallocParams* mp = &ctx->Mp;
         s_fastBins = mp->CheckAction != 0 ? 0 : mp->TcacheBins; // 0: every free takes the slow, checked path
         s_tcacheCount = mp->TcacheCount;
-        s_fastMaxRequest = mp->CheckAction != 0 || mp->TcacheBins == 0 ? 0 : BinIndex.TcacheUsableSize(mp->TcacheBins - 1);
+        s_fastRequestLimit = mp->CheckAction != 0 || mp->TcacheBins == 0 ? 0 : BinIndex.TcacheUsableSize(mp->TcacheBins - 1) + 1;
     }
 
     /// <summary>
@@ -179,14 +179,45 @@ public static unsafe class Heap
     [MethodImpl(MethodImplOptions.AggressiveInlining)] // the tcache hit stays inline in Alloc and in the C ABI
     internal static void* Malloc(nuint size)
     {
-        // Fast path: this thread's tcache holds a chunk of the size. No lock, no call out.
-        Tcache* tc = t_tcache;
-        if (tc != null && size <= s_fastMaxRequest)
+        void* p = TcacheGetFast(t_tcache, size);
+        return p != null ? p : MallocSlow(size);
+    }
+
+    /// <summary>
+    /// The malloc fast path, for every caller (a .NET thread's tcache, a C thread's): a chunk
+    /// from tcache <paramref name="tc"/> if it holds one of the size, else null. No lock, no call out.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void* TcacheGetFast(Tcache* tc, nuint size)
+    {
+        if (tc != null && size < s_fastRequestLimit)
         {
             nuint idx = size <= 8 ? 0 : (size + Chunk.SizeSz + Chunk.AlignMask) / Chunk.Alignment - 2;
             if (tc->Counts[idx] != 0) return Tcache.Get(tc, idx);
         }
-        return MallocSlow(size);
+        return null;
+    }
+
+    /// <summary>
+    /// The free fast path, for every caller: a small chunk of one of this heap's heaps into
+    /// tcache <paramref name="tc"/> when its bin has room and it does not carry the tcache key
+    /// (which needs the double-free walk). False: take the slow path.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool TcachePutFast(Tcache* tc, void* ptr)
+    {
+        if (tc == null) return false;
+        Chunk* p = Chunk.FromMem(ptr);
+        nuint head = p->Size;
+        nuint idx = (head - Chunk.MinSize) >> 4; // huge when the size is below MINSIZE
+        if (idx < s_fastBins && ((head & (Chunk.IsMmapped | 8)) | ((nuint)p & Chunk.AlignMask)) == 0
+            && tc->Counts[idx] < s_tcacheCount && Ownership.HoldsHeapSlot(s_heapSlots, p)
+            && ((TcacheEntry*)ptr)->Key != s_tcacheKey) // read only once the chunk is known to be ours
+        {
+            Tcache.Put(tc, p, idx, s_tcacheKey);
+            return true;
+        }
+        return false;
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -203,23 +234,7 @@ public static unsafe class Heap
     /// <exception cref="HeapCorruptionException">A double free, a pointer NativeHeap did not return, or a corrupted heap.</exception>
     public static void Free(void* ptr)
     {
-        if (ptr == null) return;
-        // Fast path: a small chunk of one of this heap's heaps into this thread's tcache when
-        // its bin has room and it does not carry the tcache key (which needs the double-free walk).
-        Tcache* tc = t_tcache;
-        if (tc != null)
-        {
-            Chunk* p = Chunk.FromMem(ptr);
-            nuint head = p->Size;
-            nuint idx = (head - Chunk.MinSize) >> 4; // huge when the size is below MINSIZE
-            if (idx < s_fastBins && ((head & (Chunk.IsMmapped | 8)) | ((nuint)p & Chunk.AlignMask)) == 0
-                && tc->Counts[idx] < s_tcacheCount && Ownership.HoldsHeapSlot(s_heapSlots, p)
-                && ((TcacheEntry*)ptr)->Key != s_tcacheKey) // read only once the chunk is known to be ours
-            {
-                Tcache.Put(tc, p, idx, s_tcacheKey);
-                return;
-            }
-        }
+        if (ptr == null || TcachePutFast(t_tcache, ptr)) return;
         FreeSlow(ptr);
     }
 
@@ -367,7 +382,7 @@ public static unsafe class Heap
     {
         if (ctx->Mp.CheckAction != 0) HeapCheck.Run(ctx, cache.State.Tcache);
         // The fast paths see the tcache only when they may use it (not in checked mode).
-        t_tcache = s_fastMaxRequest != 0 ? cache.State.Tcache : null;
+        t_tcache = s_fastRequestLimit != 0 ? cache.State.Tcache : null;
     }
 
     [DoesNotReturn]

@@ -6,8 +6,13 @@ namespace NativeHeap.Interop;
 
 /// <summary>
 /// The libc entry points NativeHeap uses. Blittable signatures only; every call that can
-/// fail sets errno, which callers read with <see cref="Marshal.GetLastPInvokeError"/> at once.
-/// None is marked SuppressGCTransition: each may block in the kernel.
+/// fail sets errno, which callers read with <see cref="Marshal.GetLastPInvokeError"/> at once,
+/// except the memory calls of the allocator's own paths (sbrk, mmap, munmap, mremap, madvise,
+/// mprotect): their callers read errno itself (<see cref="Marshal.GetLastSystemError"/>) right
+/// after a failure, as the SetLastError stub would, because that stub keeps the error in a
+/// thread static, and a thread static costs each C thread a GC allocation (see
+/// Heap.ForeignThreads.cs); futex, for the same reason. None is marked SuppressGCTransition:
+/// each may block in the kernel.
 /// </summary>
 internal static unsafe partial class Libc
 {
@@ -21,24 +26,24 @@ internal static unsafe partial class Libc
     internal const int O_RDONLY = 0, O_CLOEXEC = 0x80000;
     internal static readonly nint MAP_FAILED = -1;
 
-    [LibraryImport(Lib, EntryPoint = "sbrk", SetLastError = true)]
+    [LibraryImport(Lib, EntryPoint = "sbrk")]
     internal static partial nint Sbrk(nint increment);
 
-    [LibraryImport(Lib, EntryPoint = "mmap", SetLastError = true)]
+    [LibraryImport(Lib, EntryPoint = "mmap")]
     internal static partial nint Mmap(nint addr, nuint length, int prot, int flags, int fd, long offset);
 
-    [LibraryImport(Lib, EntryPoint = "munmap", SetLastError = true)]
+    [LibraryImport(Lib, EntryPoint = "munmap")]
     internal static partial int Munmap(nint addr, nuint length);
 
     // mremap is variadic in C, but glibc implements it as a plain syscall stub that reads
     // the fifth argument only with MREMAP_FIXED, which NativeHeap never passes.
-    [LibraryImport(Lib, EntryPoint = "mremap", SetLastError = true)]
+    [LibraryImport(Lib, EntryPoint = "mremap")]
     internal static partial nint Mremap(nint oldAddress, nuint oldSize, nuint newSize, int flags);
 
-    [LibraryImport(Lib, EntryPoint = "madvise", SetLastError = true)]
+    [LibraryImport(Lib, EntryPoint = "madvise")]
     internal static partial int Madvise(nint addr, nuint length, int advice);
 
-    [LibraryImport(Lib, EntryPoint = "mprotect", SetLastError = true)]
+    [LibraryImport(Lib, EntryPoint = "mprotect")]
     internal static partial int Mprotect(nint addr, nuint length, int prot);
 
     [LibraryImport(Lib, EntryPoint = "sysconf", SetLastError = true)]
@@ -93,8 +98,9 @@ internal static unsafe partial class Libc
     internal const int FUTEX_WAIT_PRIVATE = 128, FUTEX_WAKE_PRIVATE = 129;
 
     // syscall is variadic in C; on x86-64 integer arguments travel in the same registers
-    // either way, and the kernel reads only those futex(2) needs.
-    [LibraryImport(Lib, EntryPoint = "syscall", SetLastError = true)]
+    // either way, and the kernel reads only those futex(2) needs. No SetLastError: its result
+    // is not needed (see FutexLock), and the stub's thread static would cost a C thread a GC object.
+    [LibraryImport(Lib, EntryPoint = "syscall")]
     internal static partial long Futex(long number, int* address, int operation, int value, void* timeout);
 
     [LibraryImport(Lib, EntryPoint = "getrandom", SetLastError = true)]

@@ -9,7 +9,7 @@ namespace NativeHeap.Os;
 /// malloc tolerates (sbrk, mmap, mremap: it falls back or reports no memory) return a
 /// failure value and remember why in <see cref="LastFailure"/>; calls that must not fail
 /// (munmap, madvise, mprotect) throw <see cref="OsCallException"/>. A call that succeeds
-/// leaves errno as the caller had it (the interop stubs zero it first), as C's malloc and
+/// leaves errno as the caller had it (a libc call may change it even when it succeeds), as C's malloc and
 /// free do.
 /// </summary>
 internal static unsafe class OsMemory
@@ -60,7 +60,7 @@ internal static unsafe class OsMemory
         nint result = Libc.Sbrk(increment);
         if (result == -1)
         {
-            int errno = Marshal.GetLastPInvokeError();
+            int errno = Marshal.GetLastSystemError();
             t_lastFailure = OsCallException.Describe($"sbrk({increment})", errno);
         }
         else Marshal.SetLastSystemError(callerErrno);
@@ -77,7 +77,7 @@ internal static unsafe class OsMemory
         nint result = Libc.Mmap((nint)hint, size, prot, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | extraFlags, -1, 0);
         if (result == Libc.MAP_FAILED)
         {
-            int errno = Marshal.GetLastPInvokeError();
+            int errno = Marshal.GetLastSystemError();
             t_lastFailure = OsCallException.Describe($"mmap(NULL, {Sizes.Format(size)})", errno);
             return null;
         }
@@ -91,7 +91,7 @@ internal static unsafe class OsMemory
         int callerErrno = Marshal.GetLastSystemError();
         if (Libc.Munmap((nint)address, size) != 0)
         {
-            int errno = Marshal.GetLastPInvokeError();
+            int errno = Marshal.GetLastSystemError();
             throw new OsCallException($"munmap(0x{(nuint)address:x}, {Sizes.Format(size)})", errno);
         }
         Marshal.SetLastSystemError(callerErrno);
@@ -104,7 +104,7 @@ internal static unsafe class OsMemory
         nint result = Libc.Mremap((nint)address, oldSize, newSize, Libc.MREMAP_MAYMOVE);
         if (result == Libc.MAP_FAILED)
         {
-            int errno = Marshal.GetLastPInvokeError();
+            int errno = Marshal.GetLastSystemError();
             t_lastFailure = OsCallException.Describe(
                 $"mremap(0x{(nuint)address:x}, {Sizes.Format(oldSize)}, {Sizes.Format(newSize)})", errno);
             return null;
@@ -119,7 +119,7 @@ internal static unsafe class OsMemory
         int callerErrno = Marshal.GetLastSystemError();
         if (Libc.Madvise((nint)address, size, Libc.MADV_DONTNEED) != 0)
         {
-            int errno = Marshal.GetLastPInvokeError();
+            int errno = Marshal.GetLastSystemError();
             throw new OsCallException($"madvise(0x{(nuint)address:x}, {Sizes.Format(size)}, MADV_DONTNEED)", errno);
         }
         Marshal.SetLastSystemError(callerErrno);
@@ -134,7 +134,7 @@ internal static unsafe class OsMemory
             Marshal.SetLastSystemError(callerErrno);
             return true;
         }
-        int errno = Marshal.GetLastPInvokeError();
+        int errno = Marshal.GetLastSystemError();
         t_lastFailure = OsCallException.Describe($"mprotect(0x{(nuint)address:x}, {Sizes.Format(size)}, {prot})", errno);
         return false;
     }
