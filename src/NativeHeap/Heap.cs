@@ -130,18 +130,6 @@ public static unsafe partial class Heap
         return t_cache = new ThreadCache();
     }
 
-    /// <summary>The calling thread is ending: give its tcache and arena back now rather than at its cache's finalization.</summary>
-    internal static void ShutdownThread()
-    {
-        ThreadCache? cache = t_cache;
-        MallocContext* ctx = s_context;
-        if (cache == null || ctx == null) return;
-        t_tcache = null;
-        t_cache = null;
-        GC.SuppressFinalize(cache);
-        Ptmalloc.ThreadShutdown(ctx, ref cache.State);
-    }
-
     /// <summary>fork's prepare handler: take every arena lock (glibc's __malloc_fork_lock_parent).</summary>
     internal static void ForkPrepare()
     {
@@ -156,14 +144,6 @@ public static unsafe partial class Heap
         MallocContext* ctx = s_context;
         if (ctx == null) return;
         Ptmalloc.ForkUnlockParent(ctx);
-    }
-
-    /// <summary>fork's child handler: reset the locks; arenas of threads the child does not have become free.</summary>
-    internal static void ForkChild()
-    {
-        MallocContext* ctx = s_context;
-        if (ctx == null) return;
-        Ptmalloc.ForkUnlockChild(ctx, t_cache is { } cache ? cache.State.Arena : null);
     }
 
     /// <summary>malloc: at least <paramref name="size"/> bytes, 16-byte aligned, uninitialised.</summary>
