@@ -132,12 +132,7 @@ public unsafe class HardeningTests
     public void FastbinLinkOverwritten_UnalignedFastbinChunk()
     {
         using var h = new PrivateHeap(tcacheCount: 0);
-        byte* a = h.Malloc(40), b = h.Malloc(40);
-        h.Malloc(40);
-        h.Free(a);
-        h.Free(b);
-        var cb = (Chunk*)(b - 16);
-        cb->Fd = (Chunk*)((nuint)cb->Fd ^ 8);
+        h.FastbinWithAnOverwrittenLink();
         // Popping b with a compare-and-swap reads its link first (glibc's REMOVE_FB, the path of
         // a process with threads): the bad link is caught before b is handed out.
         Expect("malloc(): unaligned fastbin chunk detected", () => h.Malloc(40));

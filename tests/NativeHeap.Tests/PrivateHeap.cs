@@ -51,6 +51,22 @@ internal sealed unsafe class PrivateHeap : IDisposable
 
     internal nuint TopSize => Chunk.SizeOf(Ctx->Main.Top);
 
+    /// <summary>
+    /// Two 40-byte chunks freed into their fastbin (the tcache must be off), then a write after
+    /// free into the second one's safe-linked link, so that it no longer reveals an aligned
+    /// pointer: the way a buggy program breaks a fastbin. Returns the second chunk's memory.
+    /// </summary>
+    internal byte* FastbinWithAnOverwrittenLink()
+    {
+        byte* a = Malloc(40), b = Malloc(40);
+        Malloc(40); // keeps them away from top
+        Free(a);
+        Free(b);
+        var cb = (Chunk*)(b - 16);
+        cb->Fd = (Chunk*)((nuint)cb->Fd ^ 8);
+        return b;
+    }
+
     internal byte* Top => (byte*)Ctx->Main.Top;
 
     public void Dispose() => MallocContext.Destroy(Ctx);

@@ -1,5 +1,4 @@
 using NativeHeap.Arenas;
-using NativeHeap.Chunks;
 using NativeHeap.Diagnostics;
 using NativeHeap.Os;
 
@@ -136,12 +135,7 @@ public unsafe class RobustnessTests
         })
         {
             using var h = new PrivateHeap(tcacheCount: 0);
-            byte* a = h.Malloc(40), b = h.Malloc(40);
-            h.Malloc(40);
-            h.Free(a);
-            h.Free(b);
-            var cb = (Chunk*)(b - 16);
-            cb->Fd = (Chunk*)((nuint)cb->Fd ^ 8); // a write after free into b's (safe-linked) link
+            h.FastbinWithAnOverwrittenLink();
             var e = Assert.Throws<HeapCorruptionException>(() => walk(h));
             Assert.Equal(message, e.GlibcMessage);
             walk(h);
