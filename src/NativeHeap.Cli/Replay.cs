@@ -25,10 +25,12 @@ internal static class Replay
         }
         else
         {
-            // The lab reproduces glibc's layout: the main arena on the break, as glibc's,
-            // unless NATIVEHEAP_TUNABLES says otherwise.
-            if (Environment.GetEnvironmentVariable("NATIVEHEAP_TUNABLES")?.Contains("use_brk") != true)
-                Heap.SetOption(HeapOption.UseBrk, 1);
+            // The lab reproduces glibc's decisions: the glibc-2.36 profile unless
+            // NATIVEHEAP_TUNABLES names one, its single tunables still applying over it (the
+            // heap reads them at its first use, which comes after this).
+            string? tunables = Environment.GetEnvironmentVariable("NATIVEHEAP_TUNABLES");
+            if (tunables?.Contains("profile=") != true)
+                Environment.SetEnvironmentVariable("NATIVEHEAP_TUNABLES", "profile=glibc-2.36:" + tunables);
             if (tcache == "off") Heap.SetOption(HeapOption.TcacheCount, 0);
             target = new NativeHeapTarget();
         }

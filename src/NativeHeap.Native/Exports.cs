@@ -176,9 +176,9 @@ public static unsafe class Exports
     }
 
     [UnmanagedCallersOnly(EntryPoint = "nhm_malloc_trim")]
-    private static int Trim(nuint pad)
+    private static int Trim(ThreadLocals* ts, nuint pad)
     {
-        try { return Heap.Trim(pad) ? 1 : 0; }
+        try { return Heap.Trim(ts, pad) ? 1 : 0; }
         catch (Exception e) { Fatal("malloc_trim", e); return 0; }
     }
 

@@ -21,7 +21,7 @@ void *nhm_aligned_alloc(void *ts, size_t alignment, size_t size);
 void *nhm_valloc(void *ts, size_t size);
 void *nhm_pvalloc(void *ts, size_t size);
 size_t nhm_malloc_usable_size(void *ptr);
-int nhm_malloc_trim(size_t pad);
+int nhm_malloc_trim(void *ts, size_t pad);
 int nhm_mallopt(void *ts, int param, int value);
 struct mallinfo2 nhm_mallinfo2(void);
 void nhm_malloc_stats(void);

@@ -547,7 +547,7 @@ EXPORT int nh_malloc_trim(size_t pad)
 {
     if (!can_enter()) return 0;
     enter_gated(1);
-    int r = nhm_malloc_trim(pad);
+    int r = nhm_malloc_trim(TS, pad);
     leave();
     return r;
 }

@@ -51,6 +51,13 @@ public static unsafe partial class Heap
 
     internal static void* Calloc(ThreadLocals* ts, nuint count, nuint size)
     {
+        void* p = CallocFast(ts->Tcache, count, size);
+        return p != null ? p : CallocSlow(ts, count, size);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void* CallocSlow(ThreadLocals* ts, nuint count, nuint size)
+    {
         MallocContext* ctx = Context;
         void* p = Ptmalloc.Calloc(ctx, ref *ts, count, size);
         AfterCall(ctx, ts);
@@ -81,6 +88,8 @@ public static unsafe partial class Heap
         return refused;
     }
 
+    internal static bool Trim(ThreadLocals* ts, nuint pad) => Ptmalloc.MallocTrim(Context, ref *ts, pad);
+
     /// <summary>The thread is ending: give its tcache and arena back (glibc's tcache_thread_shutdown and arena_thread_freeres).</summary>
     internal static void ShutdownThread(ThreadLocals* ts)
     {
@@ -99,6 +108,8 @@ public static unsafe partial class Heap
 
     private static void AfterCall(MallocContext* ctx, ThreadLocals* ts)
     {
+        // No purge timer for C callers: its thread cost a C process 2.3 MiB of peak RSS
+        // (thread_churn 10000: 5.8 MiB against 3.6); their purges run on the slow paths.
         if (ctx->Mp.CheckAction != 0) HeapCheck.Run(ctx, ts->Tcache);
     }
 }

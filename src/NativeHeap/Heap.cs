@@ -42,6 +42,8 @@ public static unsafe partial class Heap
     private static nuint s_fastRequestLimit;
     private static nuint s_fastBins;
     private static nuint s_tcacheCount;
+    private static nuint s_tcacheBytes;
+    private static bool s_callocFromTcache;
     private static ulong s_tcacheKey;
     private static ulong* s_heapSlots;
 
@@ -62,10 +64,16 @@ public static unsafe partial class Heap
             int callerErrno = Marshal.GetLastSystemError(); // C callers' errno survives the first call
             string? text = Environment.GetEnvironmentVariable(Tunables.Variable);
             var settings = text is null ? [] : Tunables.Parse(text);
-            MallocContext* ctx = MallocContext.Create(useBrk: DefaultUseBrk);
+            // The profile sets every option, so it comes first wherever it stands; single
+            // tunables then override it.
+            HeapProfile profile = DefaultProfile;
+            foreach (var (option, value, _) in settings)
+                if (option == HeapOption.Profile) profile = (HeapProfile)value;
+            MallocContext* ctx = MallocContext.Create(useBrk: profile == HeapProfile.Glibc236, profile);
             ThreadLocals none = default;
             foreach (var (option, value, entry) in settings)
             {
+                if (option == HeapOption.Profile) continue;
                 string? refused = Ptmalloc.SetOption(ctx, ref none, option, value);
                 if (refused is not null)
                 {
@@ -83,14 +91,19 @@ public static unsafe partial class Heap
         }
     }
 
-    /// <summary>Where the main arena lives unless NATIVEHEAP_TUNABLES says use_brk: see README, "The program break is shared".</summary>
-    internal const bool DefaultUseBrk = false;
+    /// <summary>
+    /// The profile unless NATIVEHEAP_TUNABLES names one. Its main arena lives on mmap'd heaps,
+    /// glibc-2.36's on the break: see README, "The program break is shared".
+    /// </summary>
+    internal const HeapProfile DefaultProfile = HeapProfile.NativeHeap;
 
     private static void RefreshFastPath(MallocContext* ctx)
     {
         MallocParams* mp = &ctx->Mp;
         s_fastBins = mp->CheckAction != 0 ? 0 : mp->TcacheBins; // 0: every free takes the slow, checked path
         s_tcacheCount = mp->TcacheCount;
+        s_tcacheBytes = mp->TcacheBytes;
+        s_callocFromTcache = mp->CallocFromTcache != 0;
         s_fastRequestLimit = mp->CheckAction != 0 || mp->TcacheBins == 0 ? 0 : BinIndex.TcacheUsableSize(mp->TcacheBins - 1) + 1;
     }
 
@@ -191,7 +204,7 @@ public static unsafe partial class Heap
         nuint head = p->Size;
         nuint idx = (head - Chunk.MinSize) >> 4; // huge when the size is below MINSIZE
         if (idx < s_fastBins && ((head & (Chunk.IsMmapped | 8)) | ((nuint)p & Chunk.AlignMask)) == 0
-            && tc->Counts[idx] < s_tcacheCount && Ownership.HoldsHeapSlot(s_heapSlots, p)
+            && Tcache.HasRoom(tc, idx, s_tcacheCount, s_tcacheBytes) && Ownership.HoldsHeapSlot(s_heapSlots, p)
             && ((TcacheEntry*)ptr)->Key != s_tcacheKey) // read only once the chunk is known to be ours
         {
             Tcache.Put(tc, p, idx, s_tcacheKey);
@@ -240,6 +253,26 @@ public static unsafe partial class Heap
 
     /// <summary>C's calloc: null when there is no memory or count x size overflows.</summary>
     internal static void* Calloc(nuint count, nuint size)
+    {
+        void* p = CallocFast(t_tcache, count, size);
+        return p != null ? p : CallocSlow(count, size);
+    }
+
+    /// <summary>
+    /// glibc 2.41's calloc fast path, where the profile allows it: a tcache chunk, all of it
+    /// zeroed (a cached chunk held someone's data). Null: take the slow path.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void* CallocFast(Tcache* tc, nuint count, nuint size)
+    {
+        if (!s_callocFromTcache || (size != 0 && count > nuint.MaxValue / size)) return null;
+        void* p = TcacheGetFast(tc, count * size);
+        if (p != null) NativeMemory.Clear(p, Chunk.SizeOf(Chunk.FromMem(p)) - Chunk.SizeSz);
+        return p;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void* CallocSlow(nuint count, nuint size)
     {
         MallocContext* ctx = Context;
         ThreadCache cache = Cache;
@@ -300,9 +333,10 @@ public static unsafe partial class Heap
     /// <summary>
     /// malloc_trim: in every arena, consolidate and release the whole free pages inside free
     /// chunks (MADV_DONTNEED); shrink the main arena's top to <paramref name="pad"/> bytes.
-    /// True if any memory was released.
+    /// With <see cref="HeapOption.TrimTcache"/> (the default profile) the calling thread's
+    /// tcache is emptied first. True if any memory was released.
     /// </summary>
-    public static bool Trim(nuint pad) => Ptmalloc.MallocTrim(Context, pad);
+    public static bool Trim(nuint pad) => Ptmalloc.MallocTrim(Context, ref Cache.State, pad);
 
     /// <summary>mallinfo2: the heap's statistics, all arenas added up.</summary>
     public static HeapInfo GetInfo() => MallInfo.Compute(Context);
@@ -361,6 +395,7 @@ public static unsafe partial class Heap
     private static void AfterCall(MallocContext* ctx, ThreadCache cache)
     {
         if (ctx->Mp.CheckAction != 0) HeapCheck.Run(ctx, cache.State.Tcache);
+        MaybeArmPurgeTimer(ctx);
         // The fast paths see the tcache only when they may use it (not in checked mode).
         t_tcache = s_fastRequestLimit != 0 ? cache.State.Tcache : null;
     }

@@ -43,4 +43,33 @@ public enum HeapOption
     /// (<c>fail_fast</c> in NATIVEHEAP_TUNABLES). Process-wide.
     /// </summary>
     FailFast = 104,
+    /// <summary>
+    /// NativeHeap's: the <see cref="HeapProfile"/> (0 nativeheap, 1 glibc-2.36; <c>profile</c> in
+    /// NATIVEHEAP_TUNABLES takes the names). Sets every option to the profile's value, so set
+    /// it first. Settable only before the first allocation.
+    /// </summary>
+    Profile = 105,
+    /// <summary>
+    /// NativeHeap's: the most bytes (chunk sizes) one thread's tcache may hold
+    /// (<c>tcache_bytes</c>). A free that would pass it first returns the largest cached
+    /// chunks to their arenas, down to three quarters of it. 0 means no bound (glibc-2.36's way).
+    /// </summary>
+    TcacheBytes = 106,
+    /// <summary>
+    /// glibc 2.41's calloc (<c>calloc_tcache</c>): 1 serves calloc from the tcache, zeroing the
+    /// whole chunk; 0 takes the arena path as glibc 2.36 does (which clears only what may be dirty).
+    /// </summary>
+    CallocTcache = 107,
+    /// <summary>
+    /// NativeHeap's (<c>trim_tcache</c>): 1 makes <see cref="Heap.Trim(nuint)"/> (malloc_trim) return
+    /// the calling thread's tcache to the arenas before trimming; 0 leaves it, as glibc does.
+    /// </summary>
+    TrimTcache = 108,
+    /// <summary>
+    /// NativeHeap's decayed purge (<c>purge_delay</c>): milliseconds a free page (in any free
+    /// chunk of a page or more, or at the top) stays resident before it is given back with
+    /// MADV_DONTNEED; -1 never, as glibc (which gives back only the top past the trim
+    /// threshold), 0 at once. Purges run from the allocator's slow paths and a timer.
+    /// </summary>
+    PurgeDelay = 109,
 }

@@ -29,6 +29,18 @@ internal static class Tunables
         ["tcache_unsorted_limit"] = HeapOption.TcacheUnsortedLimit,
         ["use_brk"] = HeapOption.UseBrk,
         ["fail_fast"] = HeapOption.FailFast,
+        ["profile"] = HeapOption.Profile,
+        ["tcache_bytes"] = HeapOption.TcacheBytes,
+        ["calloc_tcache"] = HeapOption.CallocTcache,
+        ["trim_tcache"] = HeapOption.TrimTcache,
+        ["purge_delay"] = HeapOption.PurgeDelay,
+    };
+
+    /// <summary>The profiles' names, as <c>profile=</c> takes them.</summary>
+    internal static readonly Dictionary<string, HeapProfile> ProfileNames = new(StringComparer.Ordinal)
+    {
+        ["nativeheap"] = HeapProfile.NativeHeap,
+        ["glibc-2.36"] = HeapProfile.Glibc236,
     };
 
     /// <summary>Parse a tunables string into settings, in order; throws on the first bad entry.</summary>
@@ -45,7 +57,14 @@ internal static class Tunables
             if (!Names.TryGetValue(name, out HeapOption option))
                 throw Bad(entry, $"unknown tunable '{name}' (known: {string.Join(", ", Names.Keys)})");
             string valueText = entry[(eq + 1)..];
-            if (!TryParseNumber(valueText, out long value))
+            long value;
+            if (option == HeapOption.Profile)
+            {
+                if (!ProfileNames.TryGetValue(valueText, out HeapProfile profile))
+                    throw Bad(entry, $"unknown profile '{valueText}' (known: {string.Join(", ", ProfileNames.Keys)})");
+                value = (long)profile;
+            }
+            else if (!TryParseNumber(valueText, out value))
                 throw Bad(entry, $"'{valueText}' is not a number");
             result.Add((option, value, entry));
         }

@@ -24,7 +24,8 @@ public unsafe partial class BuffersTests
     /// earlier tests, and the caches of ended threads, are freed by finalizers.
     /// </summary>
     /// <summary>What mallinfo counts as in use for each arena past the main one: its heap_info and malloc_state, which arenas keep for the life of the process.</summary>
-    internal const ulong ArenaHeaderInUse = 2256;
+    internal static unsafe ulong ArenaHeaderInUse =>
+        (ulong)Os.OsMemory.AlignUp((nuint)(sizeof(Arenas.HeapHeader) + sizeof(Arenas.MallocState)), Chunks.Chunk.Alignment);
 
     internal static ulong InUse()
     {

@@ -83,7 +83,7 @@ public static class ChildMain
             Diagnostics.Precompile.Assembly();
             Diagnostics.Precompile.Type(typeof(ChildScenarios));
             // And glibc's own malloc off the break: the scenarios measure NativeHeap's.
-            if (Environment.GetEnvironmentVariable("NATIVEHEAP_TUNABLES")?.Contains("use_brk=1") == true)
+            if (Environment.GetEnvironmentVariable("NATIVEHEAP_TUNABLES") is { } t && (t.Contains("use_brk=1") || t.Contains("profile=glibc-2.36")))
                 Diagnostics.GlibcRoom.Make();
             method.Invoke(null, null);
             return 0;

@@ -48,6 +48,9 @@ internal static unsafe partial class ChildScenarios
         Report("pinned_alloc_kib", AnonDeltaKib(baseline));
         foreach (void* p in blocks) Heap.Free(p);
         Report("pinned_free_kib", AnonDeltaKib(baseline));
+        // Idle, no call into the heap: only the purge timer can give memory back now.
+        Thread.Sleep(int.Parse(Environment.GetEnvironmentVariable("NATIVEHEAP_TEST_IDLE_MS") ?? "0"));
+        Report("pinned_idle_kib", AnonDeltaKib(baseline));
         Report("trim_result", Heap.Trim(0));
         Report("pinned_trim_kib", AnonDeltaKib(baseline));
         Heap.Validate();
@@ -158,6 +161,25 @@ internal static unsafe partial class ChildScenarios
             void* p = Heap.Alloc(40);
             Heap.Alloc(40);
             Heap.Free(p);
+            Report("fastbin_chunks", Heap.GetInfo().Smblks);
+        }
+        catch (InvalidOperationException e)
+        {
+            Report("error", e.Message);
+        }
+    }
+
+    /// <summary>What the process heap's profile set: where the main arena lives, and how deep the tcache is.</summary>
+    public static void ProfileReport()
+    {
+        try
+        {
+            // Ten 40-byte blocks freed: a 7-deep tcache (glibc 2.36) sends three to the fastbin.
+            var blocks = new nint[10];
+            for (int i = 0; i < blocks.Length; i++) blocks[i] = (nint)Heap.Alloc(40);
+            Heap.Alloc(40);
+            foreach (nint b in blocks) Heap.Free((void*)b);
+            Report("uses_brk", Heap.UsesBrk ? 1 : 0);
             Report("fastbin_chunks", Heap.GetInfo().Smblks);
         }
         catch (InvalidOperationException e)

@@ -15,7 +15,7 @@ public class ExtremeSizeNativeTests
     {
         var data = new TheoryData<string, string>();
         foreach (string family in Families)
-            foreach (string tunables in new[] { "", "use_brk=1" })
+            foreach (string tunables in new[] { "", "profile=glibc-2.36" })
                 data.Add(family, tunables);
         return data;
     }

@@ -35,7 +35,7 @@ public unsafe class GlibcPortTests
         Assert.Equal(-1, new Span<byte>(keep, 100).IndexOfAnyExcept((byte)3));
         h.Free(keep);
         // Nothing leaked. As in glibc, a calloc that fails retries in another arena, so the
-        // first one made a new arena, whose header and state (2,256 bytes) count as in use.
+        // first one made a new arena, whose header and state (BuffersTests.ArenaHeaderInUse) count as in use.
         int arenas = Diagnostics.MallInfo.ArenaCount(h.Ctx);
         Assert.Equal(2, arenas);
         Assert.Equal(before.Uordblks + 112 + (ulong)(arenas - 1) * BuffersTests.ArenaHeaderInUse, h.Info.Uordblks); // keep went to the tcache

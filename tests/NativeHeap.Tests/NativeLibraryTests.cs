@@ -69,12 +69,12 @@ public class NativeLibraryTests
         Dictionary<string, long> Parse(string output) => output.Split('\n', StringSplitOptions.RemoveEmptyEntries)
             .ToDictionary(l => l[..l.LastIndexOf(' ')], l => long.Parse(l[(l.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture));
         var glibc = Parse(RunOk(NativeTests.Program("seed002"), [], [("GLIBC_TUNABLES", tunable.Length == 0 ? "" : "glibc.malloc." + tunable)]).Output);
-        var onBreak = Parse(RunOk(NativeTests.Program("seed002-nh"), [], [("NATIVEHEAP_TUNABLES", "use_brk=1" + (tunable.Length == 0 ? "" : ":" + tunable))]).Output);
+        var onBreak = Parse(RunOk(NativeTests.Program("seed002-nh"), [], [("NATIVEHEAP_TUNABLES", "profile=glibc-2.36" + (tunable.Length == 0 ? "" : ":" + tunable))]).Output);
         var onHeaps = Parse(RunOk(NativeTests.Program("seed002-nh"), [], [("NATIVEHEAP_TUNABLES", tunable)]).Output);
         Assert.Equal(4, glibc.Count);
         foreach (var (checkpoint, kib) in glibc)
         {
-            Assert.True(Math.Abs(onBreak[checkpoint] - kib) <= 0.02 * kib + 512, $"{checkpoint}: glibc +{kib} KiB, NativeHeap (use_brk=1) +{onBreak[checkpoint]} KiB");
+            Assert.True(Math.Abs(onBreak[checkpoint] - kib) <= 0.02 * kib + 512, $"{checkpoint}: glibc +{kib} KiB, NativeHeap (glibc-2.36) +{onBreak[checkpoint]} KiB");
             Assert.True(onHeaps[checkpoint] <= kib + 512, $"{checkpoint}: glibc +{kib} KiB, NativeHeap (heaps) +{onHeaps[checkpoint]} KiB");
         }
     }
@@ -90,7 +90,7 @@ public class NativeLibraryTests
         string glibc = NativeTests.Run("replay", [path],
             ("GLIBC_TUNABLES", tcache == "off" ? "glibc.malloc.tcache_count=0" : ""), ("REPLAY_ALIGN_BREAK", AlignBreak));
         string ours = NativeTests.Run("replay-nh", [path],
-            ("NATIVEHEAP_TUNABLES", "use_brk=1" + (tcache == "off" ? ":tcache_count=0" : "")), ("REPLAY_ALIGN_BREAK", AlignBreak));
+            ("NATIVEHEAP_TUNABLES", "profile=glibc-2.36" + (tcache == "off" ? ":tcache_count=0" : "")), ("REPLAY_ALIGN_BREAK", AlignBreak));
         NativeTests.AssertSameReplay(glibc, ours, $"{trace} (tcache {tcache}, libnativeheap)");
     }
 

@@ -18,6 +18,12 @@ internal sealed unsafe class PrivateHeap : IDisposable
         if (tcacheCount != 7) Set(HeapOption.TcacheCount, tcacheCount);
     }
 
+    /// <summary>A private heap with <paramref name="profile"/>'s defaults (on mmap'd heaps for nativeheap, as the process heap).</summary>
+    internal PrivateHeap(HeapProfile profile)
+    {
+        Ctx = MallocContext.Create(useBrk: profile == HeapProfile.Glibc236, profile);
+    }
+
     internal MallocState* Arena => &Ctx->Main;
 
     internal void Set(HeapOption option, long value) => Assert.Null(Ptmalloc.SetOption(Ctx, ref Ctx->Solo, option, value));
@@ -37,7 +43,7 @@ internal sealed unsafe class PrivateHeap : IDisposable
 
     internal void Free(void* p) => Ptmalloc.Free(Ctx, ref Ctx->Solo, p);
 
-    internal bool Trim(nuint pad) => Ptmalloc.MallocTrim(Ctx, pad);
+    internal bool Trim(nuint pad) => Ptmalloc.MallocTrim(Ctx, ref Ctx->Solo, pad);
 
     internal HeapInfo Info => MallInfo.Compute(Ctx);
 

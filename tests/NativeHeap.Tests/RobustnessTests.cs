@@ -10,7 +10,7 @@ namespace NativeHeap.Tests;
 /// </summary>
 public unsafe class RobustnessTests
 {
-    private static readonly string[] Profiles = ["", "use_brk=1"];
+    private static readonly string[] Profiles = ["", "profile=glibc-2.36"];
 
     /// <summary>
     /// malloc-large's shape from .NET. Before the fix the default profile threw "could not

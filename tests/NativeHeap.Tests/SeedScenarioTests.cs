@@ -11,7 +11,7 @@ public class SeedScenarioTests
     private const long HeapKib = 4000L * (52736 + 32) / 1024;
 
     /// <summary>The seed is about the break: the main arena on it, as glibc's.</summary>
-    private static Dictionary<string, string> RunUndisturbed(string tunables = "use_brk=1", params (string, string)[] env)
+    private static Dictionary<string, string> RunUndisturbed(string tunables = "profile=glibc-2.36", params (string, string)[] env)
     {
         Dictionary<string, string> r = [];
         for (int attempt = 0; attempt < 5; attempt++)
@@ -37,7 +37,7 @@ public class SeedScenarioTests
     [Fact]
     public void TcacheOff_Malloc2000ConsolidatesAndEverythingReturns()
     {
-        var r = RunUndisturbed("use_brk=1:tcache_count=0");
+        var r = RunUndisturbed("profile=glibc-2.36:tcache_count=0");
         Assert.InRange(L(r, "frees_kib"), HeapKib - 1024, HeapKib + 4096);
         Assert.InRange(L(r, "last_kib"), -2048, 2048);
     }
@@ -45,7 +45,7 @@ public class SeedScenarioTests
     [Fact]
     public void TcacheOn_MallocTrimReturnsIt()
     {
-        var r = RunUndisturbed("use_brk=1", ("NATIVEHEAP_SEED_TRIM", "1"));
+        var r = RunUndisturbed("profile=glibc-2.36", ("NATIVEHEAP_SEED_TRIM", "1"));
         Assert.InRange(L(r, "last_kib"), HeapKib - 1024, HeapKib + 4096);
         Assert.Equal("True", r["trimmed"]);
         Assert.InRange(L(r, "trim_kib"), -2048, 2048);

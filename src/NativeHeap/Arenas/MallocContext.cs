@@ -41,18 +41,24 @@ internal unsafe struct MallocContext
     public long ForeignBreaks;
     /// <summary>Where the last foreign move left the break, and where the heap's top had ended.</summary>
     public byte* LastForeignBreak, LastForeignOldEnd;
+    /// <summary>
+    /// Set (to 1) when some arena's purge deadline went from none to a time; the process heap's
+    /// purge timer clears it before each scan (see Heap.Purge.cs). Written under any arena's lock.
+    /// </summary>
+    public int PurgeScheduled;
     public Ownership Owned;
     public Segments Segments;
 
-    /// <summary>Create a context with glibc's defaults in its own mapping.</summary>
+    /// <summary>Create a context with <paramref name="profile"/>'s defaults in its own mapping.</summary>
     /// <param name="useBrk">Whether the main arena grows on the break (glibc) or on mmap'd heaps.</param>
-    internal static MallocContext* Create(bool useBrk = true)
+    /// <param name="profile">Whose defaults: glibc 2.36's (the tests' private heaps) or NativeHeap's.</param>
+    internal static MallocContext* Create(bool useBrk = true, HeapProfile profile = HeapProfile.Glibc236)
     {
         nuint size = OsMemory.AlignUp((nuint)sizeof(MallocContext), OsMemory.PageSize);
         var ctx = (MallocContext*)OsMemory.Map(size);
         if (ctx == null)
             throw new OutOfMemoryException(OsMemory.LastFailure);
-        ctx->Mp.SetDefaults();
+        ctx->Mp.SetDefaults(profile);
         MallocState.Init(&ctx->Main, contiguous: useBrk);
         ctx->Main.Next = &ctx->Main;
         ctx->Main.AttachedThreads = 1;

@@ -32,6 +32,16 @@ internal unsafe struct MallocParams
     public int PerturbByte;
     /// <summary>check (glibc.malloc.check): nonzero runs the full heap check after every operation.</summary>
     public int CheckAction;
+    /// <summary>The <see cref="HeapProfile"/> the other fields were last set from.</summary>
+    public HeapProfile Profile;
+    /// <summary>tcache_bytes (NativeHeap's): the most chunk bytes one thread's tcache holds; nuint.MaxValue, no bound.</summary>
+    public nuint TcacheBytes;
+    /// <summary>calloc_tcache (glibc 2.41's calloc): nonzero serves calloc from the tcache, zeroing the chunk.</summary>
+    public int CallocFromTcache;
+    /// <summary>trim_tcache (NativeHeap's): nonzero makes malloc_trim return the caller's tcache to the arenas first.</summary>
+    public int TrimTcache;
+    /// <summary>purge_delay (NativeHeap's): milliseconds a free page stays resident before it is released; -1 never (glibc), 0 at once.</summary>
+    public long PurgeDelayMs;
 
     internal const nuint DefaultMmapThreshold = 128 * 1024;
     internal const nuint DefaultMmapThresholdMax = 32 * 1024 * 1024;
@@ -44,13 +54,24 @@ internal unsafe struct MallocParams
     internal const nuint HeapMaxSize = 64 * 1024 * 1024;
     /// <summary>FASTBIN_CONSOLIDATION_THRESHOLD: a free that leaves a chunk this big consolidates and trims.</summary>
     internal const nuint FastbinConsolidationThreshold = 64 * 1024;
-    /// <summary>On heaps, a free chunk (not top) this big has its whole pages released at once (NativeHeap's).</summary>
-    internal const nuint ReleaseFreeChunkSize = 1024 * 1024;
     /// <summary>MMAP_AS_MORECORE_SIZE: the least the main arena maps when sbrk fails.</summary>
     internal const nuint MmapAsMorecoreSize = 1024 * 1024;
 
-    internal void SetDefaults()
+    /// <summary>
+    /// The nativeheap profile's tcache: 64 chunks a bin where glibc 2.36 keeps 7 (a batch of a
+    /// few hundred live small blocks then stays in the thread's cache instead of taking the
+    /// arena lock for most calls), bounded by 1 MiB of chunks a thread so that the deeper
+    /// cache cannot pin more than that. Chosen by the random-batch benchmark (README).
+    /// </summary>
+    internal const nuint NativeHeapTcacheCount = 64;
+    internal const nuint NativeHeapTcacheBytes = 1024 * 1024;
+    /// <summary>The nativeheap profile's purge delay (README: chosen by malloc-large's time and RSS).</summary>
+    internal const long NativeHeapPurgeDelayMs = 1000;
+
+    /// <summary>Every tunable to <paramref name="profile"/>'s value (glibc 2.36's defaults, then the nativeheap profile's changes).</summary>
+    internal void SetDefaults(HeapProfile profile)
     {
+        Profile = profile;
         TrimThreshold = DefaultTrimThreshold;
         TopPad = DefaultTopPad;
         MmapThreshold = DefaultMmapThreshold;
@@ -62,5 +83,15 @@ internal unsafe struct MallocParams
         TcacheCount = DefaultTcacheCount;
         TcacheUnsortedLimit = 0;
         MaxFast = Bins.BinIndex.MaxFastChunk(Bins.BinIndex.DefaultMxFast);
+        TcacheBytes = nuint.MaxValue;
+        CallocFromTcache = 0;
+        TrimTcache = 0;
+        PurgeDelayMs = -1;
+        if (profile == HeapProfile.Glibc236) return;
+        TcacheCount = NativeHeapTcacheCount;
+        TcacheBytes = NativeHeapTcacheBytes;
+        CallocFromTcache = 1;
+        TrimTcache = 1;
+        PurgeDelayMs = NativeHeapPurgeDelayMs;
     }
 }

@@ -29,6 +29,10 @@ internal unsafe struct MallocState
     public nuint AttachedThreads;
     public nuint SystemMem;
     public nuint MaxSystemMem;
+    /// <summary>The purge's next deadline (Environment.TickCount64 ms; 0: nothing waits). Guarded by <see cref="Mutex"/>.</summary>
+    public long PurgeDeadline;
+    /// <summary>When top last grew by a free (0: its tail is purged or was never freed). Guarded by <see cref="Mutex"/>.</summary>
+    public long TopFreedAt;
 
     /// <summary>flags bit: the arena's memory is not one contiguous run of the break.</summary>
     internal const int NonContiguousBit = 2;

@@ -57,6 +57,7 @@ internal static unsafe partial class Ptmalloc
                 av = ArenaGetRetry(ctx, ref ts, av, bytes);
                 if (av != null) victim = IntMalloc(ctx, av, ts.Tcache, bytes);
             }
+            if (av != null) MaybePurge(ctx, av);
             Debug.Assert(victim == null || Chunk.IsMapped(Chunk.FromMem(victim)) || av == ArenaFor(ctx, Chunk.FromMem(victim)));
             return victim;
         }
@@ -121,7 +122,11 @@ internal static unsafe partial class Ptmalloc
     private static void FreeInArena(MallocContext* ctx, Tcache* tc, Chunk* p) =>
         IntFree(ctx, null, tc, p, haveLock: false);
 
-    /// <summary>__libc_calloc: _int_malloc (never the tcache), then clear what may not already be zero.</summary>
+    /// <summary>
+    /// __libc_calloc: _int_malloc, then clear what may not already be zero. glibc 2.36 never
+    /// takes the tcache here; with calloc_tcache (glibc 2.41) a cached chunk is taken and
+    /// cleared whole.
+    /// </summary>
     internal static void* Calloc(MallocContext* ctx, ref ThreadLocals ts, nuint n, nuint elemSize)
     {
         if (elemSize != 0 && n > nuint.MaxValue / elemSize) return null;
@@ -129,6 +134,17 @@ internal static unsafe partial class Ptmalloc
 
         MaybeInitTcache(ctx, ref ts);
         MallocParams* mp = &ctx->Mp;
+        if (mp->CallocFromTcache != 0 && ts.Tcache != null)
+        {
+            nuint tbytes = Chunk.CheckedRequestToSize(bytes);
+            nuint tcIdx = BinIndex.Tcache(tbytes);
+            if (tbytes != 0 && tcIdx < mp->TcacheBins && ts.Tcache->Counts[tcIdx] > 0)
+            {
+                void* cached = Tcache.Get(ts.Tcache, tcIdx);
+                NativeMemory.Clear(cached, Chunk.SizeOf(Chunk.FromMem(cached)) - Chunk.SizeSz);
+                return cached;
+            }
+        }
         MallocState* av = ArenaGet(ctx, ref ts, bytes);
         void* mem;
         Chunk* oldtop;
@@ -287,9 +303,15 @@ internal static unsafe partial class Ptmalloc
         return 0;
     }
 
-    /// <summary>__malloc_trim: consolidate and release free pages in every arena; the main arena's top too.</summary>
-    internal static bool MallocTrim(MallocContext* ctx, nuint pad)
+    /// <summary>
+    /// __malloc_trim: consolidate and release free pages in every arena; the main arena's top
+    /// too. With trim_tcache (NativeHeap's) the caller's tcache goes back to the arenas first:
+    /// glibc's leaves its cached chunks in use, and a deep tcache's chunks would each keep the
+    /// partial pages around them resident.
+    /// </summary>
+    internal static bool MallocTrim(MallocContext* ctx, ref ThreadLocals ts, nuint pad)
     {
+        if (ctx->Mp.TrimTcache != 0) FlushTcache(ctx, ref ts);
         bool result = false;
         MallocState* a = &ctx->Main;
         do

@@ -26,7 +26,7 @@ internal static unsafe partial class Ptmalloc
         if (size < Chunk.MinSize || (size & Chunk.AlignMask) != 0)
             MallocPrinterr.Raise("free(): invalid size", Chunk.ToMem(p));
 
-        if (TryTcachePut(ctx, tc, p, size)) return;
+        if (TryTcachePut(ctx, tc, p, size, mayEvict: !haveLock)) return;
         // Found only now, after the checks: a bad pointer's "heap header" is not read.
         if (av == null) av = ArenaFor(ctx, p);
         // glibc builds with TRIM_FASTBINS 0: a small chunk next to top still goes to a fastbin.
@@ -147,7 +147,7 @@ internal static unsafe partial class Ptmalloc
             MallocPrinterr.Raise("free(): invalid next size (normal)", Chunk.ToMem(p));
 
         FreePerturb(mp, Chunk.ToMem(p), size - Chunk.HeaderSize);
-        size = MergeChunk(av, p, size, nextchunk, nextsize, "corrupted size vs. prev_size while consolidating", out p);
+        size = MergeChunk(ctx, av, p, size, nextchunk, nextsize, "corrupted size vs. prev_size while consolidating", out p);
 
         if (size >= MallocParams.FastbinConsolidationThreshold)
         {
@@ -158,11 +158,6 @@ internal static unsafe partial class Ptmalloc
             }
             else
             {
-                // NativeHeap's addition for arenas on heaps: a large free chunk that is not top
-                // gives its pages back at once. On the break glibc's top merges everything; a
-                // heap holds at most 64 MiB and cannot merge into the next, so without this a
-                // freed heap below the newest one stays resident until malloc_trim.
-                if (p != av->Top && size >= MallocParams.ReleaseFreeChunkSize) ReleaseChunkPages(p);
                 // glibc trims here even while sysmalloc frees the old top: heap_trim then
                 // deletes the heap just made for the request (it holds nothing but top), or
                 // shrinks it below the request, and malloc fails with memory to spare.
@@ -171,14 +166,18 @@ internal static unsafe partial class Ptmalloc
                 if (trim) HeapTrim(ctx, heap, mp->TopPad);
             }
         }
+        // Not while sysmalloc frees the old top: a purge of top could take the new heap (as above).
+        if (trim) MaybePurge(ctx, av);
     }
 
     /// <summary>
     /// _int_free's tcache step: cache the chunk in the thread's tcache if its bin has room.
     /// A chunk that carries the tcache key is looked for in its bin first: found, it is a
-    /// double free; not found, its user data only looked like the key.
+    /// double free; not found, its user data only looked like the key. When only the byte
+    /// bound stands in the way and no arena lock is held (<paramref name="mayEvict"/>), the
+    /// largest cached chunks go back to their arenas first (see <see cref="TcacheEvict"/>).
     /// </summary>
-    private static bool TryTcachePut(MallocContext* ctx, Tcache* tc, Chunk* p, nuint size)
+    private static bool TryTcachePut(MallocContext* ctx, Tcache* tc, Chunk* p, nuint size, bool mayEvict)
     {
         MallocParams* mp = &ctx->Mp;
         nuint tcIdx = BinIndex.Tcache(size);
@@ -201,8 +200,30 @@ internal static unsafe partial class Ptmalloc
             }
         }
         if (tc->Counts[tcIdx] >= mp->TcacheCount) return false;
+        if (!Tcache.HasRoom(tc, tcIdx, mp->TcacheCount, mp->TcacheBytes))
+        {
+            if (!mayEvict) return false;
+            TcacheEvict(ctx, tc, mp->TcacheBytes - mp->TcacheBytes / 4);
+        }
         Tcache.Put(tc, p, tcIdx, ctx->TcacheKey);
         return true;
+    }
+
+    /// <summary>
+    /// The tcache byte bound's flush: return cached chunks to their arenas, from the largest
+    /// bin down, until the tcache holds at most <paramref name="target"/> bytes. Largest first
+    /// because they free the most memory per chunk and, in a size-mixed workload, are the
+    /// fewest calls to refill; a quarter of headroom makes the next flush wait a while. No
+    /// arena lock may be held: each chunk takes its own arena's.
+    /// </summary>
+    private static void TcacheEvict(MallocContext* ctx, Tcache* tc, nuint target)
+    {
+        for (nuint i = BinIndex.TcacheMaxBins; i-- > 0 && tc->Bytes > target;)
+        {
+            TcacheEntry** head = Tcache.Head(tc, i);
+            while (*head != null && tc->Bytes > target)
+                FreeInArena(ctx, null, Chunk.FromMem(Tcache.Take(tc, i, "tcache_thread_shutdown(): unaligned tcache chunk detected")));
+        }
     }
 
     /// <summary>
@@ -210,7 +231,7 @@ internal static unsafe partial class Ptmalloc
     /// with a free previous chunk and a free next chunk, then put the result at the front of
     /// the unsorted bin, or make it the top if it touches top. Returns the merged size.
     /// </summary>
-    private static nuint MergeChunk(MallocState* av, Chunk* p, nuint size, Chunk* nextchunk, nuint nextsize,
+    private static nuint MergeChunk(MallocContext* ctx, MallocState* av, Chunk* p, nuint size, Chunk* nextchunk, nuint nextsize,
         string prevSizeMessage, out Chunk* merged)
     {
         if (!Chunk.IsPrevInuse(p))
@@ -247,12 +268,14 @@ internal static unsafe partial class Ptmalloc
             fwd->Bk = p;
             Chunk.SetHead(p, size | Chunk.PrevInuse);
             Chunk.SetFoot(p, size);
+            PurgeMarkFree(ctx, av, p, size);
         }
         else
         {
             size += nextsize;
             Chunk.SetHead(p, size | Chunk.PrevInuse);
             av->Top = p;
+            PurgeMarkTop(ctx, av);
         }
         merged = p;
         return size;
@@ -279,7 +302,7 @@ internal static unsafe partial class Ptmalloc
                 nuint size = Chunk.SizeOf(p);
                 Chunk* nextchunk = Chunk.At(p, size);
                 nuint nextsize = Chunk.SizeOf(nextchunk);
-                MergeChunk(av, p, size, nextchunk, nextsize, "corrupted size vs. prev_size in fastbins", out _);
+                MergeChunk(ctx, av, p, size, nextchunk, nextsize, "corrupted size vs. prev_size in fastbins", out _);
                 p = nextp;
             }
         }

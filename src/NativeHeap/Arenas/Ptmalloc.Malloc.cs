@@ -55,7 +55,7 @@ internal static unsafe partial class Ptmalloc
                 if (tc != null && tcIdx < mp->TcacheBins)
                 {
                     Chunk* tcVictim;
-                    while (tc->Counts[tcIdx] < mp->TcacheCount && (tcVictim = (Chunk*)Volatile.Read(ref *(nint*)fb)) != null)
+                    while (Tcache.HasRoom(tc, tcIdx, mp->TcacheCount, mp->TcacheBytes) && (tcVictim = (Chunk*)Volatile.Read(ref *(nint*)fb)) != null)
                     {
                         if (Chunk.Misaligned(tcVictim))
                         {
@@ -88,7 +88,7 @@ internal static unsafe partial class Ptmalloc
                 if (tc != null && tcIdx < mp->TcacheBins)
                 {
                     Chunk* tcVictim;
-                    while (tc->Counts[tcIdx] < mp->TcacheCount && (tcVictim = bin->Bk) != bin)
+                    while (Tcache.HasRoom(tc, tcIdx, mp->TcacheCount, mp->TcacheBytes) && (tcVictim = bin->Bk) != bin)
                     {
                         bck = tcVictim->Bk;
                         Chunk.SetInuseBitAt(tcVictim, nb);
@@ -142,6 +142,7 @@ internal static unsafe partial class Ptmalloc
                 {
                     nuint remainderSize = size - nb;
                     Chunk* remainder = Chunk.At(victim, nb);
+                    long stamp = PurgeStampOf(ctx, victim, size);
                     unsorted->Bk = unsorted->Fd = remainder;
                     av->LastRemainder = remainder;
                     remainder->Bk = remainder->Fd = unsorted;
@@ -150,6 +151,7 @@ internal static unsafe partial class Ptmalloc
                     Chunk.SetHead(victim, nb | Chunk.PrevInuse | arenaBit);
                     Chunk.SetHead(remainder, remainderSize | Chunk.PrevInuse);
                     Chunk.SetFoot(remainder, remainderSize);
+                    PurgeMarkRemainder(ctx, av, remainder, remainderSize, stamp);
                     return Returned(mp, victim, bytes);
                 }
 
@@ -163,7 +165,7 @@ internal static unsafe partial class Ptmalloc
                     Chunk.SetInuseBitAt(victim, size);
                     victim->Size |= arenaBit;
                     // An exact fit fills the tcache first and is returned from there after the scan.
-                    if (tcacheNb != 0 && tc->Counts[tcIndex] < mp->TcacheCount)
+                    if (tcacheNb != 0 && Tcache.HasRoom(tc, tcIndex, mp->TcacheCount, mp->TcacheBytes))
                     {
                         Tcache.Put(tc, victim, tcIndex, ctx->TcacheKey);
                         returnCached = true;
@@ -327,6 +329,7 @@ internal static unsafe partial class Ptmalloc
     {
         Debug.Assert(size >= nb);
         nuint remainderSize = size - nb;
+        long stamp = PurgeStampOf(ctx, victim, size);
         UnlinkChunk(av, victim);
         if (remainderSize < Chunk.MinSize)
         {
@@ -350,6 +353,7 @@ internal static unsafe partial class Ptmalloc
             Chunk.SetHead(victim, nb | Chunk.PrevInuse | ArenaBit(ctx, av));
             Chunk.SetHead(remainder, remainderSize | Chunk.PrevInuse);
             Chunk.SetFoot(remainder, remainderSize);
+            PurgeMarkRemainder(ctx, av, remainder, remainderSize, stamp);
         }
         return Returned(&ctx->Mp, victim, bytes);
     }

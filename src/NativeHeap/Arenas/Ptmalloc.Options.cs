@@ -17,7 +17,7 @@ internal static unsafe partial class Ptmalloc
     {
         // A change of the tcache's shape first returns the calling thread's cached chunks,
         // which frees them into their arenas: that takes their locks, so it comes before ours.
-        if (option is HeapOption.TcacheCount or HeapOption.TcacheMax) FlushTcache(ctx, ref ts);
+        if (option is HeapOption.TcacheCount or HeapOption.TcacheMax or HeapOption.TcacheBytes) FlushTcache(ctx, ref ts);
         FutexLock.Enter(&ctx->Main.Mutex);
         try
         {
@@ -95,6 +95,29 @@ internal static unsafe partial class Ptmalloc
                 if (value is not (0 or 1)) return "must be 0 (throw) or 1 (end the process)";
                 MallocPrinterr.FailFast = value == 1;
                 return null;
+            case HeapOption.TcacheBytes:
+                if (value < 0) return "must be a byte count (0: no bound)";
+                mp->TcacheBytes = value == 0 ? nuint.MaxValue : (nuint)value;
+                return null;
+            case HeapOption.CallocTcache:
+                if (value is not (0 or 1)) return "must be 0 (the arena, as glibc 2.36) or 1 (the tcache, as glibc 2.41)";
+                mp->CallocFromTcache = (int)value;
+                return null;
+            case HeapOption.TrimTcache:
+                if (value is not (0 or 1)) return "must be 0 (keep the tcache, as glibc) or 1 (empty the caller's first)";
+                mp->TrimTcache = (int)value;
+                return null;
+            case HeapOption.PurgeDelay:
+                if (value < -1 || value > int.MaxValue) return "must be milliseconds, 0 (at once) or -1 (never)";
+                mp->PurgeDelayMs = value;
+                return null;
+            case HeapOption.Profile:
+                if (value is not ((long)HeapProfile.NativeHeap or (long)HeapProfile.Glibc236))
+                    return "must be 0 (nativeheap) or 1 (glibc-2.36)";
+                if (ctx->Main.Top != MallocState.InitialTop(&ctx->Main))
+                    return "can only change before the heap's first allocation";
+                mp->SetDefaults((HeapProfile)value);
+                return SetOptionLocked(ctx, HeapOption.UseBrk, value == (long)HeapProfile.Glibc236 ? 1 : 0);
             case HeapOption.UseBrk:
                 if (value is not (0 or 1)) return "must be 0 (mmap'd heaps) or 1 (the break)";
                 if (ctx->UseBrk == value) return null;
@@ -119,22 +142,13 @@ internal static unsafe partial class Ptmalloc
         if (ts.Tcache != null) DrainTcache(ctx, ts.Tcache);
     }
 
-    /// <summary>The loop of tcache_thread_shutdown: every cached chunk back to its arena.</summary>
+    /// <summary>The loop of tcache_thread_shutdown: every cached chunk back to its arena, in glibc's order.</summary>
     private static void DrainTcache(MallocContext* ctx, Tcache* tc)
     {
         for (nuint i = 0; i < BinIndex.TcacheMaxBins; i++)
         {
-            TcacheEntry** head = Tcache.Head(tc, i);
-            while (*head != null)
-            {
-                TcacheEntry* e = *head;
-                if (Chunk.Misaligned(e))
-                    MallocPrinterr.Raise("tcache_thread_shutdown(): unaligned tcache chunk detected", e);
-                *head = Chunk.Reveal(&e->Next);
-                tc->Counts[i]--;
-                e->Key = 0;
-                FreeInArena(ctx, null, Chunk.FromMem(e));
-            }
+            while (*Tcache.Head(tc, i) != null)
+                FreeInArena(ctx, null, Chunk.FromMem(Tcache.Take(tc, i, "tcache_thread_shutdown(): unaligned tcache chunk detected")));
         }
     }
 }

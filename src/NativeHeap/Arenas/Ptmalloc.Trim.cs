@@ -62,7 +62,18 @@ internal static unsafe partial class Ptmalloc
             if (i != 1 && i < psindex) continue;
             Chunk* bin = MallocState.BinAt(av, i);
             for (Chunk* p = bin->Bk; p != bin; p = p->Bk)
-                result |= ReleaseChunkPages(p);
+            {
+                if (Purging(&ctx->Mp) && Chunk.SizeOf(p) >= PurgeMinSize)
+                {
+                    // The purge's stamp stays, and says the pages are gone.
+                    result |= ReleaseChunkPages(p, PurgeKeep);
+                    *(long*)((byte*)p + StampOffset) = Purged;
+                }
+                else
+                {
+                    result |= ReleaseChunkPages(p, Chunk.StructSize);
+                }
+            }
         }
         if (av != &ctx->Main || av->Top == MallocState.InitialTop(av)) return result;
         return (OnHeaps(ctx, av) ? HeapTrim(ctx, HeapHeader.For(av->Top), pad, belowThreshold: true) : Systrim(ctx, pad, av)) | result;
@@ -70,14 +81,15 @@ internal static unsafe partial class Ptmalloc
 
     /// <summary>
     /// Release the whole pages inside free chunk <paramref name="p"/> with MADV_DONTNEED,
-    /// keeping its header and links (the first sizeof(malloc_chunk) bytes) and its foot.
+    /// keeping its first <paramref name="keep"/> bytes (glibc keeps sizeof(malloc_chunk): the
+    /// header and links; the purge also its stamp).
     /// </summary>
-    private static bool ReleaseChunkPages(Chunk* p)
+    private static bool ReleaseChunkPages(Chunk* p, nuint keep)
     {
         nuint psm1 = OsMemory.PageSize - 1;
         nuint size = Chunk.SizeOf(p);
-        if (size <= psm1 + Chunk.StructSize) return false;
-        byte* pagedMem = (byte*)(((nuint)p + Chunk.StructSize + psm1) & ~psm1);
+        if (size <= psm1 + keep) return false;
+        byte* pagedMem = (byte*)(((nuint)p + keep + psm1) & ~psm1);
         size -= (nuint)(pagedMem - (byte*)p);
         if (size <= psm1) return false;
         OsMemory.DontNeed(pagedMem, size & ~psm1);

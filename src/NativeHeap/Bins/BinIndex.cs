@@ -50,6 +50,10 @@ internal static class BinIndex
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static nuint Tcache(nuint chunkSize) => (chunkSize - Chunk.MinSize + Chunk.Alignment - 1) / Chunk.Alignment;
 
+    /// <summary>The chunk size tcache bin <paramref name="index"/> holds.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static nuint TcacheChunkSize(nuint index) => index * Chunk.Alignment + Chunk.MinSize;
+
     /// <summary>tidx2usize: the largest request tcache bin <paramref name="index"/> serves.</summary>
     internal static nuint TcacheUsableSize(nuint index) => index * Chunk.Alignment + Chunk.MinSize - Chunk.SizeSz;
 

@@ -115,7 +115,7 @@ internal sealed unsafe class ContextTarget(MallocContext* ctx) : ReplayTarget
     public override void* Memalign(nuint alignment, nuint size) => Ptmalloc.Memalign(ctx, ref ctx->Solo, alignment, size);
     public override void Free(void* block) => Ptmalloc.Free(ctx, ref ctx->Solo, block);
     public override nuint UsableSize(void* block) => Ptmalloc.UsableSize(block);
-    public override void Trim(nuint pad) => Ptmalloc.MallocTrim(ctx, pad);
+    public override void Trim(nuint pad) => Ptmalloc.MallocTrim(ctx, ref ctx->Solo, pad);
     public override HeapInfo GetInfo() => MallInfo.Compute(ctx);
     public override long ForeignBreaks => ctx->ForeignBreaks;
 }

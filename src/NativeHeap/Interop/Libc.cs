@@ -46,6 +46,9 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "mprotect")]
     internal static partial int Mprotect(nint addr, nuint length, int prot);
 
+    [LibraryImport(Lib, EntryPoint = "mincore", SetLastError = true)]
+    internal static partial int Mincore(nint addr, nuint length, byte* vec);
+
     [LibraryImport(Lib, EntryPoint = "sysconf", SetLastError = true)]
     internal static partial long Sysconf(int name);
 

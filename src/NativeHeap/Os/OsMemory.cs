@@ -126,6 +126,25 @@ internal static unsafe class OsMemory
     }
 
     /// <summary>mprotect; false on failure (a heap that cannot grow), the reason in <see cref="LastFailure"/>.</summary>
+    /// <summary>
+    /// How many of the pages of [<paramref name="address"/>, +<paramref name="size"/>) are
+    /// resident (mincore(2)); the range is widened to whole pages. Diagnostics, not the allocator's paths.
+    /// </summary>
+    internal static nuint ResidentPages(void* address, nuint size)
+    {
+        nuint start = AlignDown((nuint)address, PageSize);
+        nuint pages = (AlignUp((nuint)address + size, PageSize) - start) / PageSize;
+        byte[] vec = new byte[pages];
+        fixed (byte* v = vec)
+        {
+            if (Libc.Mincore((nint)start, pages * PageSize, v) != 0)
+                throw new OsCallException($"mincore(0x{start:x}, {Sizes.Format(pages * PageSize)})", Marshal.GetLastPInvokeError());
+        }
+        nuint resident = 0;
+        foreach (byte b in vec) resident += (nuint)(b & 1);
+        return resident;
+    }
+
     internal static bool TryProtect(void* address, nuint size, int prot)
     {
         int callerErrno = Marshal.GetLastSystemError();

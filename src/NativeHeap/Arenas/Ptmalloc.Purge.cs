@@ -1,0 +1,181 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using NativeHeap.Bins;
+using NativeHeap.Chunks;
+using NativeHeap.Os;
+
+namespace NativeHeap.Arenas;
+
+internal static unsafe partial class Ptmalloc
+{
+    // The decayed purge (NativeHeap's; off in the glibc-2.36 profile): whole pages of free
+    // memory, in any free chunk of at least a page and at the top, go back to the kernel with
+    // MADV_DONTNEED once they have stayed free for purge_delay milliseconds. glibc gives back
+    // only the top of the main arena (on the break) and of a heap, and only when top passes the
+    // trim threshold: free memory below a live block stays resident until malloc_trim. Giving
+    // pages back at once instead costs a page fault per page when the memory is used again
+    // soon (5-25 MiB blocks freed and allocated in turn took 3.4 x glibc's time that way); the
+    // delay keeps memory that is reused and returns memory that is not.
+    //
+    // Each free chunk of PurgeMinSize or more carries the time it was freed in the word after
+    // its links (StampOffset), which a purge keeps resident; Purged marks one already released.
+    // The arena keeps the earliest time a purge can have work (PurgeDeadline, 0: none), so the
+    // slow paths test one field, under the arena lock that guards all of this.
+
+    /// <summary>The stamp's place in a free chunk: after prev_size, size and the four links.</summary>
+    private const nuint StampOffset = Chunk.StructSize;
+    /// <summary>What a purge keeps of a free chunk: the header, the links and the stamp.</summary>
+    private const nuint PurgeKeep = StampOffset + sizeof(long);
+    /// <summary>A stamp that says the chunk's pages are already released.</summary>
+    private const long Purged = long.MinValue;
+
+    /// <summary>The smallest free chunk that can hold a whole page beyond what a purge keeps.</summary>
+    private static nuint PurgeMinSize => OsMemory.PageSize + PurgeKeep;
+
+    /// <summary>Whether free chunks are purged at all (purge_delay &gt;= 0).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool Purging(MallocParams* mp) => mp->PurgeDelayMs >= 0;
+
+    /// <summary>Milliseconds of a monotonic clock; never 0, which means "nothing scheduled".</summary>
+    private static long PurgeClock() => Environment.TickCount64 | 1;
+
+    /// <summary>
+    /// Chunk <paramref name="p"/> of <paramref name="size"/> bytes has just become free (a
+    /// free, merged with its neighbours): stamp it, and schedule the arena's purge. With a
+    /// delay of 0 its pages go back now.
+    /// </summary>
+    private static void PurgeMarkFree(MallocContext* ctx, MallocState* av, Chunk* p, nuint size)
+    {
+        MallocParams* mp = &ctx->Mp;
+        if (!Purging(mp) || size < PurgeMinSize) return;
+        long* stamp = (long*)((byte*)p + StampOffset);
+        if (mp->PurgeDelayMs == 0)
+        {
+            ReleaseChunkPages(p, PurgeKeep);
+            *stamp = Purged;
+            return;
+        }
+        *stamp = PurgeClock();
+        Schedule(ctx, av, *stamp + mp->PurgeDelayMs);
+    }
+
+    /// <summary>The arena has work for a purge at <paramref name="deadline"/> (or earlier, if it had already).</summary>
+    private static void Schedule(MallocContext* ctx, MallocState* av, long deadline)
+    {
+        if (av->PurgeDeadline != 0) return;
+        av->PurgeDeadline = deadline;
+        Volatile.Write(ref ctx->PurgeScheduled, 1);
+    }
+
+    /// <summary>
+    /// The stamp of free chunk <paramref name="victim"/> before a split writes over it, for
+    /// <see cref="PurgeMarkRemainder"/>; 0 when it has none.
+    /// </summary>
+    private static long PurgeStampOf(MallocContext* ctx, Chunk* victim, nuint size) =>
+        Purging(&ctx->Mp) && size >= PurgeMinSize ? *(long*)((byte*)victim + StampOffset) : 0;
+
+    /// <summary>
+    /// <paramref name="remainder"/> is what a split left of a free chunk whose stamp was
+    /// <paramref name="stamp"/>: its pages were freed (or released) when that chunk's were.
+    /// </summary>
+    private static void PurgeMarkRemainder(MallocContext* ctx, MallocState* av, Chunk* remainder, nuint size, long stamp)
+    {
+        if (stamp == 0 || size < PurgeMinSize) return;
+        *(long*)((byte*)remainder + StampOffset) = stamp;
+        if (stamp != Purged) Schedule(ctx, av, stamp + ctx->Mp.PurgeDelayMs);
+    }
+
+    /// <summary>Top grew by a free: its tail may be purged once the delay has passed.</summary>
+    private static void PurgeMarkTop(MallocContext* ctx, MallocState* av)
+    {
+        MallocParams* mp = &ctx->Mp;
+        if (!Purging(mp)) return;
+        av->TopFreedAt = PurgeClock();
+        Schedule(ctx, av, av->TopFreedAt + mp->PurgeDelayMs);
+    }
+
+    /// <summary>
+    /// The slow paths' test, the arena's lock held: purge if the arena's earliest deadline has
+    /// passed. Costs one load when nothing is scheduled.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void MaybePurge(MallocContext* ctx, MallocState* av)
+    {
+        long deadline = av->PurgeDeadline;
+        if (deadline != 0 && PurgeClock() >= deadline) PurgeArena(ctx, av, PurgeClock());
+    }
+
+    /// <summary>
+    /// Release the pages of every free chunk freed at least purge_delay ago, and top's beyond
+    /// top_pad if top has not grown by a free for that long; schedule the next purge for the
+    /// oldest that had to wait, but not sooner than an eighth of the delay from now, so that a
+    /// stream of frees does not make every slow call walk the bins. The arena's lock is held.
+    /// Returns whether anything was released.
+    /// </summary>
+    internal static bool PurgeArena(MallocContext* ctx, MallocState* av, long now)
+    {
+        MallocParams* mp = &ctx->Mp;
+        long delay = mp->PurgeDelayMs;
+        av->PurgeDeadline = 0;
+        if (delay < 0) return false;
+        long next = long.MaxValue;
+        bool released = false;
+        nuint minSize = PurgeMinSize;
+        // The unsorted bin and the large bins: small bins hold chunks under 1 KiB.
+        for (int i = 1; i < BinIndex.NBins; i++)
+        {
+            if (i != 1 && i < BinIndex.NSmallBins) continue;
+            Chunk* bin = MallocState.BinAt(av, i);
+            for (Chunk* p = bin->Bk; p != bin; p = p->Bk)
+            {
+                // The purge may run from a timer, where nothing else has looked at the list:
+                // a link overwritten by a use after free is reported, not followed.
+                Chunk* bk;
+                if (Chunk.Misaligned(p) || !MallocContext.OwnsHeapChunk(ctx, p) || Chunk.Misaligned(bk = p->Bk)
+                    || (bk != bin && !MallocContext.OwnsHeapChunk(ctx, bk)) || bk->Fd != p)
+                    MallocPrinterr.Raise("malloc_trim(): corrupted double-linked list (purge)", Chunk.ToMem(p));
+                if (Chunk.SizeOf(p) < minSize) continue;
+                long* stamp = (long*)((byte*)p + StampOffset);
+                long at = *stamp;
+                if (at == Purged) continue;
+                if (at > now) at = *stamp = now; // not a stamp (set before purging was on): count from now
+                if (now - at >= delay)
+                {
+                    released |= ReleaseChunkPages(p, PurgeKeep);
+                    *stamp = Purged;
+                }
+                else if (at + delay < next)
+                {
+                    next = at + delay;
+                }
+            }
+        }
+        if (av->TopFreedAt != 0)
+        {
+            if (now - av->TopFreedAt >= delay)
+            {
+                av->TopFreedAt = 0;
+                released |= TrimTop(ctx, av, mp->TopPad);
+            }
+            else if (av->TopFreedAt + delay < next)
+            {
+                next = av->TopFreedAt + delay;
+            }
+        }
+        if (next != long.MaxValue) Schedule(ctx, av, Math.Max(next, now + delay / 8));
+        return released;
+    }
+
+    /// <summary>Give back top's pages beyond <paramref name="pad"/>, whatever the trim threshold: on the break or on heaps.</summary>
+    private static bool TrimTop(MallocContext* ctx, MallocState* av, nuint pad)
+    {
+        if (av->Top == MallocState.InitialTop(av)) return false;
+        if (OnHeaps(ctx, av))
+        {
+            HeapHeader* heap = HeapHeader.For(av->Top);
+            Debug.Assert(heap->Arena == av);
+            return HeapTrim(ctx, heap, pad, belowThreshold: true);
+        }
+        return Systrim(ctx, pad, av);
+    }
+}

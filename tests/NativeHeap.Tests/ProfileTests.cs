@@ -1,0 +1,162 @@
+using NativeHeap.Arenas;
+using NativeHeap.Bins;
+using NativeHeap.Chunks;
+
+namespace NativeHeap.Tests;
+
+/// <summary>
+/// The two profiles and what the default one changes from glibc 2.36: the tcache's depth and
+/// byte bound, calloc from the tcache, and malloc_trim emptying the caller's tcache.
+/// </summary>
+public unsafe class ProfileTests
+{
+    [Fact]
+    public void Tunables_NameTheProfiles_AndRefuseAnUnknownOne()
+    {
+        var settings = Tunables.Parse("tcache_count=3:profile=glibc-2.36:profile=nativeheap");
+        Assert.Equal((HeapOption.Profile, (long)HeapProfile.Glibc236), (settings[1].Option, settings[1].Value));
+        Assert.Equal((HeapOption.Profile, (long)HeapProfile.NativeHeap), (settings[2].Option, settings[2].Value));
+        string message = Assert.Throws<InvalidOperationException>(() => Tunables.Parse("profile=glibc")).Message;
+        Assert.Contains("unknown profile 'glibc' (known: nativeheap, glibc-2.36)", message);
+    }
+
+    [Fact]
+    public void ProcessHeap_TakesTheProfileFirst_AndSingleTunablesOverIt()
+    {
+        var byDefault = Child.Run(nameof(ChildScenarios.ProfileReport));
+        Assert.Equal(("0", "0"), (byDefault["uses_brk"], byDefault["fastbin_chunks"]));
+        var glibc = Child.Run(nameof(ChildScenarios.ProfileReport), ("NATIVEHEAP_TUNABLES", "profile=glibc-2.36"));
+        Assert.Equal(("1", "3"), (glibc["uses_brk"], glibc["fastbin_chunks"]));
+        // Written after the single tunables, the profile still comes first and they win.
+        var mixed = Child.Run(nameof(ChildScenarios.ProfileReport), ("NATIVEHEAP_TUNABLES", "tcache_count=8:use_brk=0:profile=glibc-2.36"));
+        Assert.Equal(("0", "2"), (mixed["uses_brk"], mixed["fastbin_chunks"]));
+    }
+
+    [Fact]
+    public void Profile_ChangesOnlyBeforeTheFirstAllocation_AndSetsEveryOption()
+    {
+        using var h = new PrivateHeap(HeapProfile.Glibc236);
+        h.Set(HeapOption.TcacheCount, 3);
+        h.Set(HeapOption.Profile, (long)HeapProfile.NativeHeap);
+        Assert.Equal(MallocParams.NativeHeapTcacheCount, h.Ctx->Mp.TcacheCount);
+        Assert.Equal(0, h.Ctx->UseBrk);
+        h.Set(HeapOption.Profile, (long)HeapProfile.Glibc236);
+        Assert.Equal(MallocParams.DefaultTcacheCount, h.Ctx->Mp.TcacheCount);
+        Assert.Equal(nuint.MaxValue, h.Ctx->Mp.TcacheBytes);
+        Assert.Equal(1, h.Ctx->UseBrk);
+        h.Malloc(10);
+        Assert.Equal("can only change before the heap's first allocation",
+            Ptmalloc.SetOption(h.Ctx, ref h.Ctx->Solo, HeapOption.Profile, (long)HeapProfile.NativeHeap));
+        Assert.Equal("must be 0 (nativeheap) or 1 (glibc-2.36)", Ptmalloc.SetOption(h.Ctx, ref h.Ctx->Solo, HeapOption.Profile, 2));
+    }
+
+    [Fact]
+    public void TcacheStruct_StillFitsGlibcsChunk_WithItsByteCount()
+    {
+        // glibc's tcache_perthread_struct is 640 bytes in a 656-byte chunk; the byte count
+        // uses the 8 bytes the chunk has to spare, so heap addresses stay glibc's.
+        Assert.Equal(640, (int)System.Runtime.InteropServices.Marshal.OffsetOf<Tcache>(nameof(Tcache.Bytes)));
+        Assert.Equal((nuint)656, Chunk.RequestToSize((nuint)sizeof(Tcache)));
+    }
+
+    [Fact]
+    public void NativeHeapProfile_KeepsSixtyFourChunksASize()
+    {
+        using var h = new PrivateHeap(HeapProfile.NativeHeap);
+        var blocks = new byte*[70];
+        for (int i = 0; i < blocks.Length; i++) blocks[i] = h.Malloc(40);
+        h.Malloc(40);
+        for (int i = 0; i < blocks.Length; i++) h.Free(blocks[i]);
+        Assert.Equal(64, (int)h.Tcache->Counts[BinIndex.Tcache(48)]);
+        Assert.Equal(6UL, h.Info.Smblks);
+        Assert.Equal((nuint)64 * 48, h.Tcache->Bytes);
+        h.Check();
+    }
+
+    [Fact]
+    public void TcacheBytes_BoundsTheCache_ByReturningTheLargestChunksFirst()
+    {
+        using var h = new PrivateHeap(HeapProfile.NativeHeap);
+        h.Set(HeapOption.TcacheBytes, 16 * 1024);
+        var small = new byte*[40];
+        var large = new byte*[40];
+        for (int i = 0; i < 40; i++)
+        {
+            small[i] = h.Malloc(24);  // 32-byte chunks
+            large[i] = h.Malloc(1000); // 1008-byte chunks
+        }
+        h.Malloc(24);
+        for (int i = 0; i < 40; i++) h.Free(small[i]);
+        Assert.Equal((nuint)40 * 32, h.Tcache->Bytes);
+        for (int i = 0; i < 40; i++)
+        {
+            h.Free(large[i]);
+            Assert.True(h.Tcache->Bytes <= 16 * 1024, $"after {i + 1} frees the tcache holds {h.Tcache->Bytes} bytes");
+        }
+        // The small chunks stayed; the large ones were returned to the arena as needed.
+        Assert.Equal(40, (int)h.Tcache->Counts[BinIndex.Tcache(32)]);
+        nuint largeCount = h.Tcache->Counts[BinIndex.Tcache(1008)];
+        Assert.InRange((int)largeCount, 1, 14);
+        Assert.Equal(40 * 32 + largeCount * 1008, h.Tcache->Bytes);
+        Assert.True(h.Info.Fordblks >= (40 - largeCount) * 1008, $"fordblks {h.Info.Fordblks}");
+        h.Check();
+        // Every chunk can be had again, the cached ones first.
+        for (int i = 0; i < 40; i++) h.Malloc(1000);
+        h.Check();
+    }
+
+    [Fact]
+    public void TcacheBytes_RefusesNegative_AndZeroMeansNoBound()
+    {
+        using var h = new PrivateHeap(HeapProfile.NativeHeap);
+        Assert.Equal("must be a byte count (0: no bound)", Ptmalloc.SetOption(h.Ctx, ref h.Ctx->Solo, HeapOption.TcacheBytes, -1));
+        h.Set(HeapOption.TcacheBytes, 0);
+        Assert.Equal(nuint.MaxValue, h.Ctx->Mp.TcacheBytes);
+    }
+
+    [Fact]
+    public void CallocTcache_ServesACachedChunk_AllOfItZeroed()
+    {
+        using var h = new PrivateHeap(HeapProfile.NativeHeap);
+        byte* p = h.Malloc(100);
+        h.Malloc(16);
+        nuint usable = Ptmalloc.UsableSize(p);
+        new Span<byte>(p, (int)usable).Fill(0xAB);
+        h.Free(p);
+        byte* z = h.Calloc(10, 10);
+        Assert.True(z == p);
+        Assert.Equal(-1, new Span<byte>(z, (int)usable).IndexOfAnyExcept((byte)0));
+        Assert.Equal(0, (int)h.Tcache->Counts[BinIndex.Tcache(112)]);
+        h.Check();
+    }
+
+    [Fact]
+    public void CallocWithoutTcache_TakesTheArenaPath_AsGlibc236()
+    {
+        using var h = new PrivateHeap(HeapProfile.Glibc236);
+        byte* p = h.Malloc(100);
+        h.Malloc(16);
+        h.Free(p);
+        byte* z = h.Calloc(10, 10);
+        Assert.False(z == p);
+        Assert.Equal(1, (int)h.Tcache->Counts[BinIndex.Tcache(112)]);
+        Assert.Equal(-1, new Span<byte>(z, 100).IndexOfAnyExcept((byte)0));
+    }
+
+    [Fact]
+    public void TrimTcache_EmptiesTheCallersTcache_SoTrimReleasesAroundIt()
+    {
+        foreach (var (profile, expectCached) in new[] { (HeapProfile.NativeHeap, 0), (HeapProfile.Glibc236, 7) })
+        {
+            using var h = new PrivateHeap(profile);
+            var blocks = new byte*[20];
+            for (int i = 0; i < blocks.Length; i++) blocks[i] = h.Malloc(500);
+            h.Malloc(16);
+            foreach (byte* b in blocks) h.Free(b);
+            h.Trim(0);
+            Assert.Equal(expectCached, (int)h.Tcache->Counts[BinIndex.Tcache(512)]);
+            Assert.Equal((nuint)expectCached * 512, h.Tcache->Bytes);
+            h.Check();
+        }
+    }
+}
