@@ -5,8 +5,10 @@ namespace NativeHeap.Benchmarks;
 
 /// <summary>
 /// Memory, not only time: each workload under each allocator in a fresh child process; peak
-/// resident memory (VmHWM over the child's baseline) and what stays resident after every block
-/// is freed, as KiB and as a ratio to glibc through NativeMemory. Each allocator makes one
+/// resident memory (VmHWM over the child's baseline), what stays resident right after every
+/// block is freed, and after <see cref="IdleMs"/> more without a call (what a delayed purge,
+/// NativeHeap's, mimalloc's or jemalloc's, gives back meanwhile), as KiB and as a ratio to
+/// glibc through NativeMemory. Each allocator makes one
 /// allocation before the baseline, so one-time costs (NativeHeap's JIT and first-use runtime
 /// work, a few MiB) are not counted as the workload's.
 /// <c>dotnet run -c Release --project benchmarks/NativeHeap.Benchmarks -- rss</c>
@@ -15,12 +17,14 @@ internal static unsafe class RssReport
 {
     private static readonly string[] Workloads = ["simple", "thread1", "thread2", "larson", "xmalloc", "mstress", "large"];
     private static readonly string[] Allocators = ["NativeMemory", "glibc", "NativeHeap", "mimalloc", "jemalloc"];
+    /// <summary>Twice NativeHeap's default purge delay.</summary>
+    private const int IdleMs = 2000;
 
     internal static int Parent()
     {
         var rows = new List<string>
         {
-            "| workload | " + string.Join(" | ", Allocators.Select(a => $"{a} peak / retained KiB")) + " | NativeHeap peak ratio |",
+            "| workload | " + string.Join(" | ", Allocators.Select(a => $"{a} peak / retained / idle KiB")) + " | NativeHeap peak ratio |",
             "|---|" + string.Concat(Allocators.Select(_ => "---:|")) + "---:|",
         };
         bool failed = false;
@@ -30,7 +34,7 @@ internal static unsafe class RssReport
             long basePeak = 0, nhPeak = 0;
             foreach (string a in Allocators)
             {
-                var (peak, retained, error) = RunChild(w, a);
+                var (peak, retained, idle, error) = RunChild(w, a);
                 if (error is not null)
                 {
                     cells.Add($"missing: {error}");
@@ -39,7 +43,7 @@ internal static unsafe class RssReport
                 }
                 if (a == "NativeMemory") basePeak = peak;
                 if (a == "NativeHeap") nhPeak = peak;
-                cells.Add($"{peak:N0} / {retained:N0}");
+                cells.Add($"{peak:N0} / {retained:N0} / {idle:N0}");
             }
             string ratio = basePeak > 0 ? $"{(double)nhPeak / basePeak:F2}" : "-";
             rows.Add($"| {w} | {string.Join(" | ", cells)} | {ratio} |");
@@ -48,7 +52,7 @@ internal static unsafe class RssReport
         return failed ? 1 : 0;
     }
 
-    private static (long Peak, long Retained, string? Error) RunChild(string workload, string allocator)
+    private static (long Peak, long Retained, long Idle, string? Error) RunChild(string workload, string allocator)
     {
         var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet")
@@ -65,9 +69,9 @@ internal static unsafe class RssReport
         Task<string> err = p.StandardError.ReadToEndAsync();
         string output = p.StandardOutput.ReadToEnd();
         p.WaitForExit();
-        if (p.ExitCode != 0) return (0, 0, (err.Result.Trim().Split('\n').FirstOrDefault() ?? "").Trim());
+        if (p.ExitCode != 0) return (0, 0, 0, (err.Result.Trim().Split('\n').FirstOrDefault() ?? "").Trim());
         string[] f = output.Trim().Split(' ');
-        return (long.Parse(f[0]), long.Parse(f[1]), null);
+        return (long.Parse(f[0]), long.Parse(f[1]), long.Parse(f[2]), null);
     }
 
     internal static int Child(string workload, string allocator) => allocator switch
@@ -107,7 +111,9 @@ internal static unsafe class RssReport
         };
         long peakKib = (long)(HighWaterKib() - baseline / 1024);
         long retainedKib = ((long)Statm.Read().AnonymousBytes - (long)anon0) / 1024;
-        Console.WriteLine($"{peakKib} {retainedKib}");
+        Thread.Sleep(IdleMs);
+        long idleKib = ((long)Statm.Read().AnonymousBytes - (long)anon0) / 1024;
+        Console.WriteLine($"{peakKib} {retainedKib} {idleKib}");
         return 0;
     }
 
