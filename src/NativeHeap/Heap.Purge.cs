@@ -19,7 +19,9 @@ public static unsafe partial class Heap
     /// <summary>After a slow call: arm the timer if a purge was scheduled and it is idle.</summary>
     private static void MaybeArmPurgeTimer(MallocContext* ctx)
     {
-        if (Volatile.Read(ref ctx->PurgeScheduled) == 0 || Interlocked.CompareExchange(ref s_purgeTimerArmed, 1, 0) != 0) return;
+        // Plain reads first: while the timer is armed, a slow call pays no interlocked operation.
+        if (Volatile.Read(ref ctx->PurgeScheduled) == 0 || Volatile.Read(ref s_purgeTimerArmed) != 0
+            || Interlocked.CompareExchange(ref s_purgeTimerArmed, 1, 0) != 0) return;
         ArmPurgeTimer(ctx->Mp.PurgeDelayMs);
     }
 

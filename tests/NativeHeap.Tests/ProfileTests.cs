@@ -106,6 +106,21 @@ public unsafe class ProfileTests
     }
 
     [Fact]
+    public void HeapCheck_FindsAByteCountThatDisagreesWithTheBins()
+    {
+        using var h = new PrivateHeap(HeapProfile.NativeHeap);
+        byte* p = h.Malloc(40);
+        h.Malloc(40);
+        h.Free(p);
+        h.Check();
+        h.Tcache->Bytes += 16;
+        var e = Assert.Throws<HeapCorruptionException>(h.Check);
+        Assert.Contains("heap check: the tcache holds 48 bytes of chunks but counts 64", e.Message);
+        h.Tcache->Bytes -= 16;
+        h.Check();
+    }
+
+    [Fact]
     public void TcacheBytes_RefusesNegative_AndZeroMeansNoBound()
     {
         using var h = new PrivateHeap(HeapProfile.NativeHeap);

@@ -123,10 +123,14 @@ public unsafe class PurgeTests
     {
         using var h = new PrivateHeap(HeapProfile.NativeHeap);
         h.Set(HeapOption.PurgeDelay, 1);
+        var early = new nint[64];
+        for (int i = 0; i < early.Length; i++) early[i] = (nint)h.Malloc(2000);
         var (holeAddress, size) = FreeAHoleBelowALiveBlock(h);
         byte* hole = (byte*)holeAddress;
         Thread.Sleep(30);
-        h.Malloc(2000); // not a tcache size in this state: takes the arena lock, and purges
+        // Frees that take the arena lock (2000 bytes: no tcache, no fastbin), away from the hole;
+        // the clock is read every 32 of them.
+        foreach (nint e in early) h.Free((void*)e);
         Assert.True(OsMemory.ResidentPages(hole + 4096, size - 8192) <= 1);
         h.Check();
     }

@@ -33,6 +33,10 @@ internal unsafe struct MallocState
     public long PurgeDeadline;
     /// <summary>When top last grew by a free (0: its tail is purged or was never freed). Guarded by <see cref="Mutex"/>.</summary>
     public long TopFreedAt;
+    /// <summary>The purge's cached clock, which stamps read instead of the clock (see Ptmalloc.Purge.cs). Guarded by <see cref="Mutex"/>.</summary>
+    public long PurgeNow;
+    /// <summary>Slow calls since the purge last read the clock. Guarded by <see cref="Mutex"/>.</summary>
+    public long PurgeCalls;
 
     /// <summary>flags bit: the arena's memory is not one contiguous run of the break.</summary>
     internal const int NonContiguousBit = 2;

@@ -21,6 +21,15 @@ internal static unsafe partial class Ptmalloc
     // its links (StampOffset), which a purge keeps resident; Purged marks one already released.
     // The arena keeps the earliest time a purge can have work (PurgeDeadline, 0: none), so the
     // slow paths test one field, under the arena lock that guards all of this.
+    //
+    // The clock is read rarely: a read on every free into top and every slow call cost a
+    // 4 KiB alloc+free pair about 20 ns (73 against 51 ns). Stamps take the arena's cached
+    // clock (PurgeNow), read afresh when nothing was pending and otherwise refreshed every
+    // PurgeClockEvery slow calls and by each purge; a stamp is then at most that many calls
+    // early, which can only make a purge come sooner, never skip one.
+
+    /// <summary>Slow calls between two reads of the clock while a purge is pending.</summary>
+    private const long PurgeClockEvery = 32;
 
     /// <summary>The stamp's place in a free chunk: after prev_size, size and the four links.</summary>
     private const nuint StampOffset = Chunk.StructSize;
@@ -39,6 +48,9 @@ internal static unsafe partial class Ptmalloc
     /// <summary>Milliseconds of a monotonic clock; never 0, which means "nothing scheduled".</summary>
     private static long PurgeClock() => Environment.TickCount64 | 1;
 
+    /// <summary>The time to stamp with: the clock when nothing is pending, else the arena's cached reading.</summary>
+    private static long ArenaNow(MallocState* av) => av->PurgeDeadline == 0 ? av->PurgeNow = PurgeClock() : av->PurgeNow;
+
     /// <summary>
     /// Chunk <paramref name="p"/> of <paramref name="size"/> bytes has just become free (a
     /// free, merged with its neighbours): stamp it, and schedule the arena's purge. With a
@@ -55,7 +67,7 @@ internal static unsafe partial class Ptmalloc
             *stamp = Purged;
             return;
         }
-        *stamp = PurgeClock();
+        *stamp = ArenaNow(av);
         Schedule(ctx, av, *stamp + mp->PurgeDelayMs);
     }
 
@@ -90,19 +102,22 @@ internal static unsafe partial class Ptmalloc
     {
         MallocParams* mp = &ctx->Mp;
         if (!Purging(mp)) return;
-        av->TopFreedAt = PurgeClock();
+        av->TopFreedAt = ArenaNow(av);
         Schedule(ctx, av, av->TopFreedAt + mp->PurgeDelayMs);
     }
 
     /// <summary>
-    /// The slow paths' test, the arena's lock held: purge if the arena's earliest deadline has
-    /// passed. Costs one load when nothing is scheduled.
+    /// The slow paths' test, the arena's lock held: every PurgeClockEvery calls while a purge
+    /// is pending, read the clock and purge if the deadline has passed. One load when nothing is.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void MaybePurge(MallocContext* ctx, MallocState* av)
     {
         long deadline = av->PurgeDeadline;
-        if (deadline != 0 && PurgeClock() >= deadline) PurgeArena(ctx, av, PurgeClock());
+        if (deadline == 0 || ++av->PurgeCalls < PurgeClockEvery) return;
+        av->PurgeCalls = 0;
+        long now = av->PurgeNow = PurgeClock();
+        if (now >= deadline) PurgeArena(ctx, av, now);
     }
 
     /// <summary>
@@ -117,6 +132,7 @@ internal static unsafe partial class Ptmalloc
         MallocParams* mp = &ctx->Mp;
         long delay = mp->PurgeDelayMs;
         av->PurgeDeadline = 0;
+        if (now > av->PurgeNow) av->PurgeNow = now;
         if (delay < 0) return false;
         long next = long.MaxValue;
         bool released = false;

@@ -206,6 +206,7 @@ internal static unsafe class HeapCheck
     private static void CheckTcache(MallocContext* ctx, Tcache* tc)
     {
         if (tc == null) return;
+        nuint bytes = 0;
         for (nuint i = 0; i < BinIndex.TcacheMaxBins; i++)
         {
             nuint count = 0;
@@ -219,7 +220,10 @@ internal static unsafe class HeapCheck
                 if (!Chunk.InUse(p)) Fail($"tcache bin {i}: chunk not marked in use", p);
             }
             if (count != tc->Counts[i]) Fail($"tcache bin {i} holds {count} chunks but counts {tc->Counts[i]}", tc);
+            bytes += count * BinIndex.TcacheChunkSize(i);
         }
+        // NativeHeap's byte count (tcache_bytes bounds it) must be the sum of what is cached.
+        if (bytes != tc->Bytes) Fail($"the tcache holds {bytes} bytes of chunks but counts {tc->Bytes}", tc);
     }
 
     // Callers test first and build the message only on failure: the check runs after every
