@@ -69,7 +69,7 @@ public static unsafe partial class Heap
             HeapProfile profile = DefaultProfile;
             foreach (var (option, value, _) in settings)
                 if (option == HeapOption.Profile) profile = (HeapProfile)value;
-            MallocContext* ctx = MallocContext.Create(useBrk: profile == HeapProfile.Glibc236, profile);
+            MallocContext* ctx = MallocContext.Create(profile);
             ThreadLocals none = default;
             foreach (var (option, value, entry) in settings)
             {
@@ -265,8 +265,9 @@ public static unsafe partial class Heap
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void* CallocFast(Tcache* tc, nuint count, nuint size)
     {
-        if (!s_callocFromTcache || (size != 0 && count > nuint.MaxValue / size)) return null;
-        void* p = TcacheGetFast(tc, count * size);
+        // An overflowing product is left to the slow path; a multiply, not a division, tells.
+        if (!s_callocFromTcache || Math.BigMul((ulong)count, (ulong)size, out ulong bytes) != 0) return null;
+        void* p = TcacheGetFast(tc, (nuint)bytes);
         if (p != null) NativeMemory.Clear(p, Chunk.SizeOf(Chunk.FromMem(p)) - Chunk.SizeSz);
         return p;
     }

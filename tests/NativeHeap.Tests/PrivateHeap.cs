@@ -14,14 +14,14 @@ internal sealed unsafe class PrivateHeap : IDisposable
 
     internal PrivateHeap(int tcacheCount = 7, bool useBrk = true)
     {
-        Ctx = MallocContext.Create(useBrk);
+        Ctx = MallocContext.Create(useBrk: useBrk);
         if (tcacheCount != 7) Set(HeapOption.TcacheCount, tcacheCount);
     }
 
     /// <summary>A private heap with <paramref name="profile"/>'s defaults (on mmap'd heaps for nativeheap, as the process heap).</summary>
     internal PrivateHeap(HeapProfile profile)
     {
-        Ctx = MallocContext.Create(useBrk: profile == HeapProfile.Glibc236, profile);
+        Ctx = MallocContext.Create(profile);
     }
 
     internal MallocState* Arena => &Ctx->Main;

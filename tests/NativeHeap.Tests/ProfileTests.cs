@@ -10,6 +10,15 @@ namespace NativeHeap.Tests;
 /// </summary>
 public unsafe class ProfileTests
 {
+    /// <summary>A block of <paramref name="size"/> bytes, kept off top by a guard, freed into the tcache; returns its (freed) memory.</summary>
+    private static byte* FreedIntoTheTcache(PrivateHeap h, nuint size)
+    {
+        byte* p = h.Malloc(size);
+        h.Malloc(16);
+        h.Free(p);
+        return p;
+    }
+
     [Fact]
     public void Tunables_NameTheProfiles_AndRefuseAnUnknownOne()
     {
@@ -109,9 +118,7 @@ public unsafe class ProfileTests
     public void HeapCheck_FindsAByteCountThatDisagreesWithTheBins()
     {
         using var h = new PrivateHeap(HeapProfile.NativeHeap);
-        byte* p = h.Malloc(40);
-        h.Malloc(40);
-        h.Free(p);
+        FreedIntoTheTcache(h, 40);
         h.Check();
         h.Tcache->Bytes += 16;
         var e = Assert.Throws<HeapCorruptionException>(h.Check);
@@ -149,9 +156,7 @@ public unsafe class ProfileTests
     public void CallocWithoutTcache_TakesTheArenaPath_AsGlibc236()
     {
         using var h = new PrivateHeap(HeapProfile.Glibc236);
-        byte* p = h.Malloc(100);
-        h.Malloc(16);
-        h.Free(p);
+        byte* p = FreedIntoTheTcache(h, 100);
         byte* z = h.Calloc(10, 10);
         Assert.False(z == p);
         Assert.Equal(1, (int)h.Tcache->Counts[BinIndex.Tcache(112)]);

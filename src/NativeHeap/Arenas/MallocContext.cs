@@ -50,20 +50,21 @@ internal unsafe struct MallocContext
     public Segments Segments;
 
     /// <summary>Create a context with <paramref name="profile"/>'s defaults in its own mapping.</summary>
-    /// <param name="useBrk">Whether the main arena grows on the break (glibc) or on mmap'd heaps.</param>
     /// <param name="profile">Whose defaults: glibc 2.36's (the tests' private heaps) or NativeHeap's.</param>
-    internal static MallocContext* Create(bool useBrk = true, HeapProfile profile = HeapProfile.Glibc236)
+    /// <param name="useBrk">Whether the main arena grows on the break or on mmap'd heaps; by default the profile's choice (glibc-2.36: the break).</param>
+    internal static MallocContext* Create(HeapProfile profile = HeapProfile.Glibc236, bool? useBrk = null)
     {
         nuint size = OsMemory.AlignUp((nuint)sizeof(MallocContext), OsMemory.PageSize);
         var ctx = (MallocContext*)OsMemory.Map(size);
         if (ctx == null)
             throw new OutOfMemoryException(OsMemory.LastFailure);
         ctx->Mp.SetDefaults(profile);
-        MallocState.Init(&ctx->Main, contiguous: useBrk);
+        bool onBrk = useBrk ?? profile == HeapProfile.Glibc236;
+        MallocState.Init(&ctx->Main, contiguous: onBrk);
         ctx->Main.Next = &ctx->Main;
         ctx->Main.AttachedThreads = 1;
         ctx->NArenas = 1;
-        ctx->UseBrk = useBrk ? 1 : 0;
+        ctx->UseBrk = onBrk ? 1 : 0;
         Ownership.Init(&ctx->Owned);
         ctx->TcacheKey = RandomKey();
         return ctx;

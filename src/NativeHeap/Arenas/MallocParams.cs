@@ -32,8 +32,6 @@ internal unsafe struct MallocParams
     public int PerturbByte;
     /// <summary>check (glibc.malloc.check): nonzero runs the full heap check after every operation.</summary>
     public int CheckAction;
-    /// <summary>The <see cref="HeapProfile"/> the other fields were last set from.</summary>
-    public HeapProfile Profile;
     /// <summary>tcache_bytes (NativeHeap's): the most chunk bytes one thread's tcache holds; nuint.MaxValue, no bound.</summary>
     public nuint TcacheBytes;
     /// <summary>calloc_tcache (glibc 2.41's calloc): nonzero serves calloc from the tcache, zeroing the chunk.</summary>
@@ -71,7 +69,6 @@ internal unsafe struct MallocParams
     /// <summary>Every tunable to <paramref name="profile"/>'s value (glibc 2.36's defaults, then the nativeheap profile's changes).</summary>
     internal void SetDefaults(HeapProfile profile)
     {
-        Profile = profile;
         TrimThreshold = DefaultTrimThreshold;
         TopPad = DefaultTopPad;
         MmapThreshold = DefaultMmapThreshold;

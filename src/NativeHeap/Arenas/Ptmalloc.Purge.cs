@@ -60,15 +60,22 @@ internal static unsafe partial class Ptmalloc
     {
         MallocParams* mp = &ctx->Mp;
         if (!Purging(mp) || size < PurgeMinSize) return;
-        long* stamp = (long*)((byte*)p + StampOffset);
         if (mp->PurgeDelayMs == 0)
         {
-            ReleaseChunkPages(p, PurgeKeep);
-            *stamp = Purged;
+            PurgeChunk(p);
             return;
         }
+        long* stamp = (long*)((byte*)p + StampOffset);
         *stamp = ArenaNow(av);
         Schedule(ctx, av, *stamp + mp->PurgeDelayMs);
+    }
+
+    /// <summary>Release free chunk <paramref name="p"/>'s whole pages now, keeping its stamp, which then says so.</summary>
+    private static bool PurgeChunk(Chunk* p)
+    {
+        bool released = ReleaseChunkPages(p, PurgeKeep);
+        *(long*)((byte*)p + StampOffset) = Purged;
+        return released;
     }
 
     /// <summary>The arena has work for a purge at <paramref name="deadline"/> (or earlier, if it had already).</summary>
@@ -146,9 +153,10 @@ internal static unsafe partial class Ptmalloc
             {
                 // The purge may run from a timer, where nothing else has looked at the list:
                 // a link overwritten by a use after free is reported, not followed.
+                // (A bin's head is a field of the arena, not a chunk: it need not be aligned as one.)
                 Chunk* bk;
-                if (Chunk.Misaligned(p) || !MallocContext.OwnsHeapChunk(ctx, p) || Chunk.Misaligned(bk = p->Bk)
-                    || (bk != bin && !MallocContext.OwnsHeapChunk(ctx, bk)) || bk->Fd != p)
+                if (Chunk.Misaligned(p) || !MallocContext.OwnsHeapChunk(ctx, p)
+                    || ((bk = p->Bk) != bin && (Chunk.Misaligned(bk) || !MallocContext.OwnsHeapChunk(ctx, bk))) || bk->Fd != p)
                     MallocPrinterr.Raise("malloc_trim(): corrupted double-linked list (purge)", Chunk.ToMem(p));
                 if (Chunk.SizeOf(p) < minSize) continue;
                 long* stamp = (long*)((byte*)p + StampOffset);
@@ -156,10 +164,7 @@ internal static unsafe partial class Ptmalloc
                 if (at == Purged) continue;
                 if (at > now) at = *stamp = now; // not a stamp (set before purging was on): count from now
                 if (now - at >= delay)
-                {
-                    released |= ReleaseChunkPages(p, PurgeKeep);
-                    *stamp = Purged;
-                }
+                    released |= PurgeChunk(p);
                 else if (at + delay < next)
                 {
                     next = at + delay;

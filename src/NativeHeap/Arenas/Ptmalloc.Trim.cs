@@ -62,18 +62,8 @@ internal static unsafe partial class Ptmalloc
             if (i != 1 && i < psindex) continue;
             Chunk* bin = MallocState.BinAt(av, i);
             for (Chunk* p = bin->Bk; p != bin; p = p->Bk)
-            {
-                if (Purging(&ctx->Mp) && Chunk.SizeOf(p) >= PurgeMinSize)
-                {
-                    // The purge's stamp stays, and says the pages are gone.
-                    result |= ReleaseChunkPages(p, PurgeKeep);
-                    *(long*)((byte*)p + StampOffset) = Purged;
-                }
-                else
-                {
-                    result |= ReleaseChunkPages(p, Chunk.StructSize);
-                }
-            }
+                // A chunk with a purge stamp keeps it, and it says the pages are gone.
+                result |= Purging(&ctx->Mp) && Chunk.SizeOf(p) >= PurgeMinSize ? PurgeChunk(p) : ReleaseChunkPages(p, Chunk.StructSize);
         }
         if (av != &ctx->Main || av->Top == MallocState.InitialTop(av)) return result;
         return (OnHeaps(ctx, av) ? HeapTrim(ctx, HeapHeader.For(av->Top), pad, belowThreshold: true) : Systrim(ctx, pad, av)) | result;
