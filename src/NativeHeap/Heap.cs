@@ -31,11 +31,15 @@ public static unsafe partial class Heap
     private static MallocContext* s_context;
     private static readonly Lock s_initLock = new();
 
-    /// <summary>This thread's cache; null until its first call.</summary>
-    [ThreadStatic] private static ThreadCache? t_cache;
+    /// <summary>
+    /// This thread's state (its tcache and arena), in native memory: the one thread static a
+    /// call reads, and the same struct a C thread keeps in libnativeheap (Heap.ForeignThreads.cs).
+    /// Null until the thread's first call. An unmanaged thread static: no GC statics base to find.
+    /// </summary>
+    [ThreadStatic] private static ThreadLocals* t_locals;
 
-    /// <summary>This thread's tcache, the one thing the fast paths read (an unmanaged thread static: no GC base to find).</summary>
-    [ThreadStatic] private static Tcache* t_tcache;
+    /// <summary>Owns <see cref="t_locals"/>: written once a thread, never read on a call.</summary>
+    [ThreadStatic] private static ThreadOwner? t_owner;
 
     // Copies of what the fast paths test, so that they read no native memory but the tcache.
     /// <summary>One more than the largest request the tcache serves; 0 turns the fast paths off (checked mode).</summary>
@@ -108,39 +112,45 @@ public static unsafe partial class Heap
     }
 
     /// <summary>
-    /// The calling thread's state. A finalizer gives the thread's tcache and arena back once
-    /// the thread has ended and the cache is collected (glibc's tcache_thread_shutdown).
+    /// Gives a .NET thread's state back once the thread has ended and this object is collected
+    /// (glibc's tcache_thread_shutdown), then frees the state itself.
     /// </summary>
-    private sealed class ThreadCache
+    private sealed class ThreadOwner(ThreadLocals* state)
     {
-        internal ThreadLocals State;
-
-        ~ThreadCache()
+        ~ThreadOwner()
         {
             MallocContext* ctx = s_context;
-            if (ctx == null) return;
             try
             {
-                Ptmalloc.ThreadShutdown(ctx, ref State);
+                if (ctx != null) Ptmalloc.ThreadShutdown(ctx, ref *state);
             }
             catch (HeapCorruptionException)
             {
                 // A finalizer must not throw; a corrupted heap is reported by the next call that meets it.
             }
+            NativeMemory.Free(state);
         }
     }
 
-    private static ThreadCache Cache
+    /// <summary>The calling .NET thread's state, made on its first call.</summary>
+    private static ThreadLocals* Locals
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => t_cache ?? CreateCache();
+        get
+        {
+            ThreadLocals* ts = t_locals;
+            return ts != null ? ts : CreateLocals();
+        }
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static ThreadCache CreateCache()
+    private static ThreadLocals* CreateLocals()
     {
         _ = Context;
-        return t_cache = new ThreadCache();
+        var ts = (ThreadLocals*)NativeMemory.AllocZeroed((nuint)sizeof(ThreadLocals));
+        ts->ArmsPurgeTimer = true;
+        t_owner = new ThreadOwner(ts);
+        return t_locals = ts;
     }
 
     /// <summary>fork's prepare handler: take every arena lock (glibc's __malloc_fork_lock_parent).</summary>
@@ -163,82 +173,14 @@ public static unsafe partial class Heap
     /// <exception cref="OutOfMemoryException">No memory could be had, or the size cannot be represented.</exception>
     public static void* Alloc(nuint size)
     {
-        void* p = Malloc(size);
+        void* p = Malloc(Locals, size);
         if (p == null) ThrowOutOfMemory(size);
-        return p;
-    }
-
-    /// <summary>C's malloc: null when there is no memory.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] // the tcache hit stays inline in Alloc and in the C ABI
-    internal static void* Malloc(nuint size)
-    {
-        void* p = TcacheGetFast(t_tcache, size);
-        return p != null ? p : MallocSlow(size);
-    }
-
-    /// <summary>
-    /// The malloc fast path, for every caller (a .NET thread's tcache, a C thread's): a chunk
-    /// from tcache <paramref name="tc"/> if it holds one of the size, else null. No lock, no call out.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void* TcacheGetFast(Tcache* tc, nuint size)
-    {
-        if (tc != null && size < s_fastRequestLimit)
-        {
-            nuint idx = size <= 8 ? 0 : (size + Chunk.SizeSz + Chunk.AlignMask) / Chunk.Alignment - 2;
-            if (tc->Counts[idx] != 0) return Tcache.Get(tc, idx);
-        }
-        return null;
-    }
-
-    /// <summary>
-    /// The free fast path, for every caller: a small chunk of one of this heap's heaps into
-    /// tcache <paramref name="tc"/> when its bin has room and it does not carry the tcache key
-    /// (which needs the double-free walk). False: take the slow path.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static bool TcachePutFast(Tcache* tc, void* ptr)
-    {
-        if (tc == null) return false;
-        Chunk* p = Chunk.FromMem(ptr);
-        nuint head = p->Size;
-        nuint idx = (head - Chunk.MinSize) >> 4; // huge when the size is below MINSIZE
-        if (idx < s_fastBins && ((head & (Chunk.IsMmapped | 8)) | ((nuint)p & Chunk.AlignMask)) == 0
-            && Tcache.HasRoom(tc, idx, s_tcacheCount, s_tcacheBytes) && Ownership.HoldsHeapSlot(s_heapSlots, p)
-            && ((TcacheEntry*)ptr)->Key != s_tcacheKey) // read only once the chunk is known to be ours
-        {
-            Tcache.Put(tc, p, idx, s_tcacheKey);
-            return true;
-        }
-        return false;
-    }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void* MallocSlow(nuint size)
-    {
-        MallocContext* ctx = Context;
-        ThreadCache cache = Cache;
-        void* p = Ptmalloc.Malloc(ctx, ref cache.State, size);
-        AfterCall(ctx, cache);
         return p;
     }
 
     /// <summary>free: return a block from <see cref="Alloc"/> and its kin, from any thread. Null does nothing.</summary>
     /// <exception cref="HeapCorruptionException">A double free, a pointer NativeHeap did not return, or a corrupted heap.</exception>
-    public static void Free(void* ptr)
-    {
-        if (ptr == null || TcachePutFast(t_tcache, ptr)) return;
-        FreeSlow(ptr);
-    }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void FreeSlow(void* ptr)
-    {
-        MallocContext* ctx = Context;
-        ThreadCache cache = Cache;
-        Ptmalloc.Free(ctx, ref cache.State, ptr);
-        AfterCall(ctx, cache);
-    }
+    public static void Free(void* ptr) => Free(Locals, ptr);
 
     /// <summary>calloc: <paramref name="count"/> x <paramref name="size"/> bytes, zeroed.</summary>
     /// <exception cref="OutOfMemoryException">No memory, or count x size overflows.</exception>
@@ -246,39 +188,8 @@ public static unsafe partial class Heap
     {
         if (size != 0 && count > nuint.MaxValue / size)
             throw new OutOfMemoryException($"NativeHeap: calloc of {count} x {size} bytes overflows the address space.");
-        void* p = Calloc(count, size);
+        void* p = Calloc(Locals, count, size);
         if (p == null) ThrowOutOfMemory(count * size);
-        return p;
-    }
-
-    /// <summary>C's calloc: null when there is no memory or count x size overflows.</summary>
-    internal static void* Calloc(nuint count, nuint size)
-    {
-        void* p = CallocFast(t_tcache, count, size);
-        return p != null ? p : CallocSlow(count, size);
-    }
-
-    /// <summary>
-    /// glibc 2.41's calloc fast path, where the profile allows it: a tcache chunk, all of it
-    /// zeroed (a cached chunk held someone's data). Null: take the slow path.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void* CallocFast(Tcache* tc, nuint count, nuint size)
-    {
-        // An overflowing product is left to the slow path; a multiply, not a division, tells.
-        if (!s_callocFromTcache || Math.BigMul((ulong)count, (ulong)size, out ulong bytes) != 0) return null;
-        void* p = TcacheGetFast(tc, (nuint)bytes);
-        if (p != null) NativeMemory.Clear(p, Chunk.SizeOf(Chunk.FromMem(p)) - Chunk.SizeSz);
-        return p;
-    }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void* CallocSlow(nuint count, nuint size)
-    {
-        MallocContext* ctx = Context;
-        ThreadCache cache = Cache;
-        void* p = Ptmalloc.Calloc(ctx, ref cache.State, count, size);
-        AfterCall(ctx, cache);
         return p;
     }
 
@@ -291,18 +202,8 @@ public static unsafe partial class Heap
     /// <exception cref="HeapCorruptionException"><paramref name="ptr"/> is not a block NativeHeap returned, or the heap is corrupted.</exception>
     public static void* Realloc(void* ptr, nuint size)
     {
-        void* p = Realloc(ptr, size, out bool failed);
+        void* p = Realloc(Locals, ptr, size, out bool failed);
         if (failed) ThrowOutOfMemory(size);
-        return p;
-    }
-
-    /// <summary>C's realloc: <paramref name="failed"/> when there was no memory (the old block is kept).</summary>
-    internal static void* Realloc(void* ptr, nuint size, out bool failed)
-    {
-        MallocContext* ctx = Context;
-        ThreadCache cache = Cache;
-        void* p = Ptmalloc.Realloc(ctx, ref cache.State, ptr, size, out failed);
-        AfterCall(ctx, cache);
         return p;
     }
 
@@ -313,18 +214,8 @@ public static unsafe partial class Heap
     {
         if (alignment == 0 || !Ptmalloc.IsPowerOfTwo(alignment))
             throw new ArgumentException($"Alignment {alignment} is not a power of two.", nameof(alignment));
-        void* p = Memalign(alignment, size);
+        void* p = Memalign(Locals, alignment, size);
         if (p == null) ThrowOutOfMemory(size);
-        return p;
-    }
-
-    /// <summary>C's memalign (glibc's _mid_memalign): other alignments are raised to a power of two; null when there is no memory.</summary>
-    internal static void* Memalign(nuint alignment, nuint size)
-    {
-        MallocContext* ctx = Context;
-        ThreadCache cache = Cache;
-        void* p = Ptmalloc.Memalign(ctx, ref cache.State, alignment, size);
-        AfterCall(ctx, cache);
         return p;
     }
 
@@ -337,7 +228,7 @@ public static unsafe partial class Heap
     /// With <see cref="HeapOption.TrimTcache"/> (the default profile) the calling thread's
     /// tcache is emptied first. True if any memory was released.
     /// </summary>
-    public static bool Trim(nuint pad) => Ptmalloc.MallocTrim(Context, ref Cache.State, pad);
+    public static bool Trim(nuint pad) => Trim(Locals, pad);
 
     /// <summary>mallinfo2: the heap's statistics, all arenas added up.</summary>
     public static HeapInfo GetInfo() => MallInfo.Compute(Context);
@@ -349,18 +240,9 @@ public static unsafe partial class Heap
     /// <exception cref="ArgumentOutOfRangeException">The value is outside what the option takes (glibc's mallopt would return 0).</exception>
     public static void SetOption(HeapOption option, long value)
     {
-        string? refused = TrySetOption(option, value);
+        string? refused = TrySetOption(Locals, option, value);
         if (refused is not null)
             throw new ArgumentOutOfRangeException(nameof(value), value, $"{option} {refused}.");
-    }
-
-    /// <summary>C's mallopt: null when the option took the value, else why it was refused.</summary>
-    internal static string? TrySetOption(HeapOption option, long value)
-    {
-        MallocContext* ctx = Context;
-        string? refused = Ptmalloc.SetOption(ctx, ref Cache.State, option, value);
-        RefreshFastPath(ctx);
-        return refused;
     }
 
     /// <summary>malloc_info: the heap's bins and totals as glibc's XML, a &lt;heap&gt; per arena.</summary>
@@ -382,7 +264,7 @@ public static unsafe partial class Heap
     /// bin's links and sizes, the fastbins, the calling thread's tcache and top.
     /// </summary>
     /// <exception cref="HeapCorruptionException">The first inconsistency found.</exception>
-    public static void Validate() => HeapCheck.Run(Context, Cache.State.Tcache);
+    public static void Validate() => HeapCheck.Run(Context, Locals->Tcache);
 
     /// <summary>How often the heap found the break moved by someone else (tests, diagnostics).</summary>
     internal static long ForeignBreaks => Context->ForeignBreaks;
@@ -392,14 +274,6 @@ public static unsafe partial class Heap
 
     /// <summary>Whether the main arena is on the program break.</summary>
     internal static bool UsesBrk => Context->UseBrk != 0;
-
-    private static void AfterCall(MallocContext* ctx, ThreadCache cache)
-    {
-        if (ctx->Mp.CheckAction != 0) HeapCheck.Run(ctx, cache.State.Tcache);
-        MaybeArmPurgeTimer(ctx);
-        // The fast paths see the tcache only when they may use it (not in checked mode).
-        t_tcache = s_fastRequestLimit != 0 ? cache.State.Tcache : null;
-    }
 
     [DoesNotReturn]
     private static void ThrowOutOfMemory(nuint size)

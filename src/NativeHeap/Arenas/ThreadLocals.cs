@@ -4,7 +4,8 @@ namespace NativeHeap.Arenas;
 
 /// <summary>
 /// What glibc keeps in thread-local variables: the thread's tcache and the arena it is
-/// attached to (thread_arena). The process heap keeps one per thread (Heap's ThreadCache);
+/// attached to (thread_arena). The process heap keeps one per thread in native memory (a
+/// .NET thread's behind a thread static, a C thread's in libnativeheap's C thread-local);
 /// a private heap made for a test keeps a single one in its context.
 /// </summary>
 internal unsafe struct ThreadLocals
@@ -15,4 +16,6 @@ internal unsafe struct ThreadLocals
     public bool TcacheShutDown;
     /// <summary>Set while the tcache's own chunk is being allocated.</summary>
     public bool TcacheInitializing;
+    /// <summary>The thread is a .NET thread: a slow call that schedules a purge arms the purge timer (Heap.Purge.cs).</summary>
+    public bool ArmsPurgeTimer;
 }
