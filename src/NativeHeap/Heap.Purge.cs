@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using NativeHeap.Arenas;
 using NativeHeap.Os;
 
@@ -17,6 +18,7 @@ public static unsafe partial class Heap
     private static int s_purgeTimerArmed;
 
     /// <summary>After a slow call: arm the timer if a purge was scheduled and it is idle.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void MaybeArmPurgeTimer(MallocContext* ctx)
     {
         // Plain reads first: while the timer is armed, a slow call pays no interlocked operation.
@@ -25,6 +27,7 @@ public static unsafe partial class Heap
         ArmPurgeTimer(ctx->Mp.PurgeDelayMs);
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void ArmPurgeTimer(long dueMs)
     {
         dueMs = Math.Clamp(dueMs, 1, int.MaxValue);

@@ -53,6 +53,7 @@ public static unsafe partial class Heap
 
     private static MallocContext* Context
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         get
         {
             MallocContext* ctx = s_context;
@@ -60,6 +61,7 @@ public static unsafe partial class Heap
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static MallocContext* Initialize()
     {
         lock (s_initLock)

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using NativeHeap.Bins;
@@ -12,10 +13,18 @@ internal static unsafe partial class Ptmalloc
     // the thread's tcache without a lock, then the thread's arena under its lock. Null means
     // "no memory" (glibc's ENOMEM); corruption raises HeapCorruptionException.
 
-    /// <summary>MAYBE_INIT_TCACHE / tcache_init: the thread's first call makes its tcache, a chunk of its arena.</summary>
+    /// <summary>MAYBE_INIT_TCACHE: the thread's first call makes its tcache.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void MaybeInitTcache(MallocContext* ctx, ref ThreadLocals ts)
     {
-        if (ts.Tcache != null || ts.TcacheShutDown || ts.TcacheInitializing) return;
+        if (ts.Tcache == null) TcacheInit(ctx, ref ts);
+    }
+
+    /// <summary>tcache_init: the tcache is a chunk of the thread's arena.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void TcacheInit(MallocContext* ctx, ref ThreadLocals ts)
+    {
+        if (ts.TcacheShutDown || ts.TcacheInitializing) return;
         ts.TcacheInitializing = true;
         try
         {
@@ -102,20 +111,26 @@ internal static unsafe partial class Ptmalloc
     {
         if (mem == null) return;
         Chunk* p = Chunk.FromMem(mem);
-        MallocParams* mp = &ctx->Mp;
         CheckOwned(ctx, p, "free(): invalid pointer");
         if (Chunk.IsMapped(p))
         {
-            if (mp->NoDynThreshold == 0 && p->Size > mp->MmapThreshold && p->Size <= MallocParams.DefaultMmapThresholdMax)
-            {
-                mp->MmapThreshold = Chunk.SizeOf(p);
-                mp->TrimThreshold = 2 * mp->MmapThreshold;
-            }
-            MunmapChunk(ctx, p);
+            FreeMapped(ctx, p);
             return;
         }
         MaybeInitTcache(ctx, ref ts);
         FreeInArena(ctx, ts.Tcache, p);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)] // kept out of free's inlined path
+    private static void FreeMapped(MallocContext* ctx, Chunk* p)
+    {
+        MallocParams* mp = &ctx->Mp;
+        if (mp->NoDynThreshold == 0 && p->Size > mp->MmapThreshold && p->Size <= MallocParams.DefaultMmapThresholdMax)
+        {
+            mp->MmapThreshold = Chunk.SizeOf(p);
+            mp->TrimThreshold = 2 * mp->MmapThreshold;
+        }
+        MunmapChunk(ctx, p);
     }
 
     /// <summary>__libc_free's last step: _int_free in the chunk's arena, without its lock held.</summary>

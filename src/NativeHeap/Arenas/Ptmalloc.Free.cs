@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
 using NativeHeap.Os;
@@ -149,25 +150,30 @@ internal static unsafe partial class Ptmalloc
         FreePerturb(mp, Chunk.ToMem(p), size - Chunk.HeaderSize);
         size = MergeChunk(ctx, av, p, size, nextchunk, nextsize, "corrupted size vs. prev_size while consolidating", out p);
 
-        if (size >= MallocParams.FastbinConsolidationThreshold)
-        {
-            if (av->HaveFastchunks != 0) MallocConsolidate(ctx, av);
-            if (!OnHeaps(ctx, av))
-            {
-                if (trim && Chunk.SizeOf(av->Top) >= mp->TrimThreshold) Systrim(ctx, mp->TopPad, av);
-            }
-            else
-            {
-                // glibc trims here even while sysmalloc frees the old top: heap_trim then
-                // deletes the heap just made for the request (it holds nothing but top), or
-                // shrinks it below the request, and malloc fails with memory to spare.
-                HeapHeader* heap = HeapHeader.For(av->Top);
-                Debug.Assert(heap->Arena == av);
-                if (trim) HeapTrim(ctx, heap, mp->TopPad);
-            }
-        }
+        if (size >= MallocParams.FastbinConsolidationThreshold) ConsolidateAndTrim(ctx, av, trim);
         // Not while sysmalloc frees the old top: a purge of top could take the new heap (as above).
         if (trim) MaybePurge(ctx, av);
+    }
+
+    /// <summary>_int_free after a merge of 64 KiB or more: consolidate the fastbins, and trim top if it passed the threshold.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ConsolidateAndTrim(MallocContext* ctx, MallocState* av, bool trim)
+    {
+        MallocParams* mp = &ctx->Mp;
+        if (av->HaveFastchunks != 0) MallocConsolidate(ctx, av);
+        if (!OnHeaps(ctx, av))
+        {
+            if (trim && Chunk.SizeOf(av->Top) >= mp->TrimThreshold) Systrim(ctx, mp->TopPad, av);
+        }
+        else
+        {
+            // glibc trims here even while sysmalloc frees the old top: heap_trim then
+            // deletes the heap just made for the request (it holds nothing but top), or
+            // shrinks it below the request, and malloc fails with memory to spare.
+            HeapHeader* heap = HeapHeader.For(av->Top);
+            Debug.Assert(heap->Arena == av);
+            if (trim) HeapTrim(ctx, heap, mp->TopPad);
+        }
     }
 
     /// <summary>
@@ -183,22 +189,7 @@ internal static unsafe partial class Ptmalloc
         nuint tcIdx = BinIndex.Tcache(size);
         if (tc == null || tcIdx >= mp->TcacheBins) return false;
         var e = (TcacheEntry*)Chunk.ToMem(p);
-        if (e->Key == ctx->TcacheKey)
-        {
-            nuint count = 0;
-            for (TcacheEntry* tmp = *Tcache.Head(tc, tcIdx); tmp != null; tmp = Chunk.Reveal(&tmp->Next), count++)
-            {
-                if (count >= mp->TcacheCount)
-                    MallocPrinterr.Raise("free(): too many chunks detected in tcache", e);
-                if (Chunk.Misaligned(tmp))
-                {
-                    Tcache.Quarantine(tc, tcIdx);
-                    MallocPrinterr.Raise("free(): unaligned chunk detected in tcache 2", tmp);
-                }
-                if (tmp == e)
-                    MallocPrinterr.Raise("free(): double free detected in tcache 2", e);
-            }
-        }
+        if (e->Key == ctx->TcacheKey) TcacheDoubleFreeWalk(ctx, tc, tcIdx, e);
         if (tc->Counts[tcIdx] >= mp->TcacheCount) return false;
         if (!Tcache.HasRoom(tc, tcIdx, mp->TcacheCount, mp->TcacheBytes))
         {
@@ -209,6 +200,25 @@ internal static unsafe partial class Ptmalloc
         return true;
     }
 
+    /// <summary>A chunk that carries the key: raise if it is in its bin (or the bin is broken), else return.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)] // rare: kept out of free's inlined path
+    private static void TcacheDoubleFreeWalk(MallocContext* ctx, Tcache* tc, nuint tcIdx, TcacheEntry* e)
+    {
+        nuint count = 0;
+        for (TcacheEntry* tmp = *Tcache.Head(tc, tcIdx); tmp != null; tmp = Chunk.Reveal(&tmp->Next), count++)
+        {
+            if (count >= ctx->Mp.TcacheCount)
+                MallocPrinterr.Raise("free(): too many chunks detected in tcache", e);
+            if (Chunk.Misaligned(tmp))
+            {
+                Tcache.Quarantine(tc, tcIdx);
+                MallocPrinterr.Raise("free(): unaligned chunk detected in tcache 2", tmp);
+            }
+            if (tmp == e)
+                MallocPrinterr.Raise("free(): double free detected in tcache 2", e);
+        }
+    }
+
     /// <summary>
     /// The tcache byte bound's flush: return cached chunks to their arenas, from the largest
     /// bin down, until the tcache holds at most <paramref name="target"/> bytes. Largest first
@@ -216,6 +226,7 @@ internal static unsafe partial class Ptmalloc
     /// fewest calls to refill; a quarter of headroom makes the next flush wait a while. No
     /// arena lock may be held: each chunk takes its own arena's.
     /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void TcacheEvict(MallocContext* ctx, Tcache* tc, nuint target)
     {
         for (nuint i = BinIndex.TcacheMaxBins; i-- > 0 && tc->Bytes > target;)
@@ -309,6 +320,7 @@ internal static unsafe partial class Ptmalloc
     }
 
     /// <summary>munmap_chunk: give an mmapped chunk's whole mapping back at once.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
     internal static void MunmapChunk(MallocContext* ctx, Chunk* p)
     {
         nuint size = Chunk.SizeOf(p);

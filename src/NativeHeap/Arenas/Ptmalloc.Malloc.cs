@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Numerics;
 using System.Runtime.InteropServices;
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
@@ -281,12 +282,10 @@ internal static unsafe partial class Ptmalloc
                     scan = MallocState.BinAt(av, block << BinIndex.BinmapShift);
                     bit = 1;
                 }
-                while ((bit & map) == 0)
-                {
-                    scan = NextBin(scan);
-                    bit <<= 1;
-                }
-                Debug.Assert(bit != 0);
+                // glibc steps bit by bit to the next set bit; one count of zeros finds the same bin.
+                int at = BitOperations.TrailingZeroCount(map & ~(bit - 1));
+                scan = MallocState.BinAt(av, (block << BinIndex.BinmapShift) + at);
+                bit = 1u << at;
                 victim = scan->Bk;
                 if (victim == scan)
                 {

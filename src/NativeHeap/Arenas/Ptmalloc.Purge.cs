@@ -56,6 +56,7 @@ internal static unsafe partial class Ptmalloc
     /// free, merged with its neighbours): stamp it, and schedule the arena's purge. With a
     /// delay of 0 its pages go back now.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] // a test and a return in the glibc-2.36 profile
     private static void PurgeMarkFree(MallocContext* ctx, MallocState* av, Chunk* p, nuint size)
     {
         MallocParams* mp = &ctx->Mp;
@@ -90,6 +91,7 @@ internal static unsafe partial class Ptmalloc
     /// The stamp of free chunk <paramref name="victim"/> before a split writes over it, for
     /// <see cref="PurgeMarkRemainder"/>; 0 when it has none.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] // a test and a return in the glibc-2.36 profile
     private static long PurgeStampOf(MallocContext* ctx, Chunk* victim, nuint size) =>
         Purging(&ctx->Mp) && size >= PurgeMinSize ? *(long*)((byte*)victim + StampOffset) : 0;
 
@@ -97,6 +99,7 @@ internal static unsafe partial class Ptmalloc
     /// <paramref name="remainder"/> is what a split left of a free chunk whose stamp was
     /// <paramref name="stamp"/>: its pages were freed (or released) when that chunk's were.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] // a test and a return in the glibc-2.36 profile
     private static void PurgeMarkRemainder(MallocContext* ctx, MallocState* av, Chunk* remainder, nuint size, long stamp)
     {
         if (stamp == 0 || size < PurgeMinSize) return;
@@ -105,6 +108,7 @@ internal static unsafe partial class Ptmalloc
     }
 
     /// <summary>Top grew by a free: its tail may be purged once the delay has passed.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] // a test and a return in the glibc-2.36 profile
     private static void PurgeMarkTop(MallocContext* ctx, MallocState* av)
     {
         MallocParams* mp = &ctx->Mp;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using NativeHeap.Interop;
 
@@ -21,11 +22,13 @@ internal static unsafe class FutexLock
     private const int Free = 0, Held = 1, Contended = 2;
     private const int SpinTries = 64;
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void Enter(int* word)
     {
         if (Interlocked.CompareExchange(ref *word, Held, Free) != Free) EnterContended(word);
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void EnterContended(int* word)
     {
         for (int i = 0; i < SpinTries; i++)
@@ -42,6 +45,7 @@ internal static unsafe class FutexLock
     internal static bool TryEnter(int* word) =>
         Volatile.Read(ref *word) == Free && Interlocked.CompareExchange(ref *word, Held, Free) == Free;
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void Exit(int* word)
     {
         if (Interlocked.Exchange(ref *word, Free) == Contended) Wake(word);
@@ -68,6 +72,7 @@ internal static unsafe class FutexLock
         Marshal.SetLastSystemError(callerErrno);
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void Wake(int* word)
     {
         int callerErrno = Marshal.GetLastSystemError();
