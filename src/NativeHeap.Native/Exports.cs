@@ -12,7 +12,7 @@ namespace NativeHeap.Native;
 /// succeeds leave errno alone; a corrupted heap prints glibc's message and aborts; no
 /// exception leaves this class. Each call that needs the thread's state (its tcache and arena)
 /// is given it by the C layer, which keeps it in a C thread-local: nothing here touches a
-/// thread static or allocates on a C thread's behalf (see Heap.ForeignThreads.cs).
+/// thread static or allocates on a C thread's behalf (see Heap.Calls.cs).
 /// </summary>
 public static unsafe class Exports
 {

@@ -9,7 +9,7 @@ namespace NativeHeap;
 /// when a call finds its arena's purge due, and from this timer when no call comes (a process
 /// that freed a burst and went idle). It runs only while some arena has a purge scheduled:
 /// armed by the slow call of a .NET thread that scheduled one, re-armed for the next
-/// deadline, idle otherwise. C callers (libnativeheap) do not arm it: see Heap.ForeignThreads.cs.
+/// deadline, idle otherwise. C callers (libnativeheap) do not arm it: see Heap.Calls.cs.
 /// </summary>
 public static unsafe partial class Heap
 {

@@ -33,7 +33,7 @@ public static unsafe partial class Heap
 
     /// <summary>
     /// This thread's state (its tcache and arena), in native memory: the one thread static a
-    /// call reads, and the same struct a C thread keeps in libnativeheap (Heap.ForeignThreads.cs).
+    /// call reads, and the same struct a C thread keeps in libnativeheap (Heap.Calls.cs).
     /// Null until the thread's first call. An unmanaged thread static: no GC statics base to find.
     /// </summary>
     [ThreadStatic] private static ThreadLocals* t_locals;

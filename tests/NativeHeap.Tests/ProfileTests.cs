@@ -65,7 +65,101 @@ public unsafe class ProfileTests
         // glibc's tcache_perthread_struct is 640 bytes in a 656-byte chunk; the byte count
         // uses the 8 bytes the chunk has to spare, so heap addresses stay glibc's.
         Assert.Equal(640, (int)System.Runtime.InteropServices.Marshal.OffsetOf<Tcache>(nameof(Tcache.Bytes)));
-        Assert.Equal((nuint)656, Chunk.RequestToSize((nuint)sizeof(Tcache)));
+        Assert.Equal(648, (int)System.Runtime.InteropServices.Marshal.OffsetOf<Tcache>(nameof(Tcache.LargeCounts)));
+        Assert.Equal((nuint)656, Chunk.RequestToSize(Tcache.GlibcSize));
+        // The glibc-2.36 profile makes its tcache that size: the first chunk of the heap is 656 bytes.
+        using var glibc = new PrivateHeap(HeapProfile.Glibc236);
+        byte* first = glibc.Malloc(10);
+        Assert.Equal((nuint)656, Chunk.SizeOf(Chunk.FromMem(glibc.Tcache)));
+        Assert.True((byte*)glibc.Tcache + 656 == first, "the first block follows the 656-byte tcache chunk");
+        using var large = new PrivateHeap(HeapProfile.NativeHeap);
+        large.Malloc(10);
+        Assert.Equal(Chunk.RequestToSize((nuint)sizeof(Tcache)), Chunk.SizeOf(Chunk.FromMem(large.Tcache)));
+    }
+
+    /// <summary>The nativeheap profile's heap with the large tcache bins taking blocks up to 256 KiB.</summary>
+    private static PrivateHeap WithLargeTcache()
+    {
+        var h = new PrivateHeap(HeapProfile.NativeHeap);
+        h.Set(HeapOption.TcacheMax, 256 * 1024);
+        return h;
+    }
+
+    [Fact]
+    public void LargeTcache_IsOffUntilTcacheMaxIsRaised()
+    {
+        using var h = new PrivateHeap(HeapProfile.NativeHeap);
+        FreedIntoTheTcache(h, 4000);
+        Assert.Equal(0, (int)h.Tcache->LargeCounts[BinIndex.TcacheLarge(Chunk.RequestToSize(4000))]);
+        Assert.Equal((nuint)0, h.Tcache->Bytes);
+    }
+
+    [Fact]
+    public void LargeTcache_ServesAnExactSizeAgain_InSizeOrder()
+    {
+        using var h = WithLargeTcache();
+        // Three chunks of large bin 0 (1056-2047 bytes), freed out of size order, each kept off top.
+        nuint[] sizes = [1500, 1100, 1300];
+        var blocks = new byte*[3];
+        for (int i = 0; i < 3; i++) { blocks[i] = h.Malloc(sizes[i]); h.Malloc(16); }
+        for (int i = 0; i < 3; i++) h.Free(blocks[i]);
+        Assert.Equal(3, (int)h.Tcache->LargeCounts[0]);
+        nuint cached = 0;
+        foreach (nuint s in sizes) cached += Chunk.RequestToSize(s);
+        Assert.Equal(cached, (nuint)h.Tcache->LargeBytes[0]);
+        Assert.Equal(cached, h.Tcache->Bytes);
+        h.Check(); // sorted by size, counted, keyed
+        // An exact size comes back from the cache; a size between them does not (no best fit).
+        Assert.True(h.Malloc(1316) != blocks[2]);
+        Assert.Equal(3, (int)h.Tcache->LargeCounts[0]);
+        for (int i = 0; i < 3; i++) Assert.True(h.Malloc(sizes[i]) == blocks[i]);
+        Assert.Equal(0, (int)h.Tcache->LargeCounts[0]);
+        Assert.Equal((nuint)0, h.Tcache->Bytes);
+        h.Check();
+    }
+
+    [Fact]
+    public void LargeTcache_SeesADoubleFree_AndKeepsItsBounds()
+    {
+        using var h = WithLargeTcache();
+        byte* p = FreedIntoTheTcache(h, 64 * 1024);
+        Assert.Equal(1, (int)h.Tcache->LargeCounts[BinIndex.TcacheLarge(Chunk.RequestToSize(64 * 1024))]);
+        var e = Assert.Throws<HeapCorruptionException>(() => h.Free(p));
+        Assert.Contains("free(): double free detected in tcache 2", e.Message);
+        h.Check(); // the heap stays usable: the chunk is still cached once
+        Assert.True(h.Malloc(64 * 1024) == p);
+
+        // At most 16 a bin, and nothing over a quarter of tcache_bytes (it could only be cached by emptying the cache).
+        var blocks = new byte*[20];
+        for (int i = 0; i < blocks.Length; i++) { blocks[i] = h.Malloc(4000); h.Malloc(16); }
+        for (int i = 0; i < blocks.Length; i++) h.Free(blocks[i]);
+        Assert.Equal((int)Tcache.LargeBinCount, (int)h.Tcache->LargeCounts[BinIndex.TcacheLarge(Chunk.RequestToSize(4000))]);
+        h.Set(HeapOption.TcacheBytes, 64 * 1024);
+        FreedIntoTheTcache(h, 20 * 1024);
+        Assert.Equal(0, (int)h.Tcache->LargeCounts[BinIndex.TcacheLarge(Chunk.RequestToSize(20 * 1024))]);
+        h.Check();
+    }
+
+    [Fact]
+    public void TcacheMax_TakesLargeSizes_OnlyWhereTheTcacheHasLargeBins()
+    {
+        using var glibc = new PrivateHeap(HeapProfile.Glibc236);
+        Assert.Equal("must be 0 to 1032 (the glibc-2.36 profile's tcache has no large bins)",
+            Ptmalloc.SetOption(glibc.Ctx, ref glibc.Ctx->Solo, HeapOption.TcacheMax, 1033));
+        using var h = new PrivateHeap(HeapProfile.NativeHeap);
+        Assert.Equal("must be 0 to 4194280", Ptmalloc.SetOption(h.Ctx, ref h.Ctx->Solo, HeapOption.TcacheMax, 4194281));
+        h.Set(HeapOption.TcacheMax, 4194280);
+        h.Set(HeapOption.MmapThreshold, 8 << 20);
+        FreedIntoTheTcache(h, 3 << 20);
+        Assert.Equal(0, (int)h.Tcache->LargeCounts[11]); // over a quarter of tcache_bytes (1 MiB)
+        h.Set(HeapOption.TcacheBytes, 0);
+        FreedIntoTheTcache(h, 3 << 20);
+        Assert.Equal(1, (int)h.Tcache->LargeCounts[11]);
+        h.Set(HeapOption.TcacheMax, 1032); // drains the tcache; large sizes are no longer cached
+        Assert.Equal(0, (int)h.Tcache->LargeCounts[11]);
+        h.Free(h.Malloc(3 << 20));
+        Assert.Equal(0, (int)h.Tcache->LargeCounts[11]);
+        h.Check();
     }
 
     [Fact]

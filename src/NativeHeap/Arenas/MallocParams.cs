@@ -40,6 +40,13 @@ internal unsafe struct MallocParams
     public int TrimTcache;
     /// <summary>purge_delay (NativeHeap's): milliseconds a free page stays resident before it is released; -1 never (glibc), 0 at once.</summary>
     public long PurgeDelayMs;
+    /// <summary>
+    /// Whether each tcache has glibc 2.42's large bins: fixed by the profile before the first
+    /// allocation, because it sets the tcache's size (glibc 2.36's is 648 bytes, a 656-byte chunk).
+    /// </summary>
+    public int TcacheHasLarge;
+    /// <summary>One more than the largest chunk size the large tcache bins take; 0: none (tcache_max up to 1032).</summary>
+    public nuint TcacheLargeLimit;
 
     internal const nuint DefaultMmapThreshold = 128 * 1024;
     internal const nuint DefaultMmapThresholdMax = 32 * 1024 * 1024;
@@ -84,7 +91,12 @@ internal unsafe struct MallocParams
         CallocFromTcache = 0;
         TrimTcache = 0;
         PurgeDelayMs = -1;
+        TcacheHasLarge = 0;
+        TcacheLargeLimit = 0;
         if (profile == HeapProfile.Glibc236) return;
+        // The large bins exist but, as in glibc 2.42 and 2.43, take nothing until tcache_max is
+        // raised: cached next to top, large chunks keep the heap from shrinking (README).
+        TcacheHasLarge = 1;
         TcacheCount = NativeHeapTcacheCount;
         TcacheBytes = NativeHeapTcacheBytes;
         CallocFromTcache = 1;

@@ -28,7 +28,7 @@ internal static unsafe partial class Ptmalloc
         ts.TcacheInitializing = true;
         try
         {
-            nuint bytes = (nuint)sizeof(Tcache);
+            nuint bytes = ctx->Mp.TcacheHasLarge != 0 ? (nuint)sizeof(Tcache) : Tcache.GlibcSize;
             MallocState* av = ArenaGet(ctx, ref ts, bytes);
             void* victim;
             try
@@ -94,12 +94,23 @@ internal static unsafe partial class Ptmalloc
     {
         nuint tbytes = Chunk.CheckedRequestToSize(bytes);
         if (tbytes == 0) return null;
-        nuint tcIdx = BinIndex.Tcache(tbytes);
         MaybeInitTcache(ctx, ref ts);
-        Tcache* tc = ts.Tcache;
-        if (tcIdx < ctx->Mp.TcacheBins && tc != null && tc->Counts[tcIdx] > 0)
-            return Tcache.Get(tc, tcIdx);
-        return MallocInArena(ctx, ref ts, bytes);
+        void* cached = TcacheTryGet(ctx, ts.Tcache, tbytes);
+        return cached != null ? cached : MallocInArena(ctx, ref ts, bytes);
+    }
+
+    /// <summary>
+    /// tcache_try_malloc: a cached chunk of size <paramref name="nb"/> from a small bin, or one
+    /// of exactly that size from a large bin (glibc 2.42-2.43); null when there is none.
+    /// </summary>
+    private static void* TcacheTryGet(MallocContext* ctx, Tcache* tc, nuint nb)
+    {
+        if (tc == null) return null;
+        MallocParams* mp = &ctx->Mp;
+        nuint tcIdx = BinIndex.Tcache(nb);
+        if (tcIdx < mp->TcacheBins)
+            return tc->Counts[tcIdx] > 0 ? Tcache.Get(tc, tcIdx) : null;
+        return tcIdx >= BinIndex.TcacheMaxBins && nb < mp->TcacheLargeLimit ? Tcache.GetLarge(tc, BinIndex.TcacheLarge(nb), nb) : null;
     }
 
     /// <summary>
@@ -149,13 +160,12 @@ internal static unsafe partial class Ptmalloc
 
         MaybeInitTcache(ctx, ref ts);
         MallocParams* mp = &ctx->Mp;
-        if (mp->CallocFromTcache != 0 && ts.Tcache != null)
+        nuint tbytes;
+        if (mp->CallocFromTcache != 0 && (tbytes = Chunk.CheckedRequestToSize(bytes)) != 0)
         {
-            nuint tbytes = Chunk.CheckedRequestToSize(bytes);
-            nuint tcIdx = BinIndex.Tcache(tbytes);
-            if (tbytes != 0 && tcIdx < mp->TcacheBins && ts.Tcache->Counts[tcIdx] > 0)
+            void* cached = TcacheTryGet(ctx, ts.Tcache, tbytes);
+            if (cached != null)
             {
-                void* cached = Tcache.Get(ts.Tcache, tcIdx);
                 NativeMemory.Clear(cached, Chunk.SizeOf(Chunk.FromMem(cached)) - Chunk.SizeSz);
                 return cached;
             }

@@ -187,7 +187,9 @@ internal static unsafe partial class Ptmalloc
     {
         MallocParams* mp = &ctx->Mp;
         nuint tcIdx = BinIndex.Tcache(size);
-        if (tc == null || tcIdx >= mp->TcacheBins) return false;
+        if (tc == null) return false;
+        if (tcIdx >= mp->TcacheBins)
+            return tcIdx >= BinIndex.TcacheMaxBins && size < mp->TcacheLargeLimit && TryTcachePutLarge(ctx, tc, p, size, mayEvict);
         var e = (TcacheEntry*)Chunk.ToMem(p);
         if (e->Key == ctx->TcacheKey) TcacheDoubleFreeWalk(ctx, tc, tcIdx, e);
         if (tc->Counts[tcIdx] >= mp->TcacheCount) return false;
@@ -197,6 +199,45 @@ internal static unsafe partial class Ptmalloc
             TcacheEvict(ctx, tc, mp->TcacheBytes - mp->TcacheBytes / 4);
         }
         Tcache.Put(tc, p, tcIdx, ctx->TcacheKey);
+        return true;
+    }
+
+    /// <summary>
+    /// The tcache step for a chunk of 1056 bytes or more (glibc 2.42's large bins, bounded as
+    /// the small ones and to <see cref="Tcache.LargeBinCount"/> a bin). A chunk over a quarter
+    /// of tcache_bytes is not cached: making room for it would empty the cache.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static bool TryTcachePutLarge(MallocContext* ctx, Tcache* tc, Chunk* p, nuint size, bool mayEvict)
+    {
+        MallocParams* mp = &ctx->Mp;
+        nuint k = BinIndex.TcacheLarge(size);
+        var e = (TcacheEntry*)Chunk.ToMem(p);
+        if (e->Key == ctx->TcacheKey)
+        {
+            // Found at its size's place in the sorted list (or among its equals): a double free.
+            nuint count = 0;
+            for (TcacheEntry* tmp = *Tcache.LargeHead(tc, k); tmp != null; tmp = Chunk.Reveal(&tmp->Next), count++)
+            {
+                if (count >= tc->LargeCounts[k])
+                    MallocPrinterr.Raise("free(): too many chunks detected in tcache", e);
+                if (Chunk.Misaligned(tmp))
+                {
+                    Tcache.QuarantineLarge(tc, k);
+                    MallocPrinterr.Raise("free(): unaligned chunk detected in tcache 2", tmp);
+                }
+                if (tmp == e)
+                    MallocPrinterr.Raise("free(): double free detected in tcache 2", e);
+                if (Chunk.SizeOf(Chunk.FromMem(tmp)) > size) break;
+            }
+        }
+        if (tc->LargeCounts[k] >= Math.Min(mp->TcacheCount, Tcache.LargeBinCount) || size > mp->TcacheBytes / 4) return false;
+        if (tc->Bytes + size > mp->TcacheBytes)
+        {
+            if (!mayEvict) return false;
+            TcacheEvict(ctx, tc, mp->TcacheBytes - mp->TcacheBytes / 4);
+        }
+        Tcache.PutLarge(tc, p, k, size, ctx->TcacheKey);
         return true;
     }
 
@@ -229,6 +270,14 @@ internal static unsafe partial class Ptmalloc
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void TcacheEvict(MallocContext* ctx, Tcache* tc, nuint target)
     {
+        if (ctx->Mp.TcacheHasLarge != 0)
+        {
+            for (nuint k = BinIndex.TcacheLargeBins; k-- > 0 && tc->Bytes > target;)
+            {
+                while (*Tcache.LargeHead(tc, k) != null && tc->Bytes > target)
+                    FreeInArena(ctx, null, Chunk.FromMem(Tcache.TakeLarge(tc, k)));
+            }
+        }
         for (nuint i = BinIndex.TcacheMaxBins; i-- > 0 && tc->Bytes > target;)
         {
             TcacheEntry** head = Tcache.Head(tc, i);

@@ -82,11 +82,17 @@ internal static unsafe partial class Ptmalloc
                 mp->TcacheCount = (nuint)value;
                 return null;
             case HeapOption.TcacheMax:
-                nuint maxBytes = BinIndex.TcacheUsableSize(BinIndex.TcacheMaxBins - 1);
-                if (value < 0 || (ulong)value > maxBytes) return $"must be 0 to {maxBytes}";
+            {
+                nuint smallMax = BinIndex.TcacheUsableSize(BinIndex.TcacheMaxBins - 1);
+                nuint max = mp->TcacheHasLarge != 0 ? MaxTcacheLarge : smallMax;
+                if (value < 0 || (ulong)value > max)
+                    return mp->TcacheHasLarge != 0 ? $"must be 0 to {max}" : $"must be 0 to {max} (the glibc-2.36 profile's tcache has no large bins)";
+                nuint nb = Chunk.RequestToSize((nuint)value);
                 mp->TcacheMaxBytes = (nuint)value;
-                mp->TcacheBins = BinIndex.Tcache(Chunk.RequestToSize((nuint)value)) + 1;
+                mp->TcacheBins = (nuint)value > smallMax ? BinIndex.TcacheMaxBins : BinIndex.Tcache(nb) + 1;
+                mp->TcacheLargeLimit = (nuint)value > smallMax ? nb + 1 : 0;
                 return null;
+            }
             case HeapOption.TcacheUnsortedLimit:
                 if (value < 0) return "must be 0 or more";
                 mp->TcacheUnsortedLimit = (nuint)value;
@@ -137,6 +143,9 @@ internal static unsafe partial class Ptmalloc
     /// leaves no chunk stranded in a bin it no longer uses. Other threads' tcaches keep theirs
     /// until those threads end.
     /// </summary>
+    /// <summary>do_set_tcache_max's bound (glibc 2.43): the largest request whose chunk is below 4 MiB.</summary>
+    private static nuint MaxTcacheLarge => ((nuint)1 << (10 + BinIndex.TcacheLargeBins)) - Chunk.Alignment - Chunk.SizeSz;
+
     internal static void FlushTcache(MallocContext* ctx, ref ThreadLocals ts)
     {
         if (ts.Tcache != null) DrainTcache(ctx, ts.Tcache);
@@ -149,6 +158,12 @@ internal static unsafe partial class Ptmalloc
         {
             while (*Tcache.Head(tc, i) != null)
                 FreeInArena(ctx, null, Chunk.FromMem(Tcache.Take(tc, i, "tcache_thread_shutdown(): unaligned tcache chunk detected")));
+        }
+        if (ctx->Mp.TcacheHasLarge == 0) return;
+        for (nuint k = 0; k < BinIndex.TcacheLargeBins; k++)
+        {
+            while (*Tcache.LargeHead(tc, k) != null)
+                FreeInArena(ctx, null, Chunk.FromMem(Tcache.TakeLarge(tc, k)));
         }
     }
 }

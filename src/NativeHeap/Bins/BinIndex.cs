@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using NativeHeap.Chunks;
 
@@ -7,7 +8,8 @@ namespace NativeHeap.Bins;
 /// Which bin a chunk size belongs to, as glibc 2.36 computes it on x86-64: 128 bins, bin 1
 /// unsorted, 2-63 small (one size each, 16 bytes apart, below MIN_LARGE_SIZE = 1024), 64-126
 /// large (ranges growing geometrically); ten fastbins for chunks of 32..176 bytes; 64 tcache
-/// bins for chunks of 32..1040 bytes.
+/// bins for chunks of 32..1040 bytes, and (glibc 2.42's, the nativeheap profile's) 12 large
+/// tcache bins, one per power of two, for chunks of 1056 bytes up to 4 MiB.
 /// </summary>
 internal static class BinIndex
 {
@@ -16,6 +18,8 @@ internal static class BinIndex
     internal const nuint MinLargeSize = 1024;
     internal const int NFastBins = 10;
     internal const int TcacheMaxBins = 64;
+    /// <summary>TCACHE_LARGE_BINS (glibc 2.42): bin k holds chunk sizes [2^(10+k), 2^(11+k)), the first from 1056.</summary>
+    internal const int TcacheLargeBins = 12;
     internal const int BinmapShift = 5;
     internal const int BinmapSize = NBins / 32;
 
@@ -53,6 +57,10 @@ internal static class BinIndex
     /// <summary>The chunk size tcache bin <paramref name="index"/> holds.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static nuint TcacheChunkSize(nuint index) => index * Chunk.Alignment + Chunk.MinSize;
+
+    /// <summary>large_csize2tidx less 64: the large tcache bin of a chunk size of 1056 or more.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static nuint TcacheLarge(nuint chunkSize) => (nuint)BitOperations.Log2(chunkSize) - 10;
 
     /// <summary>tidx2usize: the largest request tcache bin <paramref name="index"/> serves.</summary>
     internal static nuint TcacheUsableSize(nuint index) => index * Chunk.Alignment + Chunk.MinSize - Chunk.SizeSz;

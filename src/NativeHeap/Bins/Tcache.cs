@@ -23,6 +23,8 @@ internal unsafe struct TcacheEntry
 /// Only its thread reads or writes it (a drain at thread exit or on an option change runs on
 /// that thread too). <see cref="Bytes"/> is NativeHeap's: it lives in the 8 bytes that glibc's
 /// 640-byte struct leaves unused in its 656-byte chunk, so the chunk, and placement, stay glibc's.
+/// The large bins (glibc 2.42's, in the nativeheap profile) come after it: a tcache made
+/// without them is <see cref="GlibcSize"/> bytes and never touches them.
 /// </remarks>
 [StructLayout(LayoutKind.Sequential)]
 internal unsafe struct Tcache
@@ -31,6 +33,17 @@ internal unsafe struct Tcache
     public fixed ulong Entries[BinIndex.TcacheMaxBins];
     /// <summary>The sum of the cached chunks' sizes, which tcache_bytes bounds.</summary>
     public nuint Bytes;
+    /// <summary>Chunks in each large bin; each list is sorted by ascending size (glibc 2.42).</summary>
+    public fixed ushort LargeCounts[BinIndex.TcacheLargeBins];
+    public fixed ulong LargeEntries[BinIndex.TcacheLargeBins];
+    /// <summary>Each large bin's bytes, so that a quarantined bin can leave <see cref="Bytes"/> right.</summary>
+    public fixed ulong LargeBytes[BinIndex.TcacheLargeBins];
+
+    /// <summary>The bytes of a tcache without large bins: glibc 2.36's 640 and the byte count (a 656-byte chunk).</summary>
+    internal const int GlibcSize = BinIndex.TcacheMaxBins * (sizeof(ushort) + sizeof(ulong)) + sizeof(ulong);
+
+    /// <summary>LargeBinCount: what one large bin may hold (glibc 2.43's fill count): each free and malloc walks its sorted list.</summary>
+    internal const nuint LargeBinCount = 16;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static TcacheEntry** Head(Tcache* tc, nuint index) => (TcacheEntry**)&tc->Entries[index];
@@ -67,6 +80,103 @@ internal unsafe struct Tcache
         *Head(tc, index) = null;
         tc->Bytes -= tc->Counts[index] * BinIndex.TcacheChunkSize(index);
         tc->Counts[index] = 0;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static TcacheEntry** LargeHead(Tcache* tc, nuint k) => (TcacheEntry**)&tc->LargeEntries[k];
+
+    /// <summary>A large bin whose list was overwritten: dropped as <see cref="Quarantine"/> drops a small one.</summary>
+    internal static void QuarantineLarge(Tcache* tc, nuint k)
+    {
+        *LargeHead(tc, k) = null;
+        tc->Bytes -= (nuint)tc->LargeBytes[k];
+        tc->LargeBytes[k] = 0;
+        tc->LargeCounts[k] = 0;
+    }
+
+    /// <summary>
+    /// tcache_location_large: the first entry of large bin <paramref name="k"/> of at least
+    /// <paramref name="size"/> bytes (null: none), and the entry before it (null: it is the
+    /// head). A misaligned link is reported with <paramref name="misalignedMessage"/>, a list
+    /// longer than its count as a corruption: the walk never follows a bad pointer.
+    /// </summary>
+    private static TcacheEntry* LocateLarge(Tcache* tc, nuint k, nuint size, string misalignedMessage, out TcacheEntry* prev)
+    {
+        prev = null;
+        TcacheEntry* e = *LargeHead(tc, k);
+        for (nuint steps = 0; e != null; steps++)
+        {
+            if (Chunk.Misaligned(e))
+            {
+                QuarantineLarge(tc, k);
+                MallocPrinterr.Raise(misalignedMessage, e);
+            }
+            if (steps >= tc->LargeCounts[k])
+            {
+                QuarantineLarge(tc, k);
+                MallocPrinterr.Raise("free(): too many chunks detected in tcache", e);
+            }
+            if (Chunk.SizeOf(Chunk.FromMem(e)) >= size) break;
+            prev = e;
+            e = Chunk.Reveal(&e->Next);
+        }
+        return e;
+    }
+
+    /// <summary>Link <paramref name="e"/> after <paramref name="prev"/> (null: at the head): heads are plain pointers, links safe-linked.</summary>
+    private static void LinkAfter(Tcache* tc, nuint k, TcacheEntry* prev, TcacheEntry* e)
+    {
+        if (prev == null) *LargeHead(tc, k) = e;
+        else prev->Next = Chunk.Protect(&prev->Next, e);
+    }
+
+    /// <summary>tcache_put_large: cache chunk <paramref name="p"/> of <paramref name="size"/> bytes in large bin <paramref name="k"/>, in size order (the caller checked for room).</summary>
+    internal static void PutLarge(Tcache* tc, Chunk* p, nuint k, nuint size, ulong key)
+    {
+        Debug.Assert(k < BinIndex.TcacheLargeBins && BinIndex.TcacheLarge(size) == k);
+        TcacheEntry* next = LocateLarge(tc, k, size, "free(): unaligned chunk detected in tcache 2", out TcacheEntry* prev);
+        var e = (TcacheEntry*)Chunk.ToMem(p);
+        e->Key = key;
+        e->Next = Chunk.Protect(&e->Next, next);
+        LinkAfter(tc, k, prev, e);
+        tc->LargeCounts[k]++;
+        tc->LargeBytes[k] += size;
+        tc->Bytes += size;
+    }
+
+    /// <summary>
+    /// tcache_get_large (glibc 2.43: exact fit): a cached chunk of exactly <paramref name="size"/>
+    /// bytes from large bin <paramref name="k"/>, or null. A larger one is left: handing it out
+    /// unsplit would keep up to twice the memory asked for.
+    /// </summary>
+    internal static void* GetLarge(Tcache* tc, nuint k, nuint size)
+    {
+        TcacheEntry* e = LocateLarge(tc, k, size, "malloc(): unaligned tcache chunk detected", out TcacheEntry* prev);
+        if (e == null || Chunk.SizeOf(Chunk.FromMem(e)) != size) return null;
+        LinkAfter(tc, k, prev, Chunk.Reveal(&e->Next));
+        tc->LargeCounts[k]--;
+        tc->LargeBytes[k] -= size;
+        tc->Bytes -= size;
+        e->Key = 0;
+        return e;
+    }
+
+    /// <summary>The first (smallest) chunk of a non-empty large bin, for a drain; returns user memory.</summary>
+    internal static void* TakeLarge(Tcache* tc, nuint k)
+    {
+        TcacheEntry* e = *LargeHead(tc, k);
+        if (Chunk.Misaligned(e))
+        {
+            QuarantineLarge(tc, k);
+            MallocPrinterr.Raise("tcache_thread_shutdown(): unaligned tcache chunk detected", e);
+        }
+        nuint size = Chunk.SizeOf(Chunk.FromMem(e));
+        *LargeHead(tc, k) = Chunk.Reveal(&e->Next);
+        tc->LargeCounts[k]--;
+        tc->LargeBytes[k] -= size;
+        tc->Bytes -= size;
+        e->Key = 0;
+        return e;
     }
 
     /// <summary>tcache_get: take the first cached chunk of a non-empty bin; returns user memory.</summary>

@@ -222,6 +222,30 @@ internal static unsafe class HeapCheck
             if (count != tc->Counts[i]) Fail($"tcache bin {i} holds {count} chunks but counts {tc->Counts[i]}", tc);
             bytes += count * BinIndex.TcacheChunkSize(i);
         }
+        if (ctx->Mp.TcacheHasLarge != 0)
+        {
+            for (nuint k = 0; k < BinIndex.TcacheLargeBins; k++)
+            {
+                nuint count = 0, binBytes = 0, last = 0;
+                for (TcacheEntry* e = *Tcache.LargeHead(tc, k); e != null; e = Chunk.Reveal(&e->Next))
+                {
+                    if (++count > Tcache.LargeBinCount) Fail($"large tcache bin {k} holds more than {Tcache.LargeBinCount} (a cycle?)", e);
+                    if (Chunk.Misaligned(e)) Fail($"misaligned chunk in large tcache bin {k}", e);
+                    Chunk* p = Chunk.FromMem(e);
+                    nuint size = Chunk.SizeOf(p);
+                    if (size < BinIndex.TcacheChunkSize(BinIndex.TcacheMaxBins) || BinIndex.TcacheLarge(size) != k)
+                        Fail($"chunk of size {size} in large tcache bin {k}", p);
+                    if (size < last) Fail($"large tcache bin {k} not sorted by size", p);
+                    if (e->Key != ctx->TcacheKey) Fail($"large tcache bin {k}: entry lost its key", e);
+                    if (!Chunk.InUse(p)) Fail($"large tcache bin {k}: chunk not marked in use", p);
+                    last = size;
+                    binBytes += size;
+                }
+                if (count != tc->LargeCounts[k]) Fail($"large tcache bin {k} holds {count} chunks but counts {tc->LargeCounts[k]}", tc);
+                if (binBytes != tc->LargeBytes[k]) Fail($"large tcache bin {k} holds {binBytes} bytes but counts {tc->LargeBytes[k]}", tc);
+                bytes += binBytes;
+            }
+        }
         // NativeHeap's byte count (tcache_bytes bounds it) must be the sum of what is cached.
         if (bytes != tc->Bytes) Fail($"the tcache holds {bytes} bytes of chunks but counts {tc->Bytes}", tc);
     }

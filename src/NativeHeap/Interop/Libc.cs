@@ -11,7 +11,7 @@ namespace NativeHeap.Interop;
 /// mprotect): their callers read errno itself (<see cref="Marshal.GetLastSystemError"/>) right
 /// after a failure, as the SetLastError stub would, because that stub keeps the error in a
 /// thread static, and a thread static costs each C thread a GC allocation (see
-/// Heap.ForeignThreads.cs); futex, for the same reason. None is marked SuppressGCTransition:
+/// Heap.Calls.cs); futex, for the same reason. None is marked SuppressGCTransition:
 /// each may block in the kernel.
 /// </summary>
 internal static unsafe partial class Libc
