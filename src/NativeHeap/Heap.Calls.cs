@@ -46,7 +46,8 @@ public static unsafe partial class Heap
         nuint head = p->Size;
         nuint idx = (head - Chunk.MinSize) >> 4; // huge when the size is below MINSIZE
         if (idx < s_fastBins && ((head & (Chunk.IsMmapped | 8)) | ((nuint)p & Chunk.AlignMask)) == 0
-            && Tcache.HasRoom(tc, idx, s_tcacheCount, s_tcacheBytes) && Ownership.HoldsHeapSlot(s_heapSlots, p)
+            && Tcache.HasRoom(tc, idx, s_tcacheCount, s_tcacheBytes)
+            && (Ownership.HoldsHeapSlot(s_heapSlots, p) || (s_onBreak && MallocContext.OnBreakBelowTop(s_context, p)))
             && ((TcacheEntry*)ptr)->Key != s_tcacheKey) // read only once the chunk is known to be ours
         {
             Tcache.Put(tc, p, idx, s_tcacheKey);

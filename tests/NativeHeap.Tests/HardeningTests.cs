@@ -392,4 +392,22 @@ public unsafe class HardeningTests
         Assert.Equal("True", r["clean"]);
         Assert.StartsWith("heap check: ", r["caught"]);
     }
+
+    [Fact]
+    public void FreesFastPathBreakTest_TakesOnlyTheBreaksOneRun_BelowTop()
+    {
+        using var h = new PrivateHeap(HeapProfile.Glibc236);
+        byte* p = h.Malloc(100);
+        Chunk* c = Chunk.FromMem(p);
+        Assert.Equal(1, h.Ctx->Segments.Count);
+        Assert.True(MallocContext.OnBreakBelowTop(h.Ctx, c));
+        Assert.False(MallocContext.OnBreakBelowTop(h.Ctx, h.Arena->Top)); // top is not a chunk in use
+        Assert.False(MallocContext.OnBreakBelowTop(h.Ctx, (Chunk*)((byte*)h.Ctx->Segments.Starts[0] - 64)));
+        // A second run (after a foreign sbrk) sends every free to the full test.
+        h.Ctx->Segments.Count = 2;
+        Assert.False(MallocContext.OnBreakBelowTop(h.Ctx, c));
+        h.Ctx->Segments.Count = 1;
+        h.Free(p);
+        h.Check();
+    }
 }

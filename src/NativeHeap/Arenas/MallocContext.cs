@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
@@ -115,6 +116,7 @@ internal unsafe struct MallocContext
     {
         if (Ownership.HoldsHeapSlot(ctx->Owned.HeapSlots, p)) return true;
         if (ctx->UseBrk == 0) return false;
+        if (OnBreakBelowTop(ctx, p)) return true;
         Segments* s = &ctx->Segments;
         for (int i = 0; i < s->Count; i++)
         {
@@ -126,6 +128,18 @@ internal unsafe struct MallocContext
         }
         return s->Overflowed != 0; // past the record, trust the header as glibc does
     }
+
+    /// <summary>
+    /// The break's common case, cheap enough for free's fast path: the main arena's memory is
+    /// one run of the break (no foreign sbrk split it) and <paramref name="p"/> lies in it below
+    /// top, where every chunk in use lies. Read without the lock: top only moves past a chunk
+    /// in use by a free of that chunk, so a stale top can only say false, and false sends the
+    /// caller on to the full test.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool OnBreakBelowTop(MallocContext* ctx, Chunk* p) =>
+        Volatile.Read(ref ctx->Segments.Count) == 1 && (ulong)p >= ctx->Segments.Starts[0]
+        && (nuint)p < (nuint)Volatile.Read(ref *(nint*)&ctx->Main.Top);
 
     /// <summary>Unmap the chain of heaps that ends with the one holding <paramref name="top"/> (the arena's own heap last).</summary>
     private static void DeleteHeaps(MallocContext* ctx, Chunk* top)
