@@ -213,24 +213,8 @@ internal static unsafe partial class Ptmalloc
         MallocParams* mp = &ctx->Mp;
         nuint k = BinIndex.TcacheLarge(size);
         var e = (TcacheEntry*)Chunk.ToMem(p);
-        if (e->Key == ctx->TcacheKey)
-        {
-            // Found at its size's place in the sorted list (or among its equals): a double free.
-            nuint count = 0;
-            for (TcacheEntry* tmp = *Tcache.LargeHead(tc, k); tmp != null; tmp = Chunk.Reveal(&tmp->Next), count++)
-            {
-                if (count >= tc->LargeCounts[k])
-                    MallocPrinterr.Raise("free(): too many chunks detected in tcache", e);
-                if (Chunk.Misaligned(tmp))
-                {
-                    Tcache.QuarantineLarge(tc, k);
-                    MallocPrinterr.Raise("free(): unaligned chunk detected in tcache 2", tmp);
-                }
-                if (tmp == e)
-                    MallocPrinterr.Raise("free(): double free detected in tcache 2", e);
-                if (Chunk.SizeOf(Chunk.FromMem(tmp)) > size) break;
-            }
-        }
+        if (e->Key == ctx->TcacheKey && Tcache.HoldsLarge(tc, k, e, size))
+            MallocPrinterr.Raise("free(): double free detected in tcache 2", e);
         if (tc->LargeCounts[k] >= Math.Min(mp->TcacheCount, Tcache.LargeBinCount) || size > mp->TcacheBytes / 4) return false;
         if (tc->Bytes + size > mp->TcacheBytes)
         {
@@ -270,19 +254,23 @@ internal static unsafe partial class Ptmalloc
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void TcacheEvict(MallocContext* ctx, Tcache* tc, nuint target)
     {
-        if (ctx->Mp.TcacheHasLarge != 0)
-        {
-            for (nuint k = BinIndex.TcacheLargeBins; k-- > 0 && tc->Bytes > target;)
-            {
-                while (*Tcache.LargeHead(tc, k) != null && tc->Bytes > target)
-                    FreeInArena(ctx, null, Chunk.FromMem(Tcache.TakeLarge(tc, k)));
-            }
-        }
+        ReturnLargeCached(ctx, tc, target);
         for (nuint i = BinIndex.TcacheMaxBins; i-- > 0 && tc->Bytes > target;)
         {
             TcacheEntry** head = Tcache.Head(tc, i);
             while (*head != null && tc->Bytes > target)
                 FreeInArena(ctx, null, Chunk.FromMem(Tcache.Take(tc, i, "tcache_thread_shutdown(): unaligned tcache chunk detected")));
+        }
+    }
+
+    /// <summary>Return the large bins' chunks to their arenas, largest bin first, until the tcache holds at most <paramref name="target"/> bytes.</summary>
+    private static void ReturnLargeCached(MallocContext* ctx, Tcache* tc, nuint target)
+    {
+        if (ctx->Mp.TcacheHasLarge == 0) return; // a glibc-2.36 tcache has no large bins: that memory is not its own
+        for (nuint k = BinIndex.TcacheLargeBins; k-- > 0 && tc->Bytes > target;)
+        {
+            while (*Tcache.LargeHead(tc, k) != null && tc->Bytes > target)
+                FreeInArena(ctx, null, Chunk.FromMem(Tcache.TakeLarge(tc, k)));
         }
     }
 

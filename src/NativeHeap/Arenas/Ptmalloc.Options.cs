@@ -30,6 +30,9 @@ internal static unsafe partial class Ptmalloc
         }
     }
 
+    /// <summary>do_set_tcache_max's bound (glibc 2.43): the largest request whose chunk is below 4 MiB.</summary>
+    private static nuint MaxTcacheLarge => ((nuint)1 << (10 + BinIndex.TcacheLargeBins)) - Chunk.Alignment - Chunk.SizeSz;
+
     private static string? SetOptionLocked(MallocContext* ctx, HeapOption option, long value)
     {
         MallocParams* mp = &ctx->Mp;
@@ -143,9 +146,6 @@ internal static unsafe partial class Ptmalloc
     /// leaves no chunk stranded in a bin it no longer uses. Other threads' tcaches keep theirs
     /// until those threads end.
     /// </summary>
-    /// <summary>do_set_tcache_max's bound (glibc 2.43): the largest request whose chunk is below 4 MiB.</summary>
-    private static nuint MaxTcacheLarge => ((nuint)1 << (10 + BinIndex.TcacheLargeBins)) - Chunk.Alignment - Chunk.SizeSz;
-
     internal static void FlushTcache(MallocContext* ctx, ref ThreadLocals ts)
     {
         if (ts.Tcache != null) DrainTcache(ctx, ts.Tcache);
@@ -159,11 +159,6 @@ internal static unsafe partial class Ptmalloc
             while (*Tcache.Head(tc, i) != null)
                 FreeInArena(ctx, null, Chunk.FromMem(Tcache.Take(tc, i, "tcache_thread_shutdown(): unaligned tcache chunk detected")));
         }
-        if (ctx->Mp.TcacheHasLarge == 0) return;
-        for (nuint k = 0; k < BinIndex.TcacheLargeBins; k++)
-        {
-            while (*Tcache.LargeHead(tc, k) != null)
-                FreeInArena(ctx, null, Chunk.FromMem(Tcache.TakeLarge(tc, k)));
-        }
+        ReturnLargeCached(ctx, tc, 0);
     }
 }

@@ -97,10 +97,13 @@ internal unsafe struct Tcache
     /// <summary>
     /// tcache_location_large: the first entry of large bin <paramref name="k"/> of at least
     /// <paramref name="size"/> bytes (null: none), and the entry before it (null: it is the
-    /// head). A misaligned link is reported with <paramref name="misalignedMessage"/>, a list
-    /// longer than its count as a corruption: the walk never follows a bad pointer.
+    /// head); with <paramref name="seek"/>, the walk goes on past entries of exactly that size
+    /// until it meets <paramref name="seek"/>. A misaligned link is reported with
+    /// <paramref name="misalignedMessage"/>, a list longer than its count as a corruption: the
+    /// walk never follows a bad pointer.
     /// </summary>
-    private static TcacheEntry* LocateLarge(Tcache* tc, nuint k, nuint size, string misalignedMessage, out TcacheEntry* prev)
+    private static TcacheEntry* LocateLarge(Tcache* tc, nuint k, nuint size, string misalignedMessage, out TcacheEntry* prev,
+        TcacheEntry* seek = null)
     {
         prev = null;
         TcacheEntry* e = *LargeHead(tc, k);
@@ -116,12 +119,17 @@ internal unsafe struct Tcache
                 QuarantineLarge(tc, k);
                 MallocPrinterr.Raise("free(): too many chunks detected in tcache", e);
             }
-            if (Chunk.SizeOf(Chunk.FromMem(e)) >= size) break;
+            nuint entrySize = Chunk.SizeOf(Chunk.FromMem(e));
+            if (entrySize > size || (entrySize == size && (seek == null || e == seek))) break;
             prev = e;
             e = Chunk.Reveal(&e->Next);
         }
         return e;
     }
+
+    /// <summary>free's double-free test: whether <paramref name="e"/>, a chunk of <paramref name="size"/> bytes, is cached in large bin <paramref name="k"/>.</summary>
+    internal static bool HoldsLarge(Tcache* tc, nuint k, TcacheEntry* e, nuint size) =>
+        LocateLarge(tc, k, size, "free(): unaligned chunk detected in tcache 2", out _, e) == e;
 
     /// <summary>Link <paramref name="e"/> after <paramref name="prev"/> (null: at the head): heads are plain pointers, links safe-linked.</summary>
     private static void LinkAfter(Tcache* tc, nuint k, TcacheEntry* prev, TcacheEntry* e)
@@ -153,6 +161,12 @@ internal unsafe struct Tcache
     {
         TcacheEntry* e = LocateLarge(tc, k, size, "malloc(): unaligned tcache chunk detected", out TcacheEntry* prev);
         if (e == null || Chunk.SizeOf(Chunk.FromMem(e)) != size) return null;
+        return UnlinkLarge(tc, k, prev, e, size);
+    }
+
+    /// <summary>Take entry <paramref name="e"/> (of <paramref name="size"/> bytes, after <paramref name="prev"/>) out of large bin <paramref name="k"/>; returns user memory.</summary>
+    private static void* UnlinkLarge(Tcache* tc, nuint k, TcacheEntry* prev, TcacheEntry* e, nuint size)
+    {
         LinkAfter(tc, k, prev, Chunk.Reveal(&e->Next));
         tc->LargeCounts[k]--;
         tc->LargeBytes[k] -= size;
@@ -170,13 +184,7 @@ internal unsafe struct Tcache
             QuarantineLarge(tc, k);
             MallocPrinterr.Raise("tcache_thread_shutdown(): unaligned tcache chunk detected", e);
         }
-        nuint size = Chunk.SizeOf(Chunk.FromMem(e));
-        *LargeHead(tc, k) = Chunk.Reveal(&e->Next);
-        tc->LargeCounts[k]--;
-        tc->LargeBytes[k] -= size;
-        tc->Bytes -= size;
-        e->Key = 0;
-        return e;
+        return UnlinkLarge(tc, k, null, e, Chunk.SizeOf(Chunk.FromMem(e)));
     }
 
     /// <summary>tcache_get: take the first cached chunk of a non-empty bin; returns user memory.</summary>
