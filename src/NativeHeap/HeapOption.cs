@@ -72,4 +72,22 @@ public enum HeapOption
     /// threshold), 0 at once. Purges run from the allocator's slow paths and a timer.
     /// </summary>
     PurgeDelay = 109,
+    /// <summary>
+    /// NativeHeap's (<c>tcache_flush</c>): 1 makes a free into a full tcache bin first return
+    /// the bin's older half to the arenas, a run at a time (one atomic push onto a fastbin, or
+    /// one lock, per arena), and cache the chunk; 0 sends that one chunk to its arena, as glibc.
+    /// </summary>
+    TcacheFlush = 110,
+    /// <summary>
+    /// glibc 2.38's realloc (<c>realloc_in_place</c>): 1 returns the block as it is, without
+    /// taking a lock, when the new size fits its usable bytes and leaves fewer than 16 of them
+    /// unused (a page, for a block mapped on its own); 0 takes the arena's path, as glibc 2.36.
+    /// </summary>
+    ReallocInPlace = 111,
+    /// <summary>
+    /// glibc 2.39's memalign (<c>memalign_tcache</c>): 1 serves an aligned request from a
+    /// cached chunk of its size whose address is already aligned; 0 takes the arena's path, as
+    /// glibc 2.36.
+    /// </summary>
+    MemalignTcache = 112,
 }

@@ -34,6 +34,9 @@ internal static class Tunables
         ["calloc_tcache"] = HeapOption.CallocTcache,
         ["trim_tcache"] = HeapOption.TrimTcache,
         ["purge_delay"] = HeapOption.PurgeDelay,
+        ["tcache_flush"] = HeapOption.TcacheFlush,
+        ["realloc_in_place"] = HeapOption.ReallocInPlace,
+        ["memalign_tcache"] = HeapOption.MemalignTcache,
     };
 
     /// <summary>The profiles' names, as <c>profile=</c> takes them.</summary>

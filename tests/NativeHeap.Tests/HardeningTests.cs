@@ -139,6 +139,31 @@ public unsafe class HardeningTests
         StillServes(h);
     }
 
+    /// <summary>
+    /// With the tcache on, malloc takes a fastbin's chunks as one run into the tcache: a bad
+    /// link below the run ends it there, the run is cached, and the rest of the bin is dropped.
+    /// </summary>
+    [Fact]
+    public void FastbinLinkOverwrittenBelowARun_TheRunIsCached_ThenReported()
+    {
+        using var h = new PrivateHeap(tcacheCount: 2);
+        var blocks = new byte*[6];
+        for (int i = 0; i < blocks.Length; i++) blocks[i] = h.Malloc(40);
+        h.Malloc(40);
+        foreach (byte* b in blocks) h.Free(b); // two cached, four in the fastbin: 5 -> 4 -> 3 -> 2
+        h.Malloc(40);
+        h.Malloc(40); // the tcache is empty
+        var c3 = (Chunk*)(blocks[3] - 16);
+        c3->Fd = (Chunk*)((nuint)c3->Fd ^ 8); // 3's link to 2 overwritten
+        // The run is 5 (the victim, lost with the error, as glibc's pop loses it), 4 and 3;
+        // glibc's third pop would read 3's link and stop there too.
+        Expect("malloc(): unaligned fastbin chunk detected", () => h.Malloc(40));
+        Assert.True(h.Malloc(40) == blocks[3], "the run's chunks were not cached");
+        Assert.True(h.Malloc(40) == blocks[4], "the run's chunks were not cached");
+        Assert.Equal(0UL, h.Info.Smblks);
+        StillServes(h);
+    }
+
     [Fact]
     public void OverflowIntoTheNextChunksSize_InvalidNextSizeFast()
     {

@@ -1,6 +1,7 @@
 using NativeHeap.Arenas;
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
+using NativeHeap.Os;
 
 namespace NativeHeap.Tests;
 
@@ -166,6 +167,7 @@ public unsafe class ProfileTests
     public void NativeHeapProfile_KeepsSixtyFourChunksASize()
     {
         using var h = new PrivateHeap(HeapProfile.NativeHeap);
+        h.Set(HeapOption.TcacheFlush, 0); // glibc's way past a full bin: each further chunk to the arena
         var blocks = new byte*[70];
         for (int i = 0; i < blocks.Length; i++) blocks[i] = h.Malloc(40);
         h.Malloc(40);
@@ -174,6 +176,155 @@ public unsafe class ProfileTests
         Assert.Equal(6UL, h.Info.Smblks);
         Assert.Equal((nuint)64 * 48, h.Tcache->Bytes);
         h.Check();
+    }
+
+    /// <summary>
+    /// tcache_flush: the free that finds its bin full returns the bin's older half first, and
+    /// the fastbin then holds those chunks as if they had been freed into it one by one.
+    /// </summary>
+    [Fact]
+    public void TcacheFlush_ReturnsTheOlderHalf_InTheOrderTheyWereFreed()
+    {
+        using var h = new PrivateHeap(tcacheCount: 8);
+        h.Set(HeapOption.TcacheFlush, 1);
+        var blocks = new byte*[9];
+        for (int i = 0; i < blocks.Length; i++) blocks[i] = h.Malloc(40);
+        h.Malloc(40);
+        for (int i = 0; i < blocks.Length; i++) h.Free(blocks[i]);
+        // blocks 0..3 went back; 4..7 and the freeing 8 stay cached.
+        Assert.Equal(5, (int)h.Tcache->Counts[BinIndex.Tcache(48)]);
+        Assert.Equal(4UL, h.Info.Smblks);
+        Assert.Equal((nuint)5 * 48, h.Tcache->Bytes);
+        h.Check();
+        // The fastbin, newest freed first.
+        Chunk* f = *MallocState.Fastbin(h.Arena, BinIndex.Fastbin(48));
+        for (int i = 3; i >= 0; i--, f = Chunk.Reveal(&f->Fd))
+            Assert.True(f == Chunk.FromMem(blocks[i]), $"the fastbin's order, block {i}");
+        Assert.True(f == null);
+        for (int i = 8; i >= 4; i--) Assert.True(h.Malloc(40) == blocks[i], $"the tcache's order, block {i}");
+        Assert.True(h.Malloc(40) == blocks[3]);
+        h.Check();
+    }
+
+    /// <summary>Chunks too big for a fastbin go back to the arena under its lock, merged as glibc's free merges them.</summary>
+    [Fact]
+    public void TcacheFlush_ReturnsLargerChunksToTheArena_Merged()
+    {
+        using var h = new PrivateHeap(tcacheCount: 4);
+        h.Set(HeapOption.TcacheFlush, 1);
+        var blocks = new byte*[5];
+        for (int i = 0; i < blocks.Length; i++) blocks[i] = h.Malloc(200);
+        h.Malloc(200);
+        for (int i = 0; i < blocks.Length; i++) h.Free(blocks[i]);
+        // Blocks 0 and 1 were neighbours: they went back to the arena and merged into one free chunk.
+        Assert.Equal(3, (int)h.Tcache->Counts[BinIndex.Tcache(208)]);
+        Assert.Equal((ulong)2 * 208, (ulong)h.Info.Fordblks - h.TopSize);
+        Assert.Equal(2UL, (ulong)h.Info.Ordblks); // one free chunk besides top
+        h.Check();
+    }
+
+    [Fact]
+    public void TcacheFlush_ALinkOverwrittenInTheOlderHalf_IsReported_AndTheHeapServes()
+    {
+        using var h = new PrivateHeap(tcacheCount: 8);
+        h.Set(HeapOption.TcacheFlush, 1);
+        var blocks = new byte*[9];
+        for (int i = 0; i < blocks.Length; i++) blocks[i] = h.Malloc(40);
+        h.Malloc(40);
+        for (int i = 0; i < 8; i++) h.Free(blocks[i]);
+        // blocks[2]'s link leads to blocks[1]: a write after free breaks it.
+        var e = (TcacheEntry*)blocks[2];
+        e->Next = (TcacheEntry*)((nuint)e->Next ^ 8);
+        var ex = Assert.Throws<HeapCorruptionException>(() => h.Free(blocks[8]));
+        Assert.Equal("free(): unaligned chunk detected in tcache 2", ex.GlibcMessage);
+        // The newer half and the freed block are cached; blocks 3 and 2 went back before the
+        // bad link; 1 and 0 are lost.
+        Assert.Equal(5, (int)h.Tcache->Counts[BinIndex.Tcache(48)]);
+        Assert.Equal(2UL, h.Info.Smblks);
+        h.Check();
+        for (int i = 0; i < 20; i++) h.Free(h.Malloc(40));
+        h.Check();
+    }
+
+    /// <summary>
+    /// realloc_in_place (glibc 2.38): within 16 bytes of the usable size the block is returned
+    /// without the arena's lock (held here by the test, so a call that took it would wait);
+    /// a real shrink still splits under the lock.
+    /// </summary>
+    [Fact]
+    public void ReallocInPlace_KeepsTheBlockWithoutTheLock_ButAShrinkStillSplits()
+    {
+        using var h = new PrivateHeap(HeapProfile.NativeHeap);
+        byte* p = h.Malloc(20); // a 32-byte chunk: 24 usable
+        byte* q = h.Malloc(200);
+        h.Malloc(16);
+        PrivateHeap heap = h;
+        FutexLock.Enter(&h.Ctx->Main.Mutex);
+        try
+        {
+            nint grown = 0, shrunk = 0;
+            var caller = new Thread(() =>
+            {
+                grown = (nint)heap.Realloc(p, 24);
+                shrunk = (nint)heap.Realloc(q, 190);
+            });
+            caller.Start();
+            Assert.True(caller.Join(TimeSpan.FromSeconds(30)), "realloc waited for the arena's lock");
+            Assert.Equal((nint)p, grown);
+            Assert.Equal((nint)q, shrunk);
+        }
+        finally
+        {
+            FutexLock.Exit(&h.Ctx->Main.Mutex);
+        }
+        Assert.True(h.Realloc(q, 100) == q);
+        Assert.Equal((nuint)112, PrivateHeap.ChunkSize(q));
+        h.Check();
+    }
+
+    /// <summary>memalign_tcache (glibc 2.39): a cached chunk of the size whose address is aligned serves memalign.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(0)]
+    public void MemalignTcache_TakesAnAlignedCachedChunk(int memalignTcache)
+    {
+        using var h = new PrivateHeap(HeapProfile.NativeHeap);
+        h.Set(HeapOption.MemalignTcache, memalignTcache);
+        var blocks = new byte*[8];
+        for (int i = 0; i < blocks.Length; i++) blocks[i] = h.Malloc(40);
+        h.Malloc(16);
+        foreach (byte* b in blocks) h.Free(b);
+        // 48-byte chunks: every fourth is 64-aligned, and the newest cached ones are not all.
+        byte* aligned = null;
+        foreach (byte* b in blocks) if (((nuint)b & 63) == 0) aligned = b; // the newest of them is met first
+        Assert.True(aligned != null);
+        byte* m = h.Memalign(64, 40);
+        Assert.True(((nuint)m & 63) == 0);
+        Assert.Equal(memalignTcache == 1, m == aligned);
+        // Without it _int_memalign splits a new chunk (and may cache a 48-byte leader of its own).
+        int cached = h.Tcache->Counts[BinIndex.Tcache(48)];
+        Assert.True(memalignTcache == 1 ? cached == 7 : cached >= 8, $"{cached} cached");
+        h.Check();
+    }
+
+    [Fact]
+    public void MemalignTcache_ALinkOverwritten_IsReported_AndTheHeapServes()
+    {
+        using var h = new PrivateHeap(HeapProfile.NativeHeap);
+        var blocks = new byte*[8];
+        for (int i = 0; i < blocks.Length; i++) blocks[i] = h.Malloc(40);
+        h.Malloc(16);
+        foreach (byte* b in blocks) h.Free(b);
+        var e = (TcacheEntry*)blocks[7];
+        e->Next = (TcacheEntry*)((nuint)e->Next ^ 8);
+        // Block 7 is met first: at an alignment it lacks, the walk reads its link.
+        nuint alignment = 32;
+        while (((nuint)blocks[7] & (alignment - 1)) == 0) alignment <<= 1;
+        var ex = Assert.Throws<HeapCorruptionException>(() => h.Memalign(alignment, 40));
+        Assert.Equal("malloc(): unaligned tcache chunk detected", ex.GlibcMessage);
+        Assert.Equal(0, (int)h.Tcache->Counts[BinIndex.Tcache(48)]);
+        h.Check();
+        Assert.True(((nuint)h.Memalign(alignment, 40) & (alignment - 1)) == 0);
     }
 
     [Fact]

@@ -102,6 +102,56 @@ public unsafe class ThreadTests
         Heap.Validate();
     }
 
+    /// <summary>
+    /// xmalloc-test's shape: one thread allocates small blocks, another frees them, so that the
+    /// frees push onto the producer's fastbin while its mallocs take runs off it (and, with
+    /// tcache_flush, the consumer returns half a tcache bin at a time). Each block carries its
+    /// number until it is freed: a chunk handed out twice would be overwritten and seen.
+    /// </summary>
+    [Fact]
+    public void OneThreadAllocates_AnotherFrees_NoChunkIsHandedOutTwice()
+    {
+        var queue = new BlockingCollection<nint[]>(4);
+        Exception? failure = null;
+        var consumer = new Thread(() =>
+        {
+            try
+            {
+                foreach (nint[] batch in queue.GetConsumingEnumerable())
+                {
+                    for (int i = 0; i < batch.Length; i++)
+                    {
+                        long seen = *(long*)batch[i], last = ((long*)batch[i])[3];
+                        if (seen != batch[i] || last != ~batch[i])
+                            throw new Xunit.Sdk.XunitException($"block 0x{batch[i]:x} was written while in use");
+                        Heap.Free((void*)batch[i]);
+                    }
+                }
+            }
+            catch (Exception e)
+            {
+                failure ??= e;
+            }
+        });
+        consumer.Start();
+        for (int b = 0; b < 200 && failure == null; b++)
+        {
+            var batch = new nint[2048];
+            for (int i = 0; i < batch.Length; i++)
+            {
+                var p = (long*)Heap.Alloc((nuint)(32 + (i & 3) * 8));
+                p[0] = (long)p;
+                p[3] = ~(long)p;
+                batch[i] = (nint)p;
+            }
+            queue.Add(batch);
+        }
+        queue.CompleteAdding();
+        consumer.Join();
+        Assert.Null(failure);
+        Heap.Validate();
+    }
+
     private static int Size(Random rng) => rng.Next(100) switch
     {
         < 80 => rng.Next(0, 1025),

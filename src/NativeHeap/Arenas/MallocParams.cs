@@ -38,6 +38,12 @@ internal unsafe struct MallocParams
     public int CallocFromTcache;
     /// <summary>trim_tcache (NativeHeap's): nonzero makes malloc_trim return the caller's tcache to the arenas first.</summary>
     public int TrimTcache;
+    /// <summary>tcache_flush (NativeHeap's): nonzero makes a free into a full tcache bin return the bin's older half to the arenas at once.</summary>
+    public int TcacheFlush;
+    /// <summary>realloc_in_place (glibc 2.38's realloc): nonzero returns a block as it is when the request grows or shrinks within 16 bytes of its usable size.</summary>
+    public int ReallocInPlace;
+    /// <summary>memalign_tcache (glibc 2.39's memalign): nonzero serves an aligned request from a cached chunk of its size that is already aligned.</summary>
+    public int MemalignTcache;
     /// <summary>purge_delay (NativeHeap's): milliseconds a free page stays resident before it is released; -1 never (glibc), 0 at once.</summary>
     public long PurgeDelayMs;
     /// <summary>
@@ -90,6 +96,9 @@ internal unsafe struct MallocParams
         TcacheBytes = nuint.MaxValue;
         CallocFromTcache = 0;
         TrimTcache = 0;
+        TcacheFlush = 0;
+        ReallocInPlace = 0;
+        MemalignTcache = 0;
         PurgeDelayMs = -1;
         TcacheHasLarge = 0;
         TcacheLargeLimit = 0;
@@ -101,6 +110,9 @@ internal unsafe struct MallocParams
         TcacheBytes = NativeHeapTcacheBytes;
         CallocFromTcache = 1;
         TrimTcache = 1;
+        TcacheFlush = 1;
+        ReallocInPlace = 1;
+        MemalignTcache = 1;
         PurgeDelayMs = NativeHeapPurgeDelayMs;
     }
 }

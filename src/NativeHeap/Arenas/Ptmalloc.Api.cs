@@ -244,6 +244,16 @@ internal static unsafe partial class Ptmalloc
         if (!Chunk.IsMapped(oldp)) MaybeInitTcache(ctx, ref ts);
         if ((nuint)oldp > (nuint)(-(nint)oldsize) || Chunk.Misaligned(oldp))
             MallocPrinterr.Raise("realloc(): invalid pointer", oldmem);
+        if (ctx->Mp.ReallocInPlace != 0)
+        {
+            // glibc 2.38's rule: a request that fits the usable bytes and leaves fewer than 16
+            // of them unused (a page, for a mapped chunk) keeps the block, with no lock taken.
+            // Shrinking further is left to _int_realloc, which splits: reusing a block for a
+            // much smaller request fragments the heap (why glibc 2.38 narrowed 2.37's rule).
+            nuint usable = UsableSize(oldmem);
+            if (bytes <= usable && (usable - bytes < 2 * Chunk.SizeSz || (Chunk.IsMapped(oldp) && usable - bytes <= OsMemory.PageSize)))
+                return oldmem;
+        }
 
         nuint nb = Chunk.CheckedRequestToSize(bytes);
         if (nb == 0) { failed = true; return null; }
@@ -301,6 +311,18 @@ internal static unsafe partial class Ptmalloc
             alignment = a;
         }
         if (bytes > nuint.MaxValue - alignment - Chunk.MinSize) return null;
+        if (ctx->Mp.MemalignTcache != 0)
+        {
+            // glibc 2.39: a cached chunk of the size that happens to be aligned serves the request.
+            nuint nb = Chunk.CheckedRequestToSize(bytes);
+            nuint tcIdx = BinIndex.Tcache(nb);
+            MaybeInitTcache(ctx, ref ts);
+            Tcache* tc = ts.Tcache;
+            void* cached;
+            if (nb != 0 && tc != null && tcIdx < ctx->Mp.TcacheBins && tc->Counts[tcIdx] != 0
+                && (cached = Tcache.TakeAligned(tc, tcIdx, alignment)) != null)
+                return cached;
+        }
         MallocState* av = ArenaGet(ctx, ref ts, bytes + alignment + Chunk.MinSize);
         try
         {

@@ -49,9 +49,16 @@ internal static unsafe partial class Ptmalloc
     /// <summary>
     /// _int_free's fastbin step. Without the arena's lock (the common case from free), the
     /// chunk is pushed with a compare-and-swap, as glibc does: pushes need no lock, because
-    /// every pop happens under the lock (see <see cref="FastbinPop"/>).
+    /// every pop happens under the lock (see <see cref="FastbinTakeRun"/>).
     /// </summary>
     private static void FastbinPush(MallocContext* ctx, MallocState* av, Chunk* p, nuint size, bool haveLock)
+    {
+        FastbinCheckNext(ctx, av, p, size, haveLock);
+        FastbinPushRun(av, BinIndex.Fastbin(size), p, p, haveLock);
+    }
+
+    /// <summary>_int_free's test of a fastbin chunk's next size (and the perturb fill), before the push.</summary>
+    private static void FastbinCheckNext(MallocContext* ctx, MallocState* av, Chunk* p, nuint size, bool haveLock)
     {
         Chunk* next = Chunk.At(p, size);
         if (next->Size <= Chunk.HeaderSize || Chunk.SizeOf(next) >= Volatile.Read(ref av->SystemMem))
@@ -68,19 +75,27 @@ internal static unsafe partial class Ptmalloc
             if (fail) MallocPrinterr.Raise("free(): invalid next size (fast)", Chunk.ToMem(p));
         }
         FreePerturb(&ctx->Mp, Chunk.ToMem(p), size - Chunk.HeaderSize);
+    }
+
+    /// <summary>
+    /// Push the chunks from <paramref name="bottom"/> up to <paramref name="top"/>, already
+    /// linked top down through their fd, onto fastbin <paramref name="idx"/> with one
+    /// compare-and-swap: the bin ends as if each had been pushed alone, bottom first.
+    /// </summary>
+    private static void FastbinPushRun(MallocState* av, int idx, Chunk* top, Chunk* bottom, bool haveLock)
+    {
         Volatile.Write(ref av->HaveFastchunks, 1);
-        int idx = BinIndex.Fastbin(size);
         Chunk** fb = MallocState.Fastbin(av, idx);
         Chunk* old = (Chunk*)Volatile.Read(ref *(nint*)fb);
         Chunk* seen;
         do
         {
             // Only the top of the bin can be checked cheaply for a double free.
-            if (old == p)
-                MallocPrinterr.Raise("double free or corruption (fasttop)", Chunk.ToMem(p));
+            if (old == bottom)
+                MallocPrinterr.Raise("double free or corruption (fasttop)", Chunk.ToMem(bottom));
             seen = old;
-            p->Fd = Chunk.Protect(&p->Fd, old);
-            old = (Chunk*)Interlocked.CompareExchange(ref *(nint*)fb, (nint)p, (nint)seen);
+            bottom->Fd = Chunk.Protect(&bottom->Fd, old);
+            old = (Chunk*)Interlocked.CompareExchange(ref *(nint*)fb, (nint)top, (nint)seen);
         }
         while (old != seen);
         if (haveLock && old != null && BinIndex.Fastbin(Chunk.SizeOf(old)) != idx)
@@ -88,26 +103,54 @@ internal static unsafe partial class Ptmalloc
     }
 
     /// <summary>
-    /// REMOVE_FB: take the first chunk of a fastbin, the arena's lock held. Frees push without
-    /// the lock, so the head is swapped with a compare-and-swap; with one popper at a time a
-    /// chunk cannot leave and come back between the read and the swap (no ABA).
+    /// REMOVE_FB, for a run: take the first chunk of a fastbin and up to <paramref name="extra"/>
+    /// more below it with one compare-and-swap, the arena's lock held; the run stays linked
+    /// through its fd. The chunks and their order are those of glibc's pops one by one, with
+    /// one atomic operation instead of one a chunk: where another thread frees into this bin,
+    /// each was a contended cache line (xmalloc-test). Frees push without the lock, so they
+    /// may land above the run meanwhile; pops happen only under the lock, so nothing else
+    /// moves below the head (no ABA), and the last pushed chunk is relinked past the run. A
+    /// misaligned link ends the run and drops the rest of the bin (<paramref name="bad"/>: the
+    /// caller caches the run, then reports it).
     /// </summary>
-    private static Chunk* FastbinPop(Chunk** fb)
+    private static Chunk* FastbinTakeRun(Chunk** fb, nuint extra, out nuint taken, out Chunk* bad)
     {
+        bad = null;
+        taken = 0;
         Chunk* victim = (Chunk*)Volatile.Read(ref *(nint*)fb);
-        for (;;)
+        if (victim == null) return null;
+        Chunk* last = victim;
+        Chunk* rest = Chunk.Reveal(&victim->Fd);
+        while (rest != null && !Chunk.Misaligned(rest) && taken < extra)
         {
-            if (victim == null) return null;
-            Chunk* next = Chunk.Reveal(&victim->Fd);
-            if (next != null && Chunk.Misaligned(next))
-            {
-                *fb = null;
-                MallocPrinterr.Raise("malloc(): unaligned fastbin chunk detected", next);
-            }
-            Chunk* seen = (Chunk*)Interlocked.CompareExchange(ref *(nint*)fb, (nint)next, (nint)victim);
-            if (seen == victim) return victim;
-            victim = seen;
+            last = rest;
+            rest = Chunk.Reveal(&rest->Fd);
+            taken++;
         }
+        if (rest != null && Chunk.Misaligned(rest))
+        {
+            bad = rest;
+            rest = null;
+        }
+        Chunk* seen = (Chunk*)Interlocked.CompareExchange(ref *(nint*)fb, (nint)rest, (nint)victim);
+        Debug.Assert(seen != null, "a fastbin emptied by another popper while this one held the lock");
+        if (seen != victim && seen != null)
+        {
+            Chunk* above = seen;
+            Chunk* next;
+            for (int steps = 0; (next = Chunk.Reveal(&above->Fd)) != victim; above = next, steps++)
+            {
+                // Only a write after free of a just-pushed chunk breaks the way down to the run.
+                if (next == null || Chunk.Misaligned(next) || steps > 1 << 20)
+                {
+                    *fb = null;
+                    bad = next != null ? next : above;
+                    return victim;
+                }
+            }
+            above->Fd = Chunk.Protect(&above->Fd, rest);
+        }
+        return victim;
     }
 
     /// <summary>
@@ -192,7 +235,17 @@ internal static unsafe partial class Ptmalloc
             return tcIdx >= BinIndex.TcacheMaxBins && size < mp->TcacheLargeLimit && TryTcachePutLarge(ctx, tc, p, size, mayEvict);
         var e = (TcacheEntry*)Chunk.ToMem(p);
         if (e->Key == ctx->TcacheKey) TcacheDoubleFreeWalk(ctx, tc, tcIdx, e);
-        if (tc->Counts[tcIdx] >= mp->TcacheCount) return false;
+        if (tc->Counts[tcIdx] >= mp->TcacheCount)
+        {
+            if (mp->TcacheFlush == 0 || !mayEvict || mp->TcacheCount < 2) return false;
+            void* bad = TcacheFlushBin(ctx, tc, tcIdx, mp->TcacheCount / 2);
+            if (bad != null)
+            {
+                // Reported once the chunk is cached: the free itself is done.
+                Tcache.Put(tc, p, tcIdx, ctx->TcacheKey);
+                MallocPrinterr.Raise("free(): unaligned chunk detected in tcache 2", bad);
+            }
+        }
         if (!Tcache.HasRoom(tc, tcIdx, mp->TcacheCount, mp->TcacheBytes))
         {
             if (!mayEvict) return false;
@@ -271,6 +324,110 @@ internal static unsafe partial class Ptmalloc
         {
             while (*Tcache.LargeHead(tc, k) != null && tc->Bytes > target)
                 FreeInArena(ctx, null, Chunk.FromMem(Tcache.TakeLarge(tc, k)));
+        }
+    }
+
+    /// <summary>
+    /// tcache_flush (NativeHeap's): a free into a full bin first returns the bin's older
+    /// entries, all but its <paramref name="keep"/> newest, to their arenas, as jemalloc's
+    /// tcache flush does; the chunk then stays cached. glibc sends the one chunk to its arena
+    /// on each such free, paying a slow call and an atomic push (or the arena lock) per
+    /// chunk; here a run of one arena's chunks costs one push, or one lock. Each fastbin ends
+    /// as if the run's chunks had reached it one by one, in the order the program freed them.
+    /// No arena lock may be held.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void* TcacheFlushBin(MallocContext* ctx, Tcache* tc, nuint idx, nuint keep)
+    {
+        Debug.Assert(keep > 0 && keep < tc->Counts[idx]);
+        nuint size = BinIndex.TcacheChunkSize(idx);
+        // Cut after the keep-th entry; the count says more follow, so a missing or misaligned
+        // link is a write after free, and a bin that cannot be walked is dropped (Quarantine).
+        TcacheEntry* cut = *Tcache.Head(tc, idx);
+        TcacheEntry* e;
+        for (nuint i = 1; ; i++)
+        {
+            e = Chunk.Reveal(&cut->Next);
+            if (e == null || Chunk.Misaligned(e))
+            {
+                Tcache.Quarantine(tc, idx);
+                return e != null ? e : cut;
+            }
+            if (i == keep) break;
+            cut = e;
+        }
+        cut->Next = Chunk.Protect<TcacheEntry>(&cut->Next, null);
+        nuint n = tc->Counts[idx] - keep;
+        tc->Counts[idx] = (ushort)keep;
+        tc->Bytes -= n * size;
+
+        bool fast = size <= ctx->Mp.MaxFast;
+        int fbIdx = BinIndex.Fastbin(size);
+        MallocState* av = null; // the arena whose run is being built (fast), or whose lock is held
+        Chunk* top = null, bottom = null;
+        void* bad = null;
+        try
+        {
+            for (; n > 0; n--)
+            {
+                // The entry's link is the chunk's fd: read it before the chunk is relinked.
+                TcacheEntry* next = null;
+                if (n > 1 && ((next = Chunk.Reveal(&e->Next)) == null || Chunk.Misaligned(next)))
+                {
+                    bad = next != null ? next : e; // the rest of the run is lost, as a quarantined bin's
+                    n = 1;
+                }
+                e->Key = 0;
+                Chunk* p = Chunk.FromMem(e);
+                if ((p->Size & ~(Chunk.PrevInuse | Chunk.NonMainArena)) != size)
+                {
+                    // Not the bin's size any more (overwritten): _int_free alone says what it is.
+                    if (!fast && av != null)
+                    {
+                        FutexLock.Exit(&av->Mutex);
+                        av = null;
+                    }
+                    FreeInArena(ctx, null, p);
+                }
+                else if (fast)
+                {
+                    MallocState* pav = ArenaFor(ctx, p);
+                    if (pav != av) PushRun(ref av, ref top, bottom, fbIdx);
+                    av = pav;
+                    FastbinCheckNext(ctx, av, p, size, haveLock: false);
+                    // Newest on top: the bin ends as if the program's frees had reached it one by one.
+                    if (top == null) top = p;
+                    else bottom->Fd = Chunk.Protect(&bottom->Fd, p);
+                    bottom = p;
+                }
+                else
+                {
+                    MallocState* pav = ArenaFor(ctx, p);
+                    if (pav != av)
+                    {
+                        if (av != null) FutexLock.Exit(&av->Mutex);
+                        av = null;
+                        FutexLock.Enter(&pav->Mutex);
+                        av = pav;
+                    }
+                    IntFreeLocked(ctx, av, p, size, trim: true);
+                }
+                e = next;
+            }
+        }
+        finally
+        {
+            if (fast) PushRun(ref av, ref top, bottom, fbIdx);
+            else if (av != null) FutexLock.Exit(&av->Mutex);
+        }
+        return bad;
+
+        // Once only, even when the push raises: the finally must not push it again.
+        static void PushRun(ref MallocState* av, ref Chunk* top, Chunk* bottom, int fbIdx)
+        {
+            Chunk* t = top;
+            top = null;
+            if (t != null) FastbinPushRun(av, fbIdx, t, bottom, haveLock: false);
         }
     }
 

@@ -43,30 +43,27 @@ internal static unsafe partial class Ptmalloc
                 MallocPrinterr.Raise("malloc(): unaligned fastbin chunk detected 2", victim);
             }
             // Frees push onto fastbins without the lock (a .NET process always has threads, so
-            // glibc's !SINGLE_THREAD_P path): pop with a compare-and-swap.
-            if (victim != null && (victim = FastbinPop(fb)) != null)
+            // glibc's !SINGLE_THREAD_P path). glibc pops the victim, then one chunk at a time
+            // while the tcache has room; the same chunks come off here as one run.
+            nuint tcIdx = BinIndex.Tcache(nb);
+            nuint room = tc != null && tcIdx < mp->TcacheBins ? Tcache.Room(tc, tcIdx, mp->TcacheCount, mp->TcacheBytes) : 0;
+            if (victim != null && (victim = FastbinTakeRun(fb, room, out nuint taken, out Chunk* bad)) != null)
             {
                 if (BinIndex.Fastbin(Chunk.SizeOf(victim)) != idx)
                 {
                     *fb = null;
                     MallocPrinterr.Raise("malloc(): memory corruption (fast)", Chunk.ToMem(victim));
                 }
-                // While here, move the rest of this fastbin into the tcache.
-                nuint tcIdx = BinIndex.Tcache(nb);
-                if (tc != null && tcIdx < mp->TcacheBins)
+                // While here, move the rest of the run into the tcache.
+                for (Chunk* tcVictim = Chunk.Reveal(&victim->Fd); taken-- > 0;)
                 {
-                    Chunk* tcVictim;
-                    while (Tcache.HasRoom(tc, tcIdx, mp->TcacheCount, mp->TcacheBytes) && (tcVictim = (Chunk*)Volatile.Read(ref *(nint*)fb)) != null)
-                    {
-                        if (Chunk.Misaligned(tcVictim))
-                        {
-                            *fb = null;
-                            MallocPrinterr.Raise("malloc(): unaligned fastbin chunk detected 3", tcVictim);
-                        }
-                        if ((tcVictim = FastbinPop(fb)) == null) break;
-                        Tcache.Put(tc, tcVictim, tcIdx, ctx->TcacheKey);
-                    }
+                    Chunk* next = Chunk.Reveal(&tcVictim->Fd);
+                    Tcache.Put(tc, tcVictim, tcIdx, ctx->TcacheKey);
+                    tcVictim = next;
                 }
+                // The link past the run was bad: the run is cached, the rest of the bin dropped.
+                if (bad != null)
+                    MallocPrinterr.Raise("malloc(): unaligned fastbin chunk detected", bad);
                 return Returned(mp, victim, bytes);
             }
         }

@@ -116,6 +116,18 @@ internal static unsafe partial class Ptmalloc
                 if (value is not (0 or 1)) return "must be 0 (keep the tcache, as glibc) or 1 (empty the caller's first)";
                 mp->TrimTcache = (int)value;
                 return null;
+            case HeapOption.TcacheFlush:
+                if (value is not (0 or 1)) return "must be 0 (one chunk to its arena, as glibc) or 1 (the bin's older half)";
+                mp->TcacheFlush = (int)value;
+                return null;
+            case HeapOption.ReallocInPlace:
+                if (value is not (0 or 1)) return "must be 0 (the arena, as glibc 2.36) or 1 (in place, as glibc 2.38)";
+                mp->ReallocInPlace = (int)value;
+                return null;
+            case HeapOption.MemalignTcache:
+                if (value is not (0 or 1)) return "must be 0 (the arena, as glibc 2.36) or 1 (the tcache, as glibc 2.39)";
+                mp->MemalignTcache = (int)value;
+                return null;
             case HeapOption.PurgeDelay:
                 if (value < -1 || value > int.MaxValue) return "must be milliseconds, 0 (at once) or -1 (never)";
                 mp->PurgeDelayMs = value;

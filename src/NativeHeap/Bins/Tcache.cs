@@ -57,6 +57,14 @@ internal unsafe struct Tcache
     internal static bool HasRoom(Tcache* tc, nuint index, nuint count, nuint bytes) =>
         tc->Counts[index] < count && tc->Bytes + BinIndex.TcacheChunkSize(index) <= bytes;
 
+    /// <summary>How many more chunks bin <paramref name="index"/> may take under the same two bounds as <see cref="HasRoom"/>.</summary>
+    internal static nuint Room(Tcache* tc, nuint index, nuint count, nuint bytes)
+    {
+        nuint byCount = count > tc->Counts[index] ? count - tc->Counts[index] : 0;
+        nuint byBytes = bytes > tc->Bytes ? (bytes - tc->Bytes) / BinIndex.TcacheChunkSize(index) : 0;
+        return Math.Min(byCount, byBytes);
+    }
+
     /// <summary>tcache_put: cache chunk <paramref name="p"/> (the caller checked the bin has room).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void Put(Tcache* tc, Chunk* p, nuint index, ulong key)
@@ -185,6 +193,38 @@ internal unsafe struct Tcache
             MallocPrinterr.Raise("tcache_thread_shutdown(): unaligned tcache chunk detected", e);
         }
         return UnlinkLarge(tc, k, null, e, Chunk.SizeOf(Chunk.FromMem(e)));
+    }
+
+    /// <summary>
+    /// glibc 2.39's memalign step: the first chunk of bin <paramref name="index"/> whose memory
+    /// is aligned to <paramref name="alignment"/>, taken out of the bin (user memory), or null.
+    /// The walk is bounded by the bin's count and never follows a misaligned link.
+    /// </summary>
+    internal static void* TakeAligned(Tcache* tc, nuint index, nuint alignment)
+    {
+        // The head holds a plain pointer, each entry's link a safe-linked one.
+        TcacheEntry** link = Head(tc, index);
+        TcacheEntry* e = *link;
+        for (nuint steps = 0; e != null; steps++)
+        {
+            if (Chunk.Misaligned(e) || steps >= tc->Counts[index])
+            {
+                Quarantine(tc, index);
+                MallocPrinterr.Raise("malloc(): unaligned tcache chunk detected", e);
+            }
+            TcacheEntry* next = Chunk.Reveal(&e->Next);
+            if (((nuint)e & (alignment - 1)) == 0)
+            {
+                *link = steps == 0 ? next : Chunk.Protect(link, next);
+                tc->Counts[index]--;
+                tc->Bytes -= BinIndex.TcacheChunkSize(index);
+                e->Key = 0;
+                return e;
+            }
+            link = &e->Next;
+            e = next;
+        }
+        return null;
     }
 
     /// <summary>tcache_get: take the first cached chunk of a non-empty bin; returns user memory.</summary>
