@@ -50,6 +50,7 @@ public static unsafe partial class Heap
     {
         MallocContext* ctx = s_context;
         if (ctx == null) return;
+        ReleaseEndedThreads(); // their cached chunks return to the arenas, to be purged in turn
         Volatile.Write(ref ctx->PurgeScheduled, 0); // cleared first: a deadline set during the scan re-arms below
         long now = Environment.TickCount64;
         long next = long.MaxValue;

@@ -117,13 +117,22 @@ public static unsafe partial class Heap
     }
 
     /// <summary>
-    /// Gives a .NET thread's state back once the thread has ended and this object is collected
-    /// (glibc's tcache_thread_shutdown), then frees the state itself.
+    /// Gives a .NET thread's state back once the thread has ended (glibc's
+    /// tcache_thread_shutdown and arena_thread_freeres), then frees the state itself: found
+    /// ended by <see cref="ReleaseEndedThreads"/>, or finalized once collected.
     /// </summary>
-    private sealed class ThreadOwner(ThreadLocals* state)
+    private sealed class ThreadOwner(ThreadLocals* state, Thread thread)
     {
-        ~ThreadOwner()
+        private nint _state = (nint)state;
+        internal readonly Thread Thread = thread;
+
+        ~ThreadOwner() => Release();
+
+        /// <summary>Give the thread's tcache and arena back and free its state: once, by the reaper or the finalizer, whichever comes first.</summary>
+        internal void Release()
         {
+            var state = (ThreadLocals*)Interlocked.Exchange(ref _state, 0);
+            if (state == null) return;
             MallocContext* ctx = s_context;
             try
             {
@@ -131,9 +140,39 @@ public static unsafe partial class Heap
             }
             catch (HeapCorruptionException)
             {
-                // A finalizer must not throw; a corrupted heap is reported by the next call that meets it.
+                // Neither a finalizer nor a timer may throw; a corrupted heap is reported by the next call that meets it.
             }
             NativeMemory.Free(state);
+        }
+    }
+
+    /// <summary>
+    /// The owners of .NET threads' state, held weakly, so that an ended thread's tcache and
+    /// arena go back when the next thread starts allocating or the purge timer runs (glibc
+    /// gives them back at thread exit), not when a GC finalizes the owner: a process that
+    /// allocates little managed memory may not collect for minutes, and larson's eight short
+    /// threads then made eight arenas and kept eight tcaches. Guarded by itself.
+    /// </summary>
+    private static readonly List<WeakReference<ThreadOwner>> s_owners = [];
+
+    /// <summary>Give back the state of every registered .NET thread that has ended.</summary>
+    private static void ReleaseEndedThreads()
+    {
+        // Released under the lock: a thread starting meanwhile waits, then finds the arenas
+        // freed on the free list instead of making one more.
+        lock (s_owners)
+        {
+            for (int i = s_owners.Count - 1; i >= 0; i--)
+            {
+                // A collected owner is being finalized, which releases it.
+                bool live = s_owners[i].TryGetTarget(out ThreadOwner? owner);
+                if (live && owner!.Thread.IsAlive) continue;
+                s_owners[i] = s_owners[^1];
+                s_owners.RemoveAt(s_owners.Count - 1);
+                if (!live) continue;
+                owner!.Release();
+                GC.SuppressFinalize(owner);
+            }
         }
     }
 
@@ -152,9 +191,12 @@ public static unsafe partial class Heap
     private static ThreadLocals* CreateLocals()
     {
         _ = Context;
+        ReleaseEndedThreads(); // first, so that this thread can take an ended one's arena
         var ts = (ThreadLocals*)NativeMemory.AllocZeroed((nuint)sizeof(ThreadLocals));
         ts->ArmsPurgeTimer = true;
-        t_owner = new ThreadOwner(ts);
+        var owner = new ThreadOwner(ts, Thread.CurrentThread);
+        lock (s_owners) s_owners.Add(new WeakReference<ThreadOwner>(owner));
+        t_owner = owner;
         return t_locals = ts;
     }
 

@@ -153,6 +153,33 @@ internal static unsafe partial class ChildScenarios
         Report("ok", true);
     }
 
+    /// <summary>
+    /// Threads that end, one after another, each leaving blocks in its tcache: with no GC in
+    /// between, the next thread's first call gives the ended one's tcache and arena back and
+    /// takes that arena (glibc does it at thread exit), so the arenas do not multiply.
+    /// </summary>
+    public static void EndedThreadsGiveTheirArenasBack()
+    {
+        Heap.Free(Heap.Alloc(16));
+        int before = Heap.ArenaCount;
+        long cachedBefore = (long)Heap.GetInfo().Uordblks;
+        for (int t = 0; t < 6; t++)
+        {
+            var thread = new Thread(() =>
+            {
+                var blocks = new nint[50];
+                for (int i = 0; i < blocks.Length; i++) blocks[i] = (nint)Heap.Alloc(100);
+                foreach (nint b in blocks) Heap.Free((void*)b); // cached in this thread's tcache
+            });
+            thread.Start();
+            thread.Join();
+        }
+        Report("new_arenas", Heap.ArenaCount - before);
+        // The last thread's tcache is still out; every earlier one's went back.
+        Report("cached_bytes_left", (long)Heap.GetInfo().Uordblks - cachedBefore);
+        Report("gc_count", GC.CollectionCount(0));
+    }
+
     /// <summary>Free one small block: with the tcache on it is cached, with tcache_count=0 it goes to a fastbin.</summary>
     public static void TcacheOrFastbin()
     {

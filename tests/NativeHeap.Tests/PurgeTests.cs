@@ -36,6 +36,32 @@ public unsafe class PurgeTests
 
     private static long StampOf(byte* chunk) => *(long*)(chunk + Chunk.StructSize);
 
+    /// <summary>Fastbin chunks are merged by a purge, and the pages they then free go back one delay later.</summary>
+    [Fact]
+    public void Purge_MergesTheFastbins_AndReleasesWhatTheyFreeOneDelayLater()
+    {
+        using var h = new PrivateHeap(HeapProfile.NativeHeap);
+        h.Set(HeapOption.TcacheCount, 0); // every free to its fastbin
+        long delay = h.Ctx->Mp.PurgeDelayMs;
+        var blocks = new byte*[400]; // 400 x 48 bytes: several pages
+        for (int i = 0; i < blocks.Length; i++) blocks[i] = h.Malloc(40);
+        h.Malloc(40); // keeps them off top
+        foreach (byte* b in blocks) h.Free(b);
+        Assert.Equal(400UL, h.Info.Smblks);
+        byte* first = blocks[0] - Chunk.HeaderSize;
+        nuint span = (nuint)(blocks[^1] - blocks[0]) + 48;
+        long now = h.Arena->PurgeNow + 10 * delay;
+        Ptmalloc.PurgeArena(h.Ctx, h.Arena, now);
+        Assert.Equal(0UL, h.Info.Smblks);
+        Assert.Equal(0, h.Arena->HaveFastchunks);
+        Assert.True(OsMemory.ResidentPages(first, span) >= span / OsMemory.PageSize - 1, "released before its delay");
+        Assert.True(Ptmalloc.PurgeArena(h.Ctx, h.Arena, now + delay));
+        Assert.InRange(OsMemory.ResidentPages(first, span), (nuint)0, (nuint)2);
+        h.Check();
+        foreach (byte* _ in blocks) h.Free(h.Malloc(40));
+        h.Check();
+    }
+
     [Fact]
     public void FreePagesBelowALiveBlock_GoBackOnlyOnceTheDelayHasPassed()
     {
