@@ -96,8 +96,18 @@ internal static unsafe class RssReport
         // object: about 2 MiB of GC region). The peaks then compare the workloads.
         Precompile.Assembly();
         T.Free(T.Alloc(64));
+        // The workloads' own managed objects (slot arrays, Random, threads' delegates) come
+        // first too: the GC's first regions otherwise showed in whichever workload allocated
+        // them, by ±200 KiB depending on what NativeHeap's start-up had allocated (parsing
+        // NATIVEHEAP_TUNABLES or not).
+        GC.KeepAlive(new nint[16 * 1024]);
+        GC.KeepAlive(new Random(1));
+        GC.KeepAlive(Enumerable.Range(0, 64).Select(i => new object()).ToList());
         ulong baseline = Statm.Read().ResidentBytes;
         ulong anon0 = Statm.Read().AnonymousBytes;
+        // VmHWM from here on: the start-up's own high-water mark (the JIT's, the runtime's)
+        // differed by ~150 KiB with and without NATIVEHEAP_TUNABLES set, and showed as the workload's peak.
+        File.WriteAllText("/proc/self/clear_refs", "5");
         _ = workload switch
         {
             "simple" => Workloads<T>.Simple(),
