@@ -26,6 +26,30 @@ public unsafe class Micro<T> : AllocatorBenchmark<T> where T : struct, IAllocato
     public void Pair() => T.Free(T.Alloc((nuint)Size));
 }
 
+/// <summary>
+/// realloc and aligned allocation, where glibc 2.38 and 2.39 changed what the arena is asked:
+/// a block grown by a few bytes within its usable size, and a 64-byte-aligned small block.
+/// </summary>
+[GenericTypeArguments(typeof(NativeMemoryAllocator))]
+[GenericTypeArguments(typeof(GlibcAllocator))]
+[GenericTypeArguments(typeof(NativeHeapAllocator))]
+[GenericTypeArguments(typeof(MimallocAllocator))]
+[GenericTypeArguments(typeof(JemallocAllocator))]
+public unsafe class Reshape<T> : AllocatorBenchmark<T> where T : struct, IAllocator
+{
+    [Benchmark(Description = "malloc 20, realloc 22, realloc 24, free")]
+    public void ReallocGrow()
+    {
+        void* p = T.Alloc(20);
+        p = T.Realloc(p, 22);
+        p = T.Realloc(p, 24);
+        T.Free(p);
+    }
+
+    [Benchmark(Description = "aligned_alloc(64) of 40 bytes + free")]
+    public void Aligned() => T.AlignedFree(T.AlignedAlloc(40, 64));
+}
+
 [GenericTypeArguments(typeof(NativeMemoryAllocator))]
 [GenericTypeArguments(typeof(GlibcAllocator))]
 [GenericTypeArguments(typeof(NativeHeapAllocator))]
