@@ -30,6 +30,8 @@ public static unsafe partial class Heap
 {
     private static MallocContext* s_context;
     private static readonly Lock s_initLock = new();
+    /// <summary>NATIVEHEAP_TUNABLES as parsed at start-up: a profile set later is applied under them again.</summary>
+    private static List<(HeapOption Option, long Value, string Text)> s_envSettings = [];
 
     /// <summary>
     /// This thread's state (its tcache and arena), in native memory: the one thread static a
@@ -78,6 +80,7 @@ public static unsafe partial class Heap
             foreach (var (option, value, _) in settings)
                 if (option == HeapOption.Profile) profile = (HeapProfile)value;
             MallocContext* ctx = MallocContext.Create(profile);
+            s_envSettings = settings;
             ThreadLocals none = default;
             foreach (var (option, value, entry) in settings)
             {

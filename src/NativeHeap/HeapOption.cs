@@ -45,8 +45,9 @@ public enum HeapOption
     FailFast = 104,
     /// <summary>
     /// NativeHeap's: the <see cref="HeapProfile"/> (0 nativeheap, 1 glibc-2.36; <c>profile</c> in
-    /// NATIVEHEAP_TUNABLES takes the names). Sets every option to the profile's value, so set
-    /// it first. Settable only before the first allocation.
+    /// NATIVEHEAP_TUNABLES takes the names). Sets every option to the profile's value, then
+    /// NATIVEHEAP_TUNABLES' single tunables again, as at start-up; so set it before other
+    /// options. Settable only before the first allocation.
     /// </summary>
     Profile = 105,
     /// <summary>

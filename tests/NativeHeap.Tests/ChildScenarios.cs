@@ -180,6 +180,28 @@ internal static unsafe partial class ChildScenarios
         Report("gc_count", GC.CollectionCount(0));
     }
 
+    /// <summary>
+    /// The profile chosen by the program (Heap.SetOption) before its first allocation, with
+    /// whatever NATIVEHEAP_TUNABLES says: twenty 40-byte blocks freed show the tcache's depth.
+    /// </summary>
+    public static void ProfileSetByTheProgram()
+    {
+        try
+        {
+            Heap.SetOption(HeapOption.Profile, (long)HeapProfile.Glibc236);
+        }
+        catch (ArgumentOutOfRangeException e)
+        {
+            Report("refused", e.Message.Split(" (Parameter")[0]);
+        }
+        var blocks = new nint[20];
+        for (int i = 0; i < blocks.Length; i++) blocks[i] = (nint)Heap.Alloc(40);
+        Heap.Alloc(40);
+        foreach (nint b in blocks) Heap.Free((void*)b);
+        Report("uses_brk", Heap.UsesBrk ? 1 : 0);
+        Report("fastbin_chunks", Heap.GetInfo().Smblks);
+    }
+
     /// <summary>Free one small block: with the tcache on it is cached, with tcache_count=0 it goes to a fastbin.</summary>
     public static void TcacheOrFastbin()
     {

@@ -42,6 +42,19 @@ public unsafe class ProfileTests
         Assert.Equal(("0", "2"), (mixed["uses_brk"], mixed["fastbin_chunks"]));
     }
 
+    /// <summary>A profile the program sets keeps NATIVEHEAP_TUNABLES' single tunables over it, as the start-up does; one it refuses is said.</summary>
+    [Fact]
+    public void ProfileSetByTheProgram_KeepsTheEnvironmentsTunables()
+    {
+        var plain = Child.Run(nameof(ChildScenarios.ProfileSetByTheProgram));
+        Assert.Equal(("1", "13"), (plain["uses_brk"], plain["fastbin_chunks"])); // glibc's 7-deep tcache
+        var deeper = Child.Run(nameof(ChildScenarios.ProfileSetByTheProgram), ("NATIVEHEAP_TUNABLES", "tcache_count=16"));
+        Assert.Equal(("1", "4"), (deeper["uses_brk"], deeper["fastbin_chunks"]));
+        var refused = Child.Run(nameof(ChildScenarios.ProfileSetByTheProgram), ("NATIVEHEAP_TUNABLES", "tcache_max=4096"));
+        Assert.Equal("1", refused["uses_brk"]);
+        Assert.StartsWith("Profile was set, but NATIVEHEAP_TUNABLES' 'tcache_max=4096' was not applied under it: must be 0 to 1032", refused["refused"]);
+    }
+
     [Fact]
     public void Profile_ChangesOnlyBeforeTheFirstAllocation_AndSetsEveryOption()
     {
