@@ -143,17 +143,10 @@ public static unsafe partial class Heap
     {
         MallocContext* ctx = Context;
         string? refused = Ptmalloc.SetOption(ctx, ref *ts, option, value);
-        if (refused is null && option == HeapOption.Profile)
-        {
-            // The profile set every option: NATIVEHEAP_TUNABLES' single tunables override it
-            // again, as they did at start-up. One the new profile refuses is said, not applied.
-            foreach (var (envOption, envValue, entry) in s_envSettings)
-            {
-                if (envOption == HeapOption.Profile) continue;
-                string? envRefused = Ptmalloc.SetOption(ctx, ref *ts, envOption, envValue);
-                if (envRefused is not null) refused ??= $"was set, but NATIVEHEAP_TUNABLES' '{entry}' was not applied under it: {envRefused}";
-            }
-        }
+        // The profile set every option: NATIVEHEAP_TUNABLES' single tunables override it again,
+        // as at start-up. One the new profile refuses is said, not applied.
+        if (refused is null && option == HeapOption.Profile && ApplyEnvTunables(ctx, ts) is (string entry, string envRefused))
+            refused = $"was set, but NATIVEHEAP_TUNABLES' '{entry}' was not applied under it: {envRefused}";
         RefreshFastPath(ctx);
         return refused;
     }

@@ -82,15 +82,10 @@ public static unsafe partial class Heap
             MallocContext* ctx = MallocContext.Create(profile);
             s_envSettings = settings;
             ThreadLocals none = default;
-            foreach (var (option, value, entry) in settings)
+            if (ApplyEnvTunables(ctx, &none) is (string entry, string refused))
             {
-                if (option == HeapOption.Profile) continue;
-                string? refused = Ptmalloc.SetOption(ctx, ref none, option, value);
-                if (refused is not null)
-                {
-                    MallocContext.Destroy(ctx);
-                    throw Tunables.Bad(entry, refused);
-                }
+                MallocContext.Destroy(ctx);
+                throw Tunables.Bad(entry, refused);
             }
             s_tcacheKey = ctx->TcacheKey;
             s_heapSlots = ctx->Owned.HeapSlots;
@@ -117,6 +112,21 @@ public static unsafe partial class Heap
         s_callocFromTcache = mp->CallocFromTcache != 0;
         s_onBreak = ctx->UseBrk != 0;
         s_fastRequestLimit = mp->CheckAction != 0 || mp->TcacheBins == 0 ? 0 : BinIndex.TcacheUsableSize(mp->TcacheBins - 1) + 1;
+    }
+
+    /// <summary>
+    /// NATIVEHEAP_TUNABLES' single tunables (the profile is set before them), at start-up and
+    /// after a profile the program sets: null, or the first one refused and why.
+    /// </summary>
+    private static (string Entry, string Refused)? ApplyEnvTunables(MallocContext* ctx, ThreadLocals* ts)
+    {
+        (string, string)? first = null;
+        foreach (var (option, value, entry) in s_envSettings)
+        {
+            if (option == HeapOption.Profile) continue;
+            if (Ptmalloc.SetOption(ctx, ref *ts, option, value) is string refused) first ??= (entry, refused);
+        }
+        return first;
     }
 
     /// <summary>

@@ -147,9 +147,7 @@ public unsafe class HardeningTests
     public void FastbinLinkOverwrittenBelowARun_TheRunIsCached_ThenReported()
     {
         using var h = new PrivateHeap(tcacheCount: 2);
-        var blocks = new byte*[6];
-        for (int i = 0; i < blocks.Length; i++) blocks[i] = h.Malloc(40);
-        h.Malloc(40);
+        byte*[] blocks = h.MallocKeptOffTop(6, 40);
         foreach (byte* b in blocks) h.Free(b); // two cached, four in the fastbin: 5 -> 4 -> 3 -> 2
         h.Malloc(40);
         h.Malloc(40); // the tcache is empty

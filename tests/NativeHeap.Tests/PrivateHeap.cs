@@ -35,6 +35,15 @@ internal sealed unsafe class PrivateHeap : IDisposable
         return p;
     }
 
+    /// <summary><paramref name="n"/> blocks of <paramref name="size"/> bytes, then a small one that keeps them off top.</summary>
+    internal byte*[] MallocKeptOffTop(int n, nuint size)
+    {
+        var blocks = new byte*[n];
+        for (int i = 0; i < n; i++) blocks[i] = Malloc(size);
+        Malloc(16);
+        return blocks;
+    }
+
     internal byte* Calloc(nuint n, nuint size) => (byte*)Ptmalloc.Calloc(Ctx, ref Ctx->Solo, n, size);
 
     internal byte* Realloc(void* p, nuint n) => (byte*)Ptmalloc.Realloc(Ctx, ref Ctx->Solo, p, n, out _);

@@ -200,9 +200,7 @@ public unsafe class ProfileTests
     {
         using var h = new PrivateHeap(tcacheCount: 8);
         h.Set(HeapOption.TcacheFlush, 1);
-        var blocks = new byte*[9];
-        for (int i = 0; i < blocks.Length; i++) blocks[i] = h.Malloc(40);
-        h.Malloc(40);
+        byte*[] blocks = h.MallocKeptOffTop(9, 40);
         for (int i = 0; i < blocks.Length; i++) h.Free(blocks[i]);
         // blocks 0..3 went back; 4..7 and the freeing 8 stay cached.
         Assert.Equal(5, (int)h.Tcache->Counts[BinIndex.Tcache(48)]);
@@ -225,9 +223,7 @@ public unsafe class ProfileTests
     {
         using var h = new PrivateHeap(tcacheCount: 4);
         h.Set(HeapOption.TcacheFlush, 1);
-        var blocks = new byte*[5];
-        for (int i = 0; i < blocks.Length; i++) blocks[i] = h.Malloc(200);
-        h.Malloc(200);
+        byte*[] blocks = h.MallocKeptOffTop(5, 200);
         for (int i = 0; i < blocks.Length; i++) h.Free(blocks[i]);
         // Blocks 0 and 1 were neighbours: they went back to the arena and merged into one free chunk.
         Assert.Equal(3, (int)h.Tcache->Counts[BinIndex.Tcache(208)]);
@@ -241,9 +237,7 @@ public unsafe class ProfileTests
     {
         using var h = new PrivateHeap(tcacheCount: 8);
         h.Set(HeapOption.TcacheFlush, 1);
-        var blocks = new byte*[9];
-        for (int i = 0; i < blocks.Length; i++) blocks[i] = h.Malloc(40);
-        h.Malloc(40);
+        byte*[] blocks = h.MallocKeptOffTop(9, 40);
         for (int i = 0; i < 8; i++) h.Free(blocks[i]);
         // blocks[2]'s link leads to blocks[1]: a write after free breaks it.
         var e = (TcacheEntry*)blocks[2];
@@ -303,9 +297,7 @@ public unsafe class ProfileTests
     {
         using var h = new PrivateHeap(HeapProfile.NativeHeap);
         h.Set(HeapOption.MemalignTcache, memalignTcache);
-        var blocks = new byte*[8];
-        for (int i = 0; i < blocks.Length; i++) blocks[i] = h.Malloc(40);
-        h.Malloc(16);
+        byte*[] blocks = h.MallocKeptOffTop(8, 40);
         foreach (byte* b in blocks) h.Free(b);
         // 48-byte chunks: every fourth is 64-aligned, and the newest cached ones are not all.
         byte* aligned = null;
@@ -324,9 +316,7 @@ public unsafe class ProfileTests
     public void MemalignTcache_ALinkOverwritten_IsReported_AndTheHeapServes()
     {
         using var h = new PrivateHeap(HeapProfile.NativeHeap);
-        var blocks = new byte*[8];
-        for (int i = 0; i < blocks.Length; i++) blocks[i] = h.Malloc(40);
-        h.Malloc(16);
+        byte*[] blocks = h.MallocKeptOffTop(8, 40);
         foreach (byte* b in blocks) h.Free(b);
         var e = (TcacheEntry*)blocks[7];
         e->Next = (TcacheEntry*)((nuint)e->Next ^ 8);

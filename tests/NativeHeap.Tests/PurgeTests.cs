@@ -43,9 +43,7 @@ public unsafe class PurgeTests
         using var h = new PrivateHeap(HeapProfile.NativeHeap);
         h.Set(HeapOption.TcacheCount, 0); // every free to its fastbin
         long delay = h.Ctx->Mp.PurgeDelayMs;
-        var blocks = new byte*[400]; // 400 x 48 bytes: several pages
-        for (int i = 0; i < blocks.Length; i++) blocks[i] = h.Malloc(40);
-        h.Malloc(40); // keeps them off top
+        byte*[] blocks = h.MallocKeptOffTop(400, 40); // 400 x 48 bytes: several pages
         foreach (byte* b in blocks) h.Free(b);
         Assert.Equal(400UL, h.Info.Smblks);
         byte* first = blocks[0] - Chunk.HeaderSize;

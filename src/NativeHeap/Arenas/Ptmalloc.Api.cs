@@ -314,13 +314,12 @@ internal static unsafe partial class Ptmalloc
         if (ctx->Mp.MemalignTcache != 0)
         {
             // glibc 2.39: a cached chunk of the size that happens to be aligned serves the request.
+            // A thread without a tcache yet has nothing cached: none is made for the lookup.
             nuint nb = Chunk.CheckedRequestToSize(bytes);
             nuint tcIdx = BinIndex.Tcache(nb);
-            MaybeInitTcache(ctx, ref ts);
-            Tcache* tc = ts.Tcache;
             void* cached;
-            if (nb != 0 && tc != null && tcIdx < ctx->Mp.TcacheBins && tc->Counts[tcIdx] != 0
-                && (cached = Tcache.TakeAligned(tc, tcIdx, alignment)) != null)
+            if (nb != 0 && ts.Tcache != null && tcIdx < ctx->Mp.TcacheBins
+                && (cached = Tcache.TakeAligned(ts.Tcache, tcIdx, alignment)) != null)
                 return cached;
         }
         MallocState* av = ArenaGet(ctx, ref ts, bytes + alignment + Chunk.MinSize);

@@ -382,17 +382,13 @@ internal static unsafe partial class Ptmalloc
                 if ((p->Size & ~(Chunk.PrevInuse | Chunk.NonMainArena)) != size)
                 {
                     // Not the bin's size any more (overwritten): _int_free alone says what it is.
-                    if (!fast && av != null)
-                    {
-                        FutexLock.Exit(&av->Mutex);
-                        av = null;
-                    }
+                    if (!fast) Unlock(ref av);
                     FreeInArena(ctx, null, p);
                 }
                 else if (fast)
                 {
                     MallocState* pav = ArenaFor(ctx, p);
-                    if (pav != av) PushRun(ref av, ref top, bottom, fbIdx);
+                    if (pav != av) PushRun(av, ref top, bottom, fbIdx);
                     av = pav;
                     FastbinCheckNext(ctx, av, p, size, haveLock: false);
                     // Newest on top: the bin ends as if the program's frees had reached it one by one.
@@ -405,8 +401,7 @@ internal static unsafe partial class Ptmalloc
                     MallocState* pav = ArenaFor(ctx, p);
                     if (pav != av)
                     {
-                        if (av != null) FutexLock.Exit(&av->Mutex);
-                        av = null;
+                        Unlock(ref av);
                         FutexLock.Enter(&pav->Mutex);
                         av = pav;
                     }
@@ -417,13 +412,19 @@ internal static unsafe partial class Ptmalloc
         }
         finally
         {
-            if (fast) PushRun(ref av, ref top, bottom, fbIdx);
-            else if (av != null) FutexLock.Exit(&av->Mutex);
+            if (fast) PushRun(av, ref top, bottom, fbIdx);
+            else Unlock(ref av);
         }
         return bad;
 
+        static void Unlock(ref MallocState* av)
+        {
+            if (av != null) FutexLock.Exit(&av->Mutex);
+            av = null;
+        }
+
         // Once only, even when the push raises: the finally must not push it again.
-        static void PushRun(ref MallocState* av, ref Chunk* top, Chunk* bottom, int fbIdx)
+        static void PushRun(MallocState* av, ref Chunk* top, Chunk* bottom, int fbIdx)
         {
             Chunk* t = top;
             top = null;

@@ -46,8 +46,8 @@ internal static unsafe partial class Ptmalloc
             // glibc's !SINGLE_THREAD_P path). glibc pops the victim, then one chunk at a time
             // while the tcache has room; the same chunks come off here as one run.
             nuint tcIdx = BinIndex.Tcache(nb);
-            nuint room = tc != null && tcIdx < mp->TcacheBins ? Tcache.Room(tc, tcIdx, mp->TcacheCount, mp->TcacheBytes) : 0;
-            if (victim != null && (victim = FastbinTakeRun(fb, room, out nuint taken, out Chunk* bad)) != null)
+            if (victim != null && (victim = FastbinTakeRun(fb, tc != null && tcIdx < mp->TcacheBins ? Tcache.Room(tc, tcIdx, mp->TcacheCount, mp->TcacheBytes) : 0,
+                    out nuint taken, out Chunk* bad)) != null)
             {
                 if (BinIndex.Fastbin(Chunk.SizeOf(victim)) != idx)
                 {

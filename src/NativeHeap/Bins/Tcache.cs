@@ -60,9 +60,11 @@ internal unsafe struct Tcache
     /// <summary>How many more chunks bin <paramref name="index"/> may take under the same two bounds as <see cref="HasRoom"/>.</summary>
     internal static nuint Room(Tcache* tc, nuint index, nuint count, nuint bytes)
     {
-        nuint byCount = count > tc->Counts[index] ? count - tc->Counts[index] : 0;
-        nuint byBytes = bytes > tc->Bytes ? (bytes - tc->Bytes) / BinIndex.TcacheChunkSize(index) : 0;
-        return Math.Min(byCount, byBytes);
+        nuint room = count > tc->Counts[index] ? count - tc->Counts[index] : 0;
+        nuint size = BinIndex.TcacheChunkSize(index);
+        // Divide only when the byte bound binds (never in the glibc-2.36 profile, which has none).
+        if (tc->Bytes + room * size > bytes) room = bytes > tc->Bytes ? (bytes - tc->Bytes) / size : 0;
+        return room;
     }
 
     /// <summary>tcache_put: cache chunk <paramref name="p"/> (the caller checked the bin has room).</summary>
@@ -216,10 +218,7 @@ internal unsafe struct Tcache
             if (((nuint)e & (alignment - 1)) == 0)
             {
                 *link = steps == 0 ? next : Chunk.Protect(link, next);
-                tc->Counts[index]--;
-                tc->Bytes -= BinIndex.TcacheChunkSize(index);
-                e->Key = 0;
-                return e;
+                return Taken(tc, index, e);
             }
             link = &e->Next;
             e = next;
@@ -243,6 +242,13 @@ internal unsafe struct Tcache
             MallocPrinterr.Raise(misalignedMessage, e);
         }
         *head = Chunk.Reveal(&e->Next);
+        return Taken(tc, index, e);
+    }
+
+    /// <summary>Entry <paramref name="e"/>, just unlinked from bin <paramref name="index"/>, leaves the counts and its key; returns user memory.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void* Taken(Tcache* tc, nuint index, TcacheEntry* e)
+    {
         tc->Counts[index]--;
         tc->Bytes -= BinIndex.TcacheChunkSize(index);
         e->Key = 0;
