@@ -330,6 +330,29 @@ public unsafe class ProfileTests
         Assert.True(((nuint)h.Memalign(alignment, 40) & (alignment - 1)) == 0);
     }
 
+    /// <summary>A drain (here malloc_trim's, trim_tcache) returns each bin as runs; a broken link in one is reported, the rest returned.</summary>
+    [Fact]
+    public void TcacheDrain_ALinkOverwritten_IsReported_AndTheHeapServes()
+    {
+        using var h = new PrivateHeap(HeapProfile.NativeHeap);
+        byte*[] blocks = h.MallocKeptOffTop(8, 40);
+        byte*[] others = h.MallocKeptOffTop(8, 200);
+        foreach (byte* b in blocks) h.Free(b);
+        foreach (byte* b in others) h.Free(b);
+        var e = (TcacheEntry*)blocks[5];
+        e->Next = (TcacheEntry*)((nuint)e->Next ^ 8);
+        var ex = Assert.Throws<HeapCorruptionException>(() => h.Trim(0));
+        Assert.Equal("tcache_thread_shutdown(): unaligned tcache chunk detected", ex.GlibcMessage);
+        // Blocks 7, 6 and 5 went back before the bad link (4..0 are lost); the 200-byte bin was
+        // drained too, before the report.
+        Assert.Equal(0, (int)h.Tcache->Counts[BinIndex.Tcache(48)]);
+        Assert.Equal(0, (int)h.Tcache->Counts[BinIndex.Tcache(208)]);
+        Assert.Equal(3UL, h.Info.Smblks);
+        h.Check();
+        for (int i = 0; i < 20; i++) h.Free(h.Malloc(40));
+        h.Check();
+    }
+
     [Fact]
     public void TcacheBytes_BoundsTheCache_ByReturningTheLargestChunksFirst()
     {

@@ -329,7 +329,7 @@ internal static unsafe partial class Ptmalloc
 
     /// <summary>
     /// tcache_flush (NativeHeap's): a free into a full bin first returns the bin's older
-    /// entries, all but its <paramref name="keep"/> newest, to their arenas, as jemalloc's
+    /// entries, all but its <paramref name="keep"/> newest (0: all of them, for a drain), to their arenas, as jemalloc's
     /// tcache flush does; the chunk then stays cached. glibc sends the one chunk to its arena
     /// on each such free, paying a slow call and an atomic push (or the arena lock) per
     /// chunk; here a run of one arena's chunks costs one push, or one lock. Each fastbin ends
@@ -339,24 +339,32 @@ internal static unsafe partial class Ptmalloc
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void* TcacheFlushBin(MallocContext* ctx, Tcache* tc, nuint idx, nuint keep)
     {
-        Debug.Assert(keep > 0 && keep < tc->Counts[idx]);
+        Debug.Assert(keep < tc->Counts[idx]);
         nuint size = BinIndex.TcacheChunkSize(idx);
-        // Cut after the keep-th entry; the count says more follow, so a missing or misaligned
-        // link is a write after free, and a bin that cannot be walked is dropped (Quarantine).
-        TcacheEntry* cut = *Tcache.Head(tc, idx);
-        TcacheEntry* e;
-        for (nuint i = 1; ; i++)
+        TcacheEntry** head = Tcache.Head(tc, idx);
+        TcacheEntry* e = *head;
+        if (keep == 0)
         {
-            e = Chunk.Reveal(&cut->Next);
-            if (e == null || Chunk.Misaligned(e))
-            {
-                Tcache.Quarantine(tc, idx);
-                return e != null ? e : cut;
-            }
-            if (i == keep) break;
-            cut = e;
+            *head = null;
         }
-        cut->Next = Chunk.Protect<TcacheEntry>(&cut->Next, null);
+        else
+        {
+            // Cut after the keep-th entry; the count says more follow, so a missing or misaligned
+            // link is a write after free, and a bin that cannot be walked is dropped (Quarantine).
+            TcacheEntry* cut = e;
+            for (nuint i = 1; ; i++)
+            {
+                e = Chunk.Reveal(&cut->Next);
+                if (e == null || Chunk.Misaligned(e))
+                {
+                    Tcache.Quarantine(tc, idx);
+                    return e != null ? e : cut;
+                }
+                if (i == keep) break;
+                cut = e;
+            }
+            cut->Next = Chunk.Protect<TcacheEntry>(&cut->Next, null);
+        }
         nuint n = tc->Counts[idx] - keep;
         tc->Counts[idx] = (ushort)keep;
         tc->Bytes -= n * size;

@@ -163,14 +163,27 @@ internal static unsafe partial class Ptmalloc
         if (ts.Tcache != null) DrainTcache(ctx, ts.Tcache);
     }
 
-    /// <summary>The loop of tcache_thread_shutdown: every cached chunk back to its arena, in glibc's order.</summary>
+    /// <summary>
+    /// The loop of tcache_thread_shutdown: every cached chunk back to its arena, in glibc's
+    /// order; with tcache_flush each bin as runs (one push or one lock per arena, not per
+    /// chunk: a new thread releasing an ended one's full tcache paid a lock per chunk).
+    /// </summary>
     private static void DrainTcache(MallocContext* ctx, Tcache* tc)
     {
+        const string Unaligned = "tcache_thread_shutdown(): unaligned tcache chunk detected";
+        void* bad = null; // a broken bin is reported once the others are back
         for (nuint i = 0; i < BinIndex.TcacheMaxBins; i++)
         {
+            if (ctx->Mp.TcacheFlush != 0)
+            {
+                void* broken = tc->Counts[i] != 0 ? TcacheFlushBin(ctx, tc, i, 0) : null;
+                if (bad == null) bad = broken;
+                continue;
+            }
             while (*Tcache.Head(tc, i) != null)
-                FreeInArena(ctx, null, Chunk.FromMem(Tcache.Take(tc, i, "tcache_thread_shutdown(): unaligned tcache chunk detected")));
+                FreeInArena(ctx, null, Chunk.FromMem(Tcache.Take(tc, i, Unaligned)));
         }
         ReturnLargeCached(ctx, tc, 0);
+        if (bad != null) MallocPrinterr.Raise(Unaligned, bad);
     }
 }
