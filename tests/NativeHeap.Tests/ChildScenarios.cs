@@ -167,7 +167,7 @@ internal static unsafe partial class ChildScenarios
         {
             var thread = new Thread(() =>
             {
-                var blocks = new nint[50];
+                var blocks = new nint[30]; // fewer than the default tcache keeps a size
                 for (int i = 0; i < blocks.Length; i++) blocks[i] = (nint)Heap.Alloc(100);
                 foreach (nint b in blocks) Heap.Free((void*)b); // cached in this thread's tcache
             });
