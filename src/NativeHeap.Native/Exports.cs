@@ -20,12 +20,14 @@ public static unsafe class Exports
 
     /// <summary>
     /// The C layer's first call, whose purpose is to start the runtime; from then on a
-    /// corruption aborts as glibc does. Returns the size of the thread state the C layer keeps per thread.
+    /// corruption aborts as glibc does, and <paramref name="fast"/> (the C layer's copy of the
+    /// fast paths' values) is kept current. Returns the size of the thread state the C layer keeps per thread.
     /// </summary>
     [UnmanagedCallersOnly(EntryPoint = "nhm_start")]
-    private static nuint Start()
+    private static nuint Start(Heap.FastPath* fast)
     {
         MallocPrinterr.AbortLikeGlibc();
+        Heap.PublishFastPath(fast);
         return (nuint)sizeof(ThreadLocals);
     }
 

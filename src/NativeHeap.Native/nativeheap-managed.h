@@ -8,9 +8,67 @@
 
 #include <malloc.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
-size_t nhm_start(void); /* returns the size of the state behind ts */
+/* ---- One layout, two readers ----
+ * The C layer serves a tcache hit and a free into a tcache bin with room itself, on the
+ * thread's own tcache, which the managed side made and owns. These structs are the managed
+ * ones as C sees them: ThreadLocals (src/NativeHeap/Arenas/ThreadLocals.cs: the tcache
+ * pointer comes first), Tcache and TcacheEntry (src/NativeHeap/Bins/Tcache.cs, glibc's
+ * tcache_perthread_struct and tcache_entry) and FastPath (src/NativeHeap/Heap.cs: the copies
+ * of the options the fast paths test). Each of those says so too; NativeAbiLayoutTests
+ * compares the offsets and runs one sequence of calls on both sides. */
+#define NHM_TCACHE_BINS 64
+
+struct nhm_tcache_entry {
+    struct nhm_tcache_entry *next; /* safe-linked: stored as (&next >> 12) ^ next */
+    uint64_t key;                  /* the process's tcache key while cached */
+};
+
+struct nhm_tcache {
+    uint16_t counts[NHM_TCACHE_BINS];
+    struct nhm_tcache_entry *entries[NHM_TCACHE_BINS];
+    size_t bytes; /* the cached chunks' sizes (tcache_bytes bounds it); the large bins follow */
+};
+
+/* ThreadLocals as far as C reads it. */
+struct nhm_thread_locals {
+    struct nhm_tcache *tcache; /* null until the managed side makes the tcache, and again once it is given back */
+};
+
+/* The chunk as the fast paths read it (src/NativeHeap/Chunks/Chunk.cs): a 16-byte header whose
+ * second word is the size with its flag bits, user memory after it. */
+#define NHM_CHUNK_HEADER 16
+#define NHM_SIZE_WORD 1   /* in words from the chunk's start */
+#define NHM_PREV_INUSE 1
+#define NHM_IS_MMAPPED 2
+#define NHM_MIN_CHUNK 32
+
+/* The tcache bin of a request (csize2tidx of request2size; BinIndex.Tcache) and its chunks' size
+ * (BinIndex.TcacheChunkSize). */
+static inline size_t nhm_tcache_index(size_t request) { return request <= 8 ? 0 : (request + 8 + 15) / 16 - 2; }
+static inline size_t nhm_tcache_chunk_size(size_t index) { return index * 16 + NHM_MIN_CHUNK; }
+
+struct nhm_fast_path {
+    size_t request_limit; /* one more than the largest request a bin serves; 0: fast paths off. Written last. */
+    size_t bins;          /* tcache bins a free may use (0 in checked mode) */
+    size_t count;         /* tcache_count */
+    size_t bytes;         /* tcache_bytes */
+    uint64_t key;         /* the tcache key */
+    uint64_t *heap_slots; /* Ownership's bit per 64 MiB slot holding one of the heaps */
+    int32_t calloc_tcache;
+    int32_t reserved;
+};
+
+/* Ownership's slot: a bit per 64 MiB-aligned region (src/NativeHeap/Arenas/Ownership.cs, SlotShift). */
+#define NHM_SLOT_SHIFT 26
+#define NHM_SLOTS ((uint64_t)1 << (47 - NHM_SLOT_SHIFT))
+
+/* Starts the runtime and registers fast, the C layer's copy of the fast path's values, which
+ * the managed side fills (and refreshes on every option change) from then on. Returns the
+ * size of the state behind ts. */
+size_t nhm_start(struct nhm_fast_path *fast);
 void *nhm_malloc(void *ts, size_t size);
 void nhm_free(void *ts, void *ptr);
 void *nhm_calloc(void *ts, size_t count, size_t size);

@@ -49,6 +49,69 @@ static TLS int tstate;
 static TLS _Alignas(16) unsigned char thread_locals[THREAD_LOCALS_SIZE];
 #define TS ((void *)thread_locals)
 
+/* ---- the fast paths: a tcache hit and a free into a bin with room, without entering .NET ----
+ * The same steps and checks as the managed fast paths (Heap.Calls.cs: TcacheGetFast,
+ * TcachePutFast, CallocFast; Tcache.Put and Tcache.Take), on the tcache the managed side made
+ * for this thread, whose pointer is the first field of the thread state above (ThreadLocals):
+ * set when the managed side makes the tcache, cleared when it gives it back (thread exit, an
+ * option change that drains it). Anything else, a bad entry included, enters .NET, which
+ * reports it. The layout is nativeheap-managed.h's. Not while this thread is inside a
+ * NativeHeap call: the runtime's own mallocs then must not touch a tcache being changed. */
+static struct nhm_fast_path fast; /* kept current by the managed side (Heap.FastPath) */
+
+#define TCACHE (((struct nhm_thread_locals *)thread_locals)->tcache)
+
+static inline struct nhm_tcache_entry *reveal(struct nhm_tcache_entry **pos)
+{
+    return (struct nhm_tcache_entry *)(((uintptr_t)pos >> 12) ^ (uintptr_t)*pos);
+}
+
+/* Whether chunk p is in one of the heaps' 64 MiB slots (Ownership.HoldsHeapSlot): before any header is read. */
+static inline int in_heap_slot(const void *p)
+{
+    const uint64_t *slots = fast.heap_slots;
+    uintptr_t slot = (uintptr_t)p >> NHM_SLOT_SHIFT;
+    return slots != NULL && slot < NHM_SLOTS && ((slots[slot >> 6] >> (slot & 63)) & 1) != 0;
+}
+
+static inline void *tcache_get_fast(size_t size)
+{
+    struct nhm_tcache *tc = TCACHE;
+    if (__builtin_expect(tc == NULL || size >= __atomic_load_n(&fast.request_limit, __ATOMIC_ACQUIRE) || (tstate & INSIDE), 0))
+        return NULL;
+    size_t idx = nhm_tcache_index(size);
+    if (tc->counts[idx] == 0) return NULL;
+    struct nhm_tcache_entry *e = tc->entries[idx];
+    if ((uintptr_t)e & 15) return NULL; /* "malloc(): unaligned tcache chunk detected", said by .NET */
+    tc->entries[idx] = reveal(&e->next);
+    tc->counts[idx]--;
+    tc->bytes -= nhm_tcache_chunk_size(idx);
+    e->key = 0;
+    return e;
+}
+
+static inline int tcache_put_fast(void *ptr)
+{
+    struct nhm_tcache *tc = TCACHE;
+    char *p = (char *)ptr - NHM_CHUNK_HEADER;
+    if (tc == NULL || __atomic_load_n(&fast.request_limit, __ATOMIC_ACQUIRE) == 0 || (tstate & INSIDE)
+        || ((uintptr_t)p & 15) != 0 || !in_heap_slot(p))
+        return 0;
+    size_t head = ((size_t *)p)[NHM_SIZE_WORD];
+    size_t idx = (head - NHM_MIN_CHUNK) >> 4; /* huge when the size is below MINSIZE */
+    if (idx >= fast.bins || (head & (NHM_IS_MMAPPED | 8)) != 0 /* mmapped, or not a size */
+        || tc->counts[idx] >= fast.count || tc->bytes + nhm_tcache_chunk_size(idx) > fast.bytes)
+        return 0;
+    struct nhm_tcache_entry *e = ptr;
+    if (e->key == fast.key) return 0; /* maybe a double free: .NET walks the bin */
+    e->key = fast.key;
+    e->next = (struct nhm_tcache_entry *)(((uintptr_t)&e->next >> 12) ^ (uintptr_t)tc->entries[idx]);
+    tc->entries[idx] = e;
+    tc->counts[idx]++;
+    tc->bytes += nhm_tcache_chunk_size(idx);
+    return 1;
+}
+
 static void start(void);
 
 static inline int can_enter(void)
@@ -367,7 +430,7 @@ static void start(void)
     struct sigaction before[SIGRTMIN];
     for (int sig = 1; sig < SIGRTMIN; sig++) sigaction(sig, NULL, &before[sig]);
     tstate |= INSIDE;
-    size_t need = nhm_start(); /* starts the runtime; its own mallocs, if they come back here, go to boot */
+    size_t need = nhm_start(&fast); /* starts the runtime; its own mallocs, if they come back here, go to boot */
     if (need > THREAD_LOCALS_SIZE) boot_die("nativeheap: the thread state does not fit its C thread-local\n");
     tstate &= ~INSIDE;
     for (int sig = 1; sig < SIGRTMIN; sig++) {
@@ -387,6 +450,8 @@ EXPORT void nh_start(void) { start(); }
 
 EXPORT void *nh_malloc(size_t size)
 {
+    void *hit = tcache_get_fast(size);
+    if (hit != NULL) return hit;
     if (!can_enter()) return boot_alloc(size, 16);
     enter();
     void *p = nhm_malloc(TS, size);
@@ -396,7 +461,7 @@ EXPORT void *nh_malloc(size_t size)
 
 EXPORT void nh_free(void *ptr)
 {
-    if (ptr == NULL) return;
+    if (ptr == NULL || tcache_put_fast(ptr)) return;
     if (is_boot(ptr)) {
         int saved = errno;
         boot_free(ptr);
@@ -414,6 +479,11 @@ EXPORT void nh_free(void *ptr)
 
 EXPORT void *nh_calloc(size_t count, size_t size)
 {
+    size_t bytes;
+    if (fast.calloc_tcache && !__builtin_mul_overflow(count, size, &bytes)) { /* glibc 2.41's calloc from the tcache */
+        void *hit = tcache_get_fast(bytes);
+        if (hit != NULL) return memset(hit, 0, (((size_t *)hit)[-1] & ~(size_t)7) - 8);
+    }
     if (!can_enter()) {
         size_t bytes;
         if (__builtin_mul_overflow(count, size, &bytes)) {
@@ -536,6 +606,12 @@ EXPORT size_t nh_malloc_usable_size(void *ptr)
 {
     if (ptr == NULL) return 0;
     if (is_boot(ptr)) return boot_usable(ptr);
+    char *p = (char *)ptr - NHM_CHUNK_HEADER;
+    if (((uintptr_t)p & 15) == 0 && in_heap_slot(p)) { /* a heap chunk: its header, then the next one's */
+        size_t head = ((size_t *)p)[NHM_SIZE_WORD], size = head & ~(size_t)7;
+        if ((head & NHM_IS_MMAPPED) == 0 && size >= NHM_MIN_CHUNK && (((uintptr_t)p ^ ((uintptr_t)p + size)) >> NHM_SLOT_SHIFT) == 0)
+            return (((size_t *)(p + size))[NHM_SIZE_WORD] & NHM_PREV_INUSE) ? size - 8 : 0; /* in use: glibc's musable */
+    }
     if (!can_enter()) return chunk_usable(ptr);
     enter();
     size_t n = nhm_malloc_usable_size(ptr);

@@ -54,6 +54,54 @@ public static unsafe partial class Heap
     private static ulong* s_heapSlots;
     /// <summary>The main arena is on the break: free's fast path also knows the break's chunks (glibc-2.36 profile).</summary>
     private static bool s_onBreak;
+    /// <summary>libnativeheap's C copy of the values above (null in a .NET-only process), written under s_initLock.</summary>
+    private static FastPath* s_cFastPath;
+
+    /// <summary>
+    /// The fast paths' values as libnativeheap's C layer reads them: it serves tcache hits and
+    /// frees into a bin with room without entering .NET. One layout, two readers: this is
+    /// <c>struct nhm_fast_path</c> in src/NativeHeap.Native/nativeheap-managed.h, and
+    /// NativeAbiLayoutTests compares the two.
+    /// </summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct FastPath
+    {
+        /// <summary>As <see cref="s_fastRequestLimit"/>; written last, so that a C reader that sees it non-zero sees the rest.</summary>
+        public nuint RequestLimit;
+        public nuint Bins;
+        public nuint Count;
+        public nuint Bytes;
+        public ulong Key;
+        public ulong* HeapSlots;
+        public int CallocFromTcache;
+        private int _reserved;
+    }
+
+    /// <summary>
+    /// libnativeheap's start: from now on <paramref name="c"/> holds the fast paths' values,
+    /// refreshed with them. It stays off (RequestLimit 0) until the heap is initialised.
+    /// </summary>
+    internal static void PublishFastPath(FastPath* c)
+    {
+        lock (s_initLock)
+        {
+            s_cFastPath = c;
+            if (s_context != null) CopyFastPath(c);
+        }
+    }
+
+    private static void CopyFastPath(FastPath* c)
+    {
+        // Off while it changes: a C call between two stores takes the managed path.
+        Volatile.Write(ref c->RequestLimit, 0);
+        c->Bins = s_fastBins;
+        c->Count = s_tcacheCount;
+        c->Bytes = s_tcacheBytes;
+        c->Key = s_tcacheKey;
+        c->HeapSlots = s_heapSlots; // a chunk on the break is not in it: C leaves it to the managed path
+        c->CallocFromTcache = s_callocFromTcache ? 1 : 0;
+        Volatile.Write(ref c->RequestLimit, s_fastRequestLimit);
+    }
 
     private static MallocContext* Context
     {
@@ -112,6 +160,7 @@ public static unsafe partial class Heap
         s_callocFromTcache = mp->CallocFromTcache != 0;
         s_onBreak = ctx->UseBrk != 0;
         s_fastRequestLimit = mp->CheckAction != 0 || mp->TcacheBins == 0 ? 0 : BinIndex.TcacheUsableSize(mp->TcacheBins - 1) + 1;
+        if (s_cFastPath != null) lock (s_initLock) CopyFastPath(s_cFastPath);
     }
 
     /// <summary>

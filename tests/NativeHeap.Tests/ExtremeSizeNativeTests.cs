@@ -20,16 +20,6 @@ public class ExtremeSizeNativeTests
         return data;
     }
 
-    private static (string, string) Preload
-    {
-        get
-        {
-            string path = Path.Combine(NativeTests.RepoRoot, "artifacts", "native", "libnativeheap-preload.so");
-            Assert.True(File.Exists(path), $"{path} is missing: run `dotnet publish src/NativeHeap.Native -c Release -o artifacts/native` (CI does).");
-            return ("LD_PRELOAD", path);
-        }
-    }
-
     [Theory]
     [MemberData(nameof(Cases))]
     public void Preloaded_PrintsWhatGlibcPrints(string family, string tunables)
@@ -37,7 +27,7 @@ public class ExtremeSizeNativeTests
         string program = NativeTests.Program("extremes");
         ProcessResult glibc = ChildProcess.Run(program, [family], [], timeoutSeconds: 120);
         Assert.True(glibc.ExitCode == 0, $"extremes {family} on glibc exited {glibc.ExitCode}: {glibc.Error}");
-        var environment = new List<(string, string)> { Preload };
+        var environment = new List<(string, string)> { NativeTests.Preload };
         if (tunables.Length > 0) environment.Add(("NATIVEHEAP_TUNABLES", tunables));
         ProcessResult ours = ChildProcess.Run(program, [family], environment, timeoutSeconds: 120);
 

@@ -13,15 +13,7 @@ public class NativeLibraryTests
 {
     private const string AlignBreak = "1048576";
 
-    private static string Artifact(string name)
-    {
-        string path = Path.Combine(NativeTests.RepoRoot, "artifacts", "native", name);
-        Assert.True(File.Exists(path),
-            $"{path} is missing: run `dotnet publish src/NativeHeap.Native -c Release -o artifacts/native` and `make -C native-tests nh` (CI does).");
-        return path;
-    }
-
-    private static (string, string) Preload => ("LD_PRELOAD", Artifact("libnativeheap-preload.so"));
+    private static (string, string) Preload => NativeTests.Preload;
 
     private static ProcessResult RunOk(string file, IEnumerable<string> args, (string, string)[] environment, string? cwd = null, int timeoutSeconds = 300)
     {

@@ -22,6 +22,17 @@ internal static class NativeTests
         return path;
     }
 
+    /// <summary>The LD_PRELOAD entry that puts libnativeheap-preload.so (published to artifacts/native) under a program.</summary>
+    internal static (string Name, string Value) Preload
+    {
+        get
+        {
+            string path = Path.Combine(RepoRoot, "artifacts", "native", "libnativeheap-preload.so");
+            Assert.True(File.Exists(path), $"{path} is missing: run `dotnet publish src/NativeHeap.Native -c Release -o artifacts/native` (CI does).");
+            return ("LD_PRELOAD", path);
+        }
+    }
+
     /// <summary>Run a native-tests program; returns its standard output.</summary>
     internal static string Run(string name, IEnumerable<string> args, params (string Name, string Value)[] environment)
     {

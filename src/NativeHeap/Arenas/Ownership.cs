@@ -14,9 +14,12 @@ namespace NativeHeap.Arenas;
 [StructLayout(LayoutKind.Sequential)]
 internal unsafe struct Ownership
 {
-    /// <summary>Bits for 2^47 bytes of user address space in 64 MiB slots: 2^21 bits.</summary>
-    private const int SlotShift = 26;
-    private const nuint Slots = (nuint)1 << (47 - SlotShift);
+    /// <summary>
+    /// Bits for 2^47 bytes of user address space in 64 MiB slots: 2^21 bits. libnativeheap's C
+    /// free fast path tests the same bits (NHM_SLOT_SHIFT in nativeheap-managed.h; NativeAbiLayoutTests compares).
+    /// </summary>
+    internal const int SlotShift = 26;
+    internal const nuint Slots = (nuint)1 << (47 - SlotShift);
 
     public ulong* HeapSlots;
     /// <summary>Open-addressed set of mmapped chunk addresses (0 empty, 1 deleted).</summary>

@@ -10,6 +10,11 @@ namespace NativeHeap.Arenas;
 /// </summary>
 internal unsafe struct ThreadLocals
 {
+    /// <summary>
+    /// First, where libnativeheap's C fast paths read it (struct nhm_thread_locals in
+    /// src/NativeHeap.Native/nativeheap-managed.h): null until the tcache is made and again once
+    /// it is given back, which is what turns the C fast paths off for this thread.
+    /// </summary>
     public Tcache* Tcache;
     public MallocState* Arena;
     /// <summary>tcache_shutting_down: the thread has given its tcache back; it gets no new one.</summary>

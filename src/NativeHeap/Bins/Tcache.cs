@@ -5,7 +5,11 @@ using NativeHeap.Chunks;
 
 namespace NativeHeap.Bins;
 
-/// <summary>A chunk cached in a tcache bin: its user memory holds the (safe-linked) next entry and the key.</summary>
+/// <summary>
+/// A chunk cached in a tcache bin: its user memory holds the (safe-linked) next entry and the key.
+/// libnativeheap's C fast paths read and write it too (struct nhm_tcache_entry in
+/// src/NativeHeap.Native/nativeheap-managed.h; NativeAbiLayoutTests compares the two).
+/// </summary>
 [StructLayout(LayoutKind.Sequential)]
 internal unsafe struct TcacheEntry
 {
@@ -25,6 +29,10 @@ internal unsafe struct TcacheEntry
 /// 640-byte struct leaves unused in its 656-byte chunk, so the chunk, and placement, stay glibc's.
 /// The large bins (glibc 2.42's, in the nativeheap profile) come after it: a tcache made
 /// without them is <see cref="GlibcSize"/> bytes and never touches them.
+/// "Only its thread" includes libnativeheap's C layer, which serves a hit and a free into a bin
+/// with room on this struct itself (struct nhm_tcache in src/NativeHeap.Native/nativeheap-managed.h:
+/// Counts, Entries and Bytes, their order and the steps of Put and Take are a contract with it;
+/// NativeAbiLayoutTests compares the offsets and runs one sequence of calls on both sides).
 /// </remarks>
 [StructLayout(LayoutKind.Sequential)]
 internal unsafe struct Tcache
