@@ -27,7 +27,7 @@ internal static class CWorkloads
     internal static int Run(string[] args)
     {
         int rounds = args.SkipWhile(a => a != "--rounds").Skip(1).Select(int.Parse).FirstOrDefault(7);
-        string root = FindRoot();
+        string root = Program.RepoRoot();
         string program = Path.Combine(root, "native-tests", "build", "workloads");
         foreach (string path in Allocators.Select(a => a.Preload).OfType<string>().Select(p => Path.Combine(root, p)).Append(program))
         {
@@ -62,7 +62,7 @@ internal static class CWorkloads
             var cells = Allocators.Select(a =>
             {
                 var s = samples[(w, a.Name)];
-                return (Ms: Median(s.Select(x => x.Seconds * 1000)), Peak: Median(s.Select(x => (double)x.Peak)), Retained: Median(s.Select(x => (double)x.Retained)));
+                return (Ms: Program.Median(s.Select(x => x.Seconds * 1000)), Peak: Program.Median(s.Select(x => (double)x.Peak)), Retained: Program.Median(s.Select(x => (double)x.Retained)));
             }).ToList();
             string row = string.Join(" | ", cells.Select(c => string.Create(CultureInfo.InvariantCulture, $"{c.Ms:F2}, {c.Peak:N0} / {c.Retained:N0}")));
             string timeRatio = (cells[1].Ms / cells[0].Ms).ToString("F2", CultureInfo.InvariantCulture);
@@ -88,18 +88,5 @@ internal static class CWorkloads
         var fields = output.Trim().Split(' ').Skip(1).Select(f => f.Split('=')).ToDictionary(f => f[0], f => f[1]);
         return (double.Parse(fields["seconds"], CultureInfo.InvariantCulture), long.Parse(fields["peak_kib"], CultureInfo.InvariantCulture),
             long.Parse(fields["retained_kib"], CultureInfo.InvariantCulture));
-    }
-
-    private static double Median(IEnumerable<double> values)
-    {
-        double[] v = values.Order().ToArray();
-        return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
-    }
-
-    private static string FindRoot()
-    {
-        string? dir = AppContext.BaseDirectory;
-        while (dir != null && !File.Exists(Path.Combine(dir, "NativeHeap.sln"))) dir = Path.GetDirectoryName(dir);
-        return dir ?? throw new InvalidOperationException("NativeHeap.sln not found above " + AppContext.BaseDirectory);
     }
 }

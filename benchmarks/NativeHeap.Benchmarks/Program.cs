@@ -12,6 +12,7 @@ namespace NativeHeap.Benchmarks;
 /// benchmark once, in process, tiny counts: what CI runs so the suite never rots),
 /// <c>break-stress [--seconds N] [--use-brk 1|0]</c> (the shared-break stress test),
 /// <c>c-workloads [--rounds N]</c> (the workloads in C under LD_PRELOAD of each allocator),
+/// <c>mimalloc-bench [--rounds N] [--tiny] ...</c> (mimalloc-bench's programs under LD_PRELOAD of each allocator),
 /// <c>results ARTIFACTS RSS.md OUT.md MACHINE COMMAND</c> (writes RESULTS.md and its plot).
 /// </summary>
 public static class Program
@@ -29,6 +30,7 @@ public static class Program
             case "rss-child": return RssReport.Child(args[1], args[2]);
             case "ci": return ShortRun();
             case "c-workloads": return CWorkloads.Run(args);
+            case "mimalloc-bench": return MimallocBench.Run(args);
             case "results": return ResultsReport.Write(args[1], args[2], args[3], args[4], args[5]);
         }
         // jemalloc needs its tunable in every benchmark process; "--short" runs BenchmarkDotNet's
@@ -56,5 +58,19 @@ public static class Program
         int total = summaries.Sum(s => s.Reports.Length);
         Console.WriteLine($"ci: {total - failed.Count} of {total} benchmarks ran");
         return failed.Count == 0 && total > 0 && summaries.All(s => !s.HasCriticalValidationErrors) ? 0 : 1;
+    }
+
+    /// <summary>The repository's root: the folder above this program that holds NativeHeap.sln.</summary>
+    internal static string RepoRoot()
+    {
+        string? dir = AppContext.BaseDirectory;
+        while (dir != null && !File.Exists(Path.Combine(dir, "NativeHeap.sln"))) dir = Path.GetDirectoryName(dir);
+        return dir ?? throw new InvalidOperationException("NativeHeap.sln not found above " + AppContext.BaseDirectory);
+    }
+
+    internal static double Median(IEnumerable<double> values)
+    {
+        double[] v = values.Order().ToArray();
+        return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
     }
 }

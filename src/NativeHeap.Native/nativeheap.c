@@ -28,11 +28,13 @@
 #define EXPORT __attribute__((visibility("default")))
 #define TLS __thread __attribute__((tls_model("initial-exec")))
 
-/* The runtime starts at the first call, or, preloaded, when libnativeheap-preload.so's
- * constructor says so (nh_start): calls made while other libraries start, before this one's
- * runtime has run its own static constructors, must not start it. */
+/* The runtime starts at the first call that needs it, not before: a program that never
+ * allocates (/bin/true) never pays for it. Preloaded, not before libnativeheap-preload.so's
+ * constructor has allowed it (nh_start): calls made while other libraries start, before this
+ * one's runtime has run its own static constructors, must not start it (they go to boot). */
 enum { COLD, STARTING, READY };
 static int state;
+static int start_allowed; /* preloaded: set by nh_start */
 extern const int nh_preload_marker __attribute__((weak)); /* defined by libnativeheap-preload.so */
 
 /* Per thread: inside a NativeHeap call; past this thread's exit hook; hook registered;
@@ -118,7 +120,9 @@ static inline int can_enter(void)
 {
     int s = __atomic_load_n(&state, __ATOMIC_ACQUIRE);
     if (__builtin_expect(s != READY, 0)) {
-        if (s != COLD || &nh_preload_marker != NULL || (tstate & (INSIDE | RUNTIME))) return 0;
+        if (s != COLD || (&nh_preload_marker != NULL && !__atomic_load_n(&start_allowed, __ATOMIC_ACQUIRE))
+            || (tstate & (INSIDE | RUNTIME)))
+            return 0;
         start();
         if (__atomic_load_n(&state, __ATOMIC_ACQUIRE) != READY) return 0;
     }
@@ -427,6 +431,7 @@ static void start(void)
      * swallow a raised SIGSEGV: a C program's signals are its own, so they get back what they
      * had. The runtime's real-time signal (thread suspension) stays. Managed code that faults
      * in here is a bug either way, and a crash is the answer. */
+    int saved_errno = errno; /* started inside the program's first call, whose errno is the program's */
     struct sigaction before[SIGRTMIN];
     for (int sig = 1; sig < SIGRTMIN; sig++) sigaction(sig, NULL, &before[sig]);
     tstate |= INSIDE;
@@ -441,10 +446,12 @@ static void start(void)
     pthread_key_create(&exit_gate_key, exit_gate_release); /* after the runtime's keys: see thread_exit_hook */
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     __atomic_store_n(&state, READY, __ATOMIC_RELEASE);
+    errno = saved_errno;
 }
 
-/* For libnativeheap-preload.so's constructor, which runs once this library is initialized. */
-EXPORT void nh_start(void) { start(); }
+/* For libnativeheap-preload.so's constructor, which runs once this library is initialized:
+ * from now on the first call that needs the runtime starts it. */
+EXPORT void nh_start(void) { __atomic_store_n(&start_allowed, 1, __ATOMIC_RELEASE); }
 
 /* ---- the C ABI ---- */
 

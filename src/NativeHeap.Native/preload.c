@@ -8,7 +8,7 @@
 
 #define EXPORT __attribute__((visibility("default")))
 
-/* Tells libnativeheap that it is preloaded: it starts only when this constructor says so. */
+/* Tells libnativeheap that it is preloaded: its runtime may start only once this constructor has run. */
 EXPORT const int nh_preload_marker = 1;
 void nh_start(void);
 
