@@ -293,7 +293,7 @@ internal static class MimallocBench
                 if (!samples.TryGetValue((b.Name, "NativeHeap"), out var s) || !samples.TryGetValue((b.Name, "glibc"), out var glibc)) continue;
                 double r = TimeRatio(b, s, glibc);
                 double over = (Program.Median(s.Select(x => (double)x.PeakKib)) - Program.Median(glibc.Select(x => (double)x.PeakKib))) / 1024;
-                string timeVerdict = r <= 1.0 ? "met" : $"missed by {(r - 1) * 100:F0} %";
+                string timeVerdict = r <= 1.0 ? "met" : $"missed by {(r - 1) * 100:F1} %";
                 string peakVerdict = over <= 2.0 ? "met" : $"missed by {over - 2:F2} MiB";
                 sb.AppendLine(string.Create(inv, $"| {b.Name} | {r:F2} | {over:+0.0;-0.0} MiB | {timeVerdict} | {peakVerdict} |"));
             }

@@ -2,7 +2,7 @@
  * Build a program written for glibc's malloc against libnativeheap instead:
  *   gcc -include src/nh_names.h -I$NH/include ... -L$NH -lnativeheap
  * Every malloc-family call becomes its nh_ twin (function-like macros: struct mallinfo2
- * stays). The first call starts libnativeheap's runtime: here, before main, so that the
+ * stays). libnativeheap's runtime starts here, before main (nh_start), so that the
  * runtime's own start-up (which mallocs from glibc) does not move the break mid-program.
  */
 #ifndef NH_NAMES_H
@@ -13,7 +13,8 @@
 #include <nativeheap.h>
 #include <stdlib.h>
 
-__attribute__((constructor)) static void nh_names_start(void) { nh_free(NULL); }
+void nh_start(void); /* libnativeheap's, not in nativeheap.h: starts the runtime */
+__attribute__((constructor)) static void nh_names_start(void) { nh_start(); }
 
 #define malloc(...) nh_malloc(__VA_ARGS__)
 #define free(...) nh_free(__VA_ARGS__)

@@ -449,9 +449,15 @@ static void start(void)
     errno = saved_errno;
 }
 
-/* For libnativeheap-preload.so's constructor, which runs once this library is initialized:
- * from now on the first call that needs the runtime starts it. */
-EXPORT void nh_start(void) { __atomic_store_n(&start_allowed, 1, __ATOMIC_RELEASE); }
+/* Preloaded, libnativeheap-preload.so's constructor calls it once this library is initialized:
+ * from then on the first call that needs the runtime starts it. Linked, it starts the runtime
+ * now (nh_names.h's constructor: before main, so that the runtime's own start-up, which
+ * mallocs from glibc, does not move the break in the middle of the program). */
+EXPORT void nh_start(void)
+{
+    __atomic_store_n(&start_allowed, 1, __ATOMIC_RELEASE);
+    if (&nh_preload_marker == NULL) start();
+}
 
 /* ---- the C ABI ---- */
 
