@@ -324,7 +324,8 @@ internal static class MimallocBench
         plot.Axes.Bottom.MinimumSize = 120;
         plot.Title(time ? "mimalloc-bench: time / glibc's (lower is better)" : "mimalloc-bench: peak RSS / glibc's (lower is better)");
         plot.YLabel((time ? "time" : "peak RSS") + " / glibc (capped at 4)");
-        plot.ShowLegend(Alignment.UpperRight);
-        plot.SavePng(png, Math.Max(1200, benches.Length * 90), 700);
+        plot.Axes.SetLimitsY(0, 4.2);
+        plot.ShowLegend(Edge.Right);
+        plot.SavePng(png, Math.Max(1400, benches.Length * 100), 700);
     }
 }
