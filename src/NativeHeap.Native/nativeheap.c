@@ -55,8 +55,9 @@ static TLS _Alignas(16) unsigned char thread_locals[THREAD_LOCALS_SIZE];
  * The same steps and checks as the managed fast paths (Heap.Calls.cs: TcacheGetFast,
  * TcachePutFast, CallocFast; Tcache.Put and Tcache.Take), on the tcache the managed side made
  * for this thread, whose pointer is the first field of the thread state above (ThreadLocals):
- * set when the managed side makes the tcache, cleared when it gives it back (thread exit, an
- * option change that drains it). Anything else, a bad entry included, enters .NET, which
+ * set when the managed side makes the tcache, cleared when it gives it back at thread exit
+ * (an option change drains the bins and refreshes `fast`; a fork child keeps its thread's
+ * tcache, as glibc's does). Anything else, a bad entry included, enters .NET, which
  * reports it. The layout is nativeheap-managed.h's. Not while this thread is inside a
  * NativeHeap call: the runtime's own mallocs then must not touch a tcache being changed. */
 static struct nhm_fast_path fast; /* kept current by the managed side (Heap.FastPath) */
