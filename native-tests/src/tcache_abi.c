@@ -5,7 +5,7 @@
  * fast paths (nativeheap.c); NativeAbiLayoutTests runs the same sequence through the
  * managed allocator (ChildScenarios.TcacheSequence) and on glibc, and compares the lines.
  *   tcache_abi sequence         the sequence
- *   tcache_abi misuse KIND      a misuse that must abort with glibc's words (foreign, poisoned)
+ *   tcache_abi misuse KIND      a misuse that must abort with glibc's words (foreign, poisoned, unreadable)
  */
 #define _GNU_SOURCE
 #include <malloc.h>
@@ -80,6 +80,18 @@ static int foreign(void)
     return 0;
 }
 
+/* A pointer at the start of a page whose header, in the page before, cannot be read: refused
+ * by address before any header is read (glibc reads it and dies of SIGSEGV). */
+static int unreadable(void)
+{
+    free(malloc(SMALL)); /* the thread's tcache exists: the fast path is live */
+    long page = sysconf(_SC_PAGESIZE);
+    char *m = mmap(NULL, 2 * (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED || mprotect(m, (size_t)page, PROT_NONE) != 0) return 3;
+    free(m + page);
+    return 0;
+}
+
 /* A freed block's tcache link overwritten (a use after free): the second malloc meets it. */
 static int poisoned(void)
 {
@@ -97,6 +109,7 @@ int main(int argc, char **argv)
     if (argc == 2 && strcmp(argv[1], "sequence") == 0) return sequence();
     if (argc == 3 && strcmp(argv[1], "misuse") == 0 && strcmp(argv[2], "foreign") == 0) return foreign();
     if (argc == 3 && strcmp(argv[1], "misuse") == 0 && strcmp(argv[2], "poisoned") == 0) return poisoned();
-    fprintf(stderr, "usage: tcache_abi sequence | misuse foreign|poisoned\n");
+    if (argc == 3 && strcmp(argv[1], "misuse") == 0 && strcmp(argv[2], "unreadable") == 0) return unreadable();
+    fprintf(stderr, "usage: tcache_abi sequence | misuse foreign|poisoned|unreadable\n");
     return 2;
 }

@@ -43,12 +43,16 @@ public static unsafe partial class Heap
     {
         if (tc == null) return false;
         Chunk* p = Chunk.FromMem(ptr);
+        // Ours by address before any header is read: a foreign pointer's may be unreadable
+        // (libnativeheap's C fast path, tcache_put_fast, tests in the same order).
+        if (((nuint)p & Chunk.AlignMask) != 0
+            || !(Ownership.HoldsHeapSlot(s_heapSlots, p) || (s_onBreak && MallocContext.OnBreakBelowTop(s_context, p))))
+            return false;
         nuint head = p->Size;
         nuint idx = (head - Chunk.MinSize) >> 4; // huge when the size is below MINSIZE
-        if (idx < s_fastBins && ((head & (Chunk.IsMmapped | 8)) | ((nuint)p & Chunk.AlignMask)) == 0
+        if (idx < s_fastBins && (head & (Chunk.IsMmapped | 8)) == 0
             && Tcache.HasRoom(tc, idx, s_tcacheCount, s_tcacheBytes)
-            && (Ownership.HoldsHeapSlot(s_heapSlots, p) || (s_onBreak && MallocContext.OnBreakBelowTop(s_context, p)))
-            && ((TcacheEntry*)ptr)->Key != s_tcacheKey) // read only once the chunk is known to be ours
+            && ((TcacheEntry*)ptr)->Key != s_tcacheKey)
         {
             Tcache.Put(tc, p, idx, s_tcacheKey);
             return true;

@@ -62,6 +62,40 @@ internal static unsafe partial class ChildScenarios
         Heap.Validate();
     }
 
+    /// <summary>
+    /// free() and realloc() of a foreign pointer at the start of a page after an unreadable one,
+    /// where its header would be: refused by address before the header is read (free's fast
+    /// path and the ownership test read the size word first and died of SIGSEGV, as glibc does).
+    /// </summary>
+    public static void ForeignPointerAfterAnUnreadablePage()
+    {
+        Heap.Free(Heap.Alloc(24)); // the thread's tcache exists: the fast path is live
+        nuint page = (nuint)Environment.SystemPageSize;
+        byte* m = (byte*)Syscall.mmap(IntPtr.Zero, 2 * page, MmapProts.PROT_READ | MmapProts.PROT_WRITE,
+            MmapFlags.MAP_PRIVATE | MmapFlags.MAP_ANONYMOUS, -1, 0);
+        Report("mapped", m != (byte*)-1 && Syscall.mprotect((IntPtr)m, page, MmapProts.PROT_NONE) == 0);
+        byte* ptr = m + page;
+        try
+        {
+            Heap.Free(ptr);
+            Report("free", "accepted");
+        }
+        catch (HeapCorruptionException e)
+        {
+            Report("free", e.GlibcMessage);
+        }
+        try
+        {
+            Heap.Realloc(ptr, 100);
+            Report("realloc", "accepted");
+        }
+        catch (HeapCorruptionException e)
+        {
+            Report("realloc", e.GlibcMessage);
+        }
+        Heap.Validate();
+    }
+
     /// <summary>A heap whose header names another arena, met by a large free: in Debug, glibc's assert(heap->ar_ptr == av) stops it there.</summary>
     public static void HeapHeaderOfAnotherArena()
     {

@@ -124,6 +124,16 @@ public unsafe class RobustnessTests
         Assert.Equal("free(): invalid pointer", r["result"]);
     }
 
+    /// <summary>free() and realloc() of a foreign pointer whose header lies in an unreadable page: refused, not a crash.</summary>
+    [Fact]
+    public void FreeAndRealloc_OfAForeignPointerAfterAnUnreadablePage_AreRefusedNotACrash()
+    {
+        var r = Child.Run(nameof(ChildScenarios.ForeignPointerAfterAnUnreadablePage));
+        Assert.Equal("True", r["mapped"]);
+        Assert.Equal("free(): invalid pointer", r["free"]);
+        Assert.Equal("realloc(): invalid pointer", r["realloc"]);
+    }
+
     /// <summary>mallinfo2 and malloc_info walk the fastbins with glibc's alignment check; the bad bin is dropped and both work again.</summary>
     [Fact]
     public void StatisticsWalks_OfAnOverwrittenFastbinLink_ReportItAndRecover()

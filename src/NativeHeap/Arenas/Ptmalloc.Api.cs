@@ -79,13 +79,16 @@ internal static unsafe partial class Ptmalloc
     /// <summary>
     /// NativeHeap's addition to glibc's checks: the chunk must lie in this heap's memory (an
     /// arena's heap or break region, or a recorded mapping), else it is another allocator's,
-    /// or no allocator's, and is refused before anything reads past its header.
+    /// or no allocator's, and is refused. Decided by address before the header is read (a
+    /// foreign pointer's header may be unreadable); then a chunk in a heap that says it is
+    /// mmapped, or a recorded mapping that says it is not, is refused too. A misaligned
+    /// chunk is left to the callers' own checks, which report it in glibc's words.
     /// </summary>
     private static void CheckOwned(MallocContext* ctx, Chunk* p, string glibcMessage)
     {
-        bool owned = Chunk.Misaligned(p) || (Chunk.IsMapped(p)
-            ? Ownership.HoldsMapped(&ctx->Owned, p)
-            : MallocContext.OwnsHeapChunk(ctx, p));
+        bool owned = Chunk.Misaligned(p) || (MallocContext.OwnsHeapChunk(ctx, p)
+            ? !Chunk.IsMapped(p) || Ownership.HoldsMapped(&ctx->Owned, p)
+            : Ownership.HoldsMapped(&ctx->Owned, p) && Chunk.IsMapped(p));
         if (!owned) MallocPrinterr.Raise(glibcMessage, Chunk.ToMem(p));
     }
 
@@ -239,8 +242,8 @@ internal static unsafe partial class Ptmalloc
         }
 
         Chunk* oldp = Chunk.FromMem(oldmem);
-        nuint oldsize = Chunk.SizeOf(oldp);
         CheckOwned(ctx, oldp, "realloc(): invalid pointer");
+        nuint oldsize = Chunk.SizeOf(oldp);
         if (!Chunk.IsMapped(oldp)) MaybeInitTcache(ctx, ref ts);
         if ((nuint)oldp > (nuint)(-(nint)oldsize) || Chunk.Misaligned(oldp))
             MallocPrinterr.Raise("realloc(): invalid pointer", oldmem);
