@@ -19,9 +19,9 @@ internal static class CWorkloads
     private static readonly (string Name, string? Preload)[] Allocators =
     [
         ("glibc", null),
-        ("NativeHeap", "artifacts/native/libnativeheap-preload.so"),
-        ("mimalloc", "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2"),
-        ("jemalloc", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
+        ("NativeHeap", Program.NativeHeapPreload),
+        ("mimalloc", Program.MimallocPreload),
+        ("jemalloc", Program.JemallocPreload),
     ];
 
     internal static int Run(string[] args)

@@ -68,10 +68,10 @@ internal static class MimallocBench
     private static readonly Allocator[] Allocators =
     [
         new("glibc", null),
-        new("NativeHeap", "artifacts/native/libnativeheap-preload.so"),
-        new("NativeHeap glibc-2.36", "artifacts/native/libnativeheap-preload.so", "profile=glibc-2.36"),
-        new("mimalloc", "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2"),
-        new("jemalloc", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
+        new("NativeHeap", Program.NativeHeapPreload),
+        new("NativeHeap glibc-2.36", Program.NativeHeapPreload, "profile=glibc-2.36"),
+        new("mimalloc", Program.MimallocPreload),
+        new("jemalloc", Program.JemallocPreload),
     ];
 
     /// <summary>A run's wall seconds, peak RSS (KiB, /usr/bin/time's %M) and throughput (NaN where the program prints none).</summary>

@@ -17,6 +17,11 @@ namespace NativeHeap.Benchmarks;
 /// </summary>
 public static class Program
 {
+    /// <summary>The libraries a C program is run under with LD_PRELOAD (NativeHeap's relative to the repository).</summary>
+    internal const string NativeHeapPreload = "artifacts/native/libnativeheap-preload.so";
+    internal const string MimallocPreload = "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2";
+    internal const string JemallocPreload = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+
     /// <summary>jemalloc's TLS is static: glibc must reserve room for it when the process starts.</summary>
     internal const string JemallocTunables = "glibc.rtld.optional_static_tls=65536";
 

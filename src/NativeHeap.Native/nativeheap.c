@@ -494,13 +494,13 @@ EXPORT void nh_free(void *ptr)
 EXPORT void *nh_calloc(size_t count, size_t size)
 {
     size_t bytes;
-    if (fast.calloc_tcache && !__builtin_mul_overflow(count, size, &bytes)) { /* glibc 2.41's calloc from the tcache */
+    int overflow = __builtin_mul_overflow(count, size, &bytes);
+    if (fast.calloc_tcache && !overflow) { /* glibc 2.41's calloc from the tcache */
         void *hit = tcache_get_fast(bytes);
-        if (hit != NULL) return memset(hit, 0, (((size_t *)hit)[-1] & ~(size_t)7) - 8);
+        if (hit != NULL) return memset(hit, 0, chunk_usable(hit)); /* all of it: the chunk held someone's data */
     }
     if (!can_enter()) {
-        size_t bytes;
-        if (__builtin_mul_overflow(count, size, &bytes)) {
+        if (overflow) {
             errno = ENOMEM;
             return NULL;
         }
