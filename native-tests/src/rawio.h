@@ -6,6 +6,7 @@
 #define RAWIO_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -50,6 +51,40 @@ static inline void append_buffered(char *buf, size_t cap, size_t *len, const cha
         p += k;
         n -= k;
     }
+}
+
+/* Reads size, resident and shared (in pages) from /proc/self/statm with open and read only.
+ * Returns 1, or 0 when the file cannot be opened, -1 when it cannot be parsed. */
+static inline int read_statm_pages(uint64_t v[3])
+{
+    char buf[256];
+    size_t len = 0;
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + len, sizeof buf - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        if (len == sizeof buf)
+            break;
+    }
+    close(fd);
+
+    size_t i = 0;
+    for (int f = 0; f < 3; f++) {
+        while (i < len && buf[i] == ' ')
+            i++;
+        if (i == len || buf[i] < '0' || buf[i] > '9')
+            return -1;
+        v[f] = 0;
+        while (i < len && buf[i] >= '0' && buf[i] <= '9')
+            v[f] = v[f] * 10 + (uint64_t)(buf[i++] - '0');
+    }
+    return 1;
 }
 
 #endif

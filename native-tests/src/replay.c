@@ -19,18 +19,49 @@
  *   f ID               free(ptr of ID)
  *   w ID               touch one byte in every page of the block
  *   t PAD              malloc_trim(PAD)
- *   k NAME             checkpoint (memory statistics)
+ *   k NAME [KEY=N ...] checkpoint (memory statistics); the recorder adds the
+ *                      recorded process's own figures as KEY=N (anon_kib,
+ *                      rss_kib, size_kib, recorder_kib), which the replay
+ *                      checks for form (KEY of [A-Za-z0-9_], N decimal) and
+ *                      otherwise ignores
+ *   T TID              the following lines are made by recorded thread TID
+ *                      (1..1000000); lines before any T line are thread 1's
+ *   x TID              thread TID ended
  *
  * A free or never-used ID names NULL: "f" then calls free(NULL), "r" calls
  * realloc(NULL, SIZE) and "w" touches nothing (malloc_usable_size(NULL) is 0).
  * Allocating into a live ID just overwrites it (the old block leaks).
  *
+ * Threads: thread 1 runs on the main thread; every other recorded thread on
+ * a pthread of its own, started at its first T line, so that glibc gives it
+ * an arena as it did in the recorded process. Exactly one operation runs at
+ * a time, in trace order: the main thread hands each section (the lines up
+ * to the next T or x line) to its thread and waits. "x TID" makes that
+ * pthread return (glibc flushes its tcache and puts its arena on the free
+ * list) and joins it before the next line runs. A T line for a thread after
+ * its x starts a fresh pthread (the recorder writes one when a thread still
+ * calls malloc or free after its exit hook ran: a fresh thread is the
+ * nearest a replay can get, and it never ends). After "x 1" the main thread
+ * only coordinates (it cannot end) and a later "T 1" gets a pthread. An
+ * operation after its own thread's x line, without a T line, is an error.
+ * The replayer's pthreads are started before the first operation as far as
+ * the trace needs them at once, so their own small start-up allocations (the
+ * TLS vector, about 300 bytes each) lie in the main heap before the trace's
+ * first block (counted in the checkpoints' arena and uordblks); threads
+ * started later reuse an ended one's stack and allocate nothing.
+ *
  * Output, one line per allocating operation:
  *   LINE ID heap OFFSET USABLE   OFFSET relative to the first heap block
+ *   LINE ID arena K OFFSET USABLE
+ *                                chunk has NON_MAIN_ARENA set: K numbers the
+ *                                arenas 1, 2, ... as they first appear here,
+ *                                OFFSET from the 64 MiB-aligned start of the
+ *                                block's heap (its heap_info)
  *   LINE ID mmap - USABLE        chunk has IS_MMAPPED set
  *   LINE ID null                 allocation failed
  *   LINE k NAME anon_kib resident_kib size_kib arena uordblks fordblks hblkhd
- * and a final "end".
+ * and a final "end". A trace without T and x lines runs on the main thread
+ * alone and starts no thread.
  */
 
 #define _GNU_SOURCE /* mremap */
@@ -38,6 +69,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -49,7 +82,11 @@
 #include "rawio.h"
 
 #define MAX_ID 10000000u
-#define IS_MMAPPED ((size_t)2) /* bit in the chunk size word */
+#define MAX_TID 1000000u
+#define IS_MMAPPED ((size_t)2)     /* bits in the chunk size word */
+#define NON_MAIN_ARENA ((size_t)4)
+#define HEAP_MAX ((uintptr_t)64 << 20) /* glibc 2.36's HEAP_MAX_SIZE on 64-bit */
+#define WORKER_STACK ((size_t)256 << 10)
 #define PAGE_STEP 4096
 
 /* ---------------------------------------------------------------- output */
@@ -198,8 +235,8 @@ static const char *load_file(const char *path, size_t *len_out)
 /* --------------------------------------------------------------- parsing */
 
 struct op {
-    char kind;        /* m c r a f w t k */
-    uint32_t id;
+    char kind;        /* m c r a f w t k T x */
+    uint32_t id;      /* T, x: TID */
     size_t a, b;      /* m/r: a=SIZE; c: a=COUNT b=SIZE; a: a=ALIGN b=SIZE;
                          t: a=PAD */
     const char *name; /* k: NAME (not NUL-terminated) */
@@ -253,6 +290,33 @@ static uint32_t parse_id(struct cursor *c)
     return (uint32_t)v;
 }
 
+static uint32_t parse_tid(struct cursor *c)
+{
+    size_t v = parse_size(c, "missing TID");
+    if (v < 1 || v > MAX_TID)
+        fail_line(c->line, "TID not in 1..1000000", NULL, 0);
+    return (uint32_t)v;
+}
+
+/* A checkpoint's KEY=N: KEY of letters, digits and '_', N a decimal number
+ * that fits in 64 bits. */
+static void check_key_value(size_t line, const char *t, size_t n)
+{
+    size_t k = 0;
+    while (k < n && (t[k] == '_' || (t[k] >= '0' && t[k] <= '9')
+                     || ((t[k] | 0x20) >= 'a' && (t[k] | 0x20) <= 'z')))
+        k++;
+    int ok = k > 0 && k + 1 < n && t[k] == '=';
+    uint64_t v = 0;
+    for (size_t i = k + 1; ok && i < n; i++) {
+        unsigned d = (unsigned)(t[i] - '0');
+        ok = d <= 9 && v <= (UINT64_MAX - d) / 10;
+        v = v * 10 + d;
+    }
+    if (!ok)
+        fail_line(line, "malformed KEY=N:", t, n);
+}
+
 /* Parses one line (without its '\n'). Returns 0 for blank/comment lines. */
 static int parse_line(const char *p, const char *end, size_t line,
                       struct op *op)
@@ -293,6 +357,12 @@ static int parse_line(const char *p, const char *end, size_t line,
         op->name_len = next_token(&c, &op->name);
         if (op->name_len == 0)
             fail_line(line, "missing checkpoint NAME", NULL, 0);
+        while ((n = next_token(&c, &t)) != 0)
+            check_key_value(line, t, n);
+        break;
+    case 'T':
+    case 'x':
+        op->id = parse_tid(&c);
         break;
     default:
         fail_line(line, "unknown operation", t, n);
@@ -327,11 +397,83 @@ static uintptr_t base;    /* address of the first heap (non-mmapped) block */
 static int have_base;
 static size_t page_size;
 
+/* Pass 1's view of the threads, mapped at the first T or x line (a trace
+ * without them maps nothing, so it runs exactly as before threads). */
+static unsigned char *tid_running; /* TID -> 1 while it has a thread */
+static uint32_t max_tid = 1;
+static uint32_t scan_tid = 1;       /* thread of the current section */
+static int main_has_1 = 1;          /* thread 1 still runs on the main thread */
+static size_t scan_workers, max_workers; /* pthreads alive at once */
+
+static void scan_threads(size_t line, const struct op *op)
+{
+    if (tid_running == NULL) {
+        tid_running = mmap(NULL, MAX_TID + 1, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (tid_running == MAP_FAILED)
+            fail_msg("cannot map the thread table", NULL);
+        tid_running[1] = 1;
+    }
+    uint32_t tid = op->id;
+    if (tid > max_tid)
+        max_tid = tid;
+    if (op->kind == 'T') {
+        if (!tid_running[tid]) {
+            tid_running[tid] = 1;
+            if (tid != 1 || !main_has_1) {
+                scan_workers++;
+                if (scan_workers > max_workers)
+                    max_workers = scan_workers;
+            }
+        }
+        scan_tid = tid;
+    } else {
+        if (!tid_running[tid])
+            fail_line(line, "x of a thread that is not running", NULL, 0);
+        tid_running[tid] = 0;
+        if (tid == 1 && main_has_1)
+            main_has_1 = 0;
+        else
+            scan_workers--;
+    }
+}
+
 static void scan_op(size_t line, const struct op *op)
 {
-    (void)line;
+    if (op->kind == 'T' || op->kind == 'x') {
+        scan_threads(line, op);
+        return;
+    }
+    if (tid_running != NULL && !tid_running[scan_tid])
+        fail_line(line, "operation of a thread after its x line (needs a T line)",
+                  NULL, 0);
     if (op->kind != 't' && op->kind != 'k' && op->id > max_id)
         max_id = op->id;
+}
+
+/* Non-main arenas in order of first appearance (mmap'd when first needed). */
+static uintptr_t *arenas;
+static size_t n_arenas, arenas_cap;
+
+static uint64_t arena_number(uintptr_t arena)
+{
+    for (size_t i = 0; i < n_arenas; i++)
+        if (arenas[i] == arena)
+            return i + 1;
+    if (n_arenas == arenas_cap) {
+        size_t cap = arenas_cap == 0 ? 512 : arenas_cap * 2;
+        void *q = arenas == NULL
+            ? mmap(NULL, cap * sizeof *arenas, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+            : mremap(arenas, arenas_cap * sizeof *arenas, cap * sizeof *arenas,
+                     MREMAP_MAYMOVE);
+        if (q == MAP_FAILED)
+            fail_msg("cannot map the arena table", NULL);
+        arenas = q;
+        arenas_cap = cap;
+    }
+    arenas[n_arenas++] = arena;
+    return n_arenas;
 }
 
 static void print_block(size_t line, uint32_t id, void *p)
@@ -346,6 +488,14 @@ static void print_block(size_t line, uint32_t id, void *p)
     size_t size_word = ((size_t *)p)[-1];
     if (size_word & IS_MMAPPED) {
         out_str(" mmap -");
+    } else if (size_word & NON_MAIN_ARENA) {
+        /* A non-main arena's heaps are HEAP_MAX-aligned and start with a
+         * heap_info, whose first word is the arena. */
+        uintptr_t heap = (uintptr_t)p & ~(HEAP_MAX - 1);
+        out_str(" arena ");
+        out_u64(arena_number(*(uintptr_t *)heap));
+        out_char(' ');
+        out_u64((uintptr_t)p - heap);
     } else {
         if (!have_base) {
             base = (uintptr_t)p;
@@ -359,42 +509,14 @@ static void print_block(size_t line, uint32_t id, void *p)
     out_char('\n');
 }
 
-/* Reads size, resident and shared (in pages) from /proc/self/statm. */
-static void read_statm(size_t line, uint64_t v[3])
-{
-    char buf[256];
-    size_t len = 0;
-    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        fail_line(line, "cannot open /proc/self/statm", NULL, 0);
-    for (;;) {
-        ssize_t n = read(fd, buf + len, sizeof buf - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-        if (len == sizeof buf)
-            break;
-    }
-    close(fd);
-
-    size_t i = 0;
-    for (int f = 0; f < 3; f++) {
-        while (i < len && buf[i] == ' ')
-            i++;
-        if (i == len || buf[i] < '0' || buf[i] > '9')
-            fail_line(line, "cannot parse /proc/self/statm", NULL, 0);
-        v[f] = 0;
-        while (i < len && buf[i] >= '0' && buf[i] <= '9')
-            v[f] = v[f] * 10 + (uint64_t)(buf[i++] - '0');
-    }
-}
-
 static void checkpoint(size_t line, const struct op *op)
 {
     uint64_t statm[3]; /* size, resident, shared; in pages */
-    read_statm(line, statm);
+    int r = read_statm_pages(statm);
+    if (r == 0)
+        fail_line(line, "cannot open /proc/self/statm", NULL, 0);
+    if (r < 0)
+        fail_line(line, "cannot parse /proc/self/statm", NULL, 0);
     struct mallinfo2 mi = mallinfo2(); /* walks the arenas, no allocation */
 
     out_u64(line);
@@ -488,6 +610,154 @@ static void run_op(size_t line, const struct op *op)
     }
 }
 
+/* Pass 2 walks the trace section by section; a section (the lines up to
+ * the next T or x line) runs on its thread, the T or x line on the main
+ * thread. Handed between threads with the semaphores below, which also
+ * order every other access. */
+static struct {
+    const char *p, *end;
+    size_t line;
+    int at_ctl;     /* stopped at a T or x line, which is in ctl */
+    struct op ctl;
+} sec;
+
+static void run_section(void)
+{
+    while (sec.p < sec.end) {
+        const char *nl = memchr(sec.p, '\n', (size_t)(sec.end - sec.p));
+        const char *eol = nl != NULL ? nl : sec.end;
+        const char *p = sec.p;
+        struct op op;
+        sec.p = nl != NULL ? nl + 1 : sec.end;
+        sec.line++;
+        if (!parse_line(p, eol, sec.line, &op))
+            continue;
+        if (op.kind == 'T' || op.kind == 'x') {
+            sec.ctl = op;
+            sec.at_ctl = 1;
+            return;
+        }
+        run_op(sec.line, &op);
+    }
+    sec.at_ctl = 0;
+}
+
+struct worker {
+    pthread_t thread;
+    sem_t go;
+    int quit;
+    int alive;      /* its pthread exists */
+    size_t next;    /* free list of unassigned workers */
+};
+
+static struct worker *workers; /* max_workers of them, mmap'd */
+static size_t free_worker = SIZE_MAX;
+static struct worker **tid_worker; /* TID -> its worker, ON_MAIN, or NULL */
+static sem_t section_done;
+static pthread_attr_t worker_attr;
+static char on_main_mark;
+#define ON_MAIN ((struct worker *)&on_main_mark)
+
+static void sem_wait_retry(sem_t *s)
+{
+    while (sem_wait(s) != 0)
+        if (errno != EINTR)
+            fail_msg("sem_wait failed", NULL);
+}
+
+/* A recorded thread's pthread: runs each section it is handed, returns when
+ * its thread ends. */
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    for (;;) {
+        sem_wait_retry(&w->go);
+        if (w->quit)
+            return NULL;
+        run_section();
+        sem_post(&section_done);
+    }
+}
+
+static void start_pthread(struct worker *w)
+{
+    w->quit = 0;
+    if (pthread_create(&w->thread, &worker_attr, worker_main, w) != 0)
+        fail_msg("cannot start a thread", NULL);
+    w->alive = 1;
+}
+
+/* Maps the tables and starts as many pthreads as the trace has alive at
+ * once; each waits for its first section. */
+static void start_threads(void)
+{
+    tid_worker = mmap(NULL, ((size_t)max_tid + 1) * sizeof *tid_worker,
+                      PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (tid_worker == MAP_FAILED)
+        fail_msg("cannot map the thread table", NULL);
+    tid_worker[1] = ON_MAIN;
+    if (max_workers == 0)
+        return;
+    workers = mmap(NULL, max_workers * sizeof *workers, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (workers == MAP_FAILED)
+        fail_msg("cannot map the thread table", NULL);
+    if (sem_init(&section_done, 0, 0) != 0 || pthread_attr_init(&worker_attr) != 0
+        || pthread_attr_setstacksize(&worker_attr, WORKER_STACK) != 0)
+        fail_msg("cannot set up threads", NULL);
+    for (size_t i = max_workers; i-- > 0;) {
+        if (sem_init(&workers[i].go, 0, 0) != 0)
+            fail_msg("cannot set up threads", NULL);
+        start_pthread(&workers[i]);
+        workers[i].next = free_worker;
+        free_worker = i;
+    }
+}
+
+/* Pass 2: runs the trace from the top, each section on its thread. */
+static void run_trace(const char *text, size_t len)
+{
+    sec.p = text;
+    sec.end = text + len;
+    sec.line = 0;
+    struct worker *cur = ON_MAIN; /* NULL: the section's thread has ended */
+    for (;;) {
+        if (cur == ON_MAIN || cur == NULL) { /* NULL: pass 1 saw no operation */
+            run_section();
+        } else {
+            sem_post(&cur->go);
+            sem_wait_retry(&section_done);
+        }
+        if (!sec.at_ctl)
+            return;
+        uint32_t tid = sec.ctl.id;
+        struct worker *w = tid_worker[tid];
+        if (sec.ctl.kind == 'T') {
+            if (w == NULL) { /* pass 1 counted it: one is free */
+                w = &workers[free_worker];
+                free_worker = w->next;
+                if (!w->alive)
+                    start_pthread(w); /* reuses an ended one's stack */
+                tid_worker[tid] = w;
+            }
+            cur = w;
+        } else {
+            if (w != ON_MAIN) {
+                w->quit = 1;
+                sem_post(&w->go);
+                if (pthread_join(w->thread, NULL) != 0)
+                    fail_msg("cannot join a thread", NULL);
+                w->alive = 0;
+                w->next = free_worker;
+                free_worker = (size_t)(w - workers);
+            }
+            tid_worker[tid] = NULL;
+            if (cur == w)
+                cur = NULL;
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -528,8 +798,13 @@ int main(int argc, char **argv)
             fail_msg("REPLAY_ALIGN_BREAK: sbrk failed", NULL);
     }
 
+    if (tid_running != NULL) {
+        munmap(tid_running, MAX_TID + 1);
+        start_threads();
+    }
+
     /* Pass 2: run it. */
-    for_each_op(text, len, run_op);
+    run_trace(text, len);
 
     out_str("end\n");
     out_flush();
