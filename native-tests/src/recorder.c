@@ -27,6 +27,28 @@
  * A failed call (NULL, or an error from posix_memalign) records nothing.
  * Every successful allocation gets a new, increasing ID (from 1).
  *
+ * Threads and memory, also as trace lines:
+ *   T TID    the next lines are thread TID's. TIDs count from 1 (the thread
+ *            that ran the constructor, normally main) in order of each
+ *            thread's first recorded line; a T line is written only when
+ *            the thread changes.
+ *   x TID    thread TID ended: written from a pthread key destructor, set at
+ *            the thread's first line and re-armed once, so that it runs in
+ *            a later destructor round than other libraries' destructors that
+ *            free. A thread that still calls after that gets "T TID" again
+ *            (the replay starts a fresh thread for it, which ends only at
+ *            a later x line: an approximation, see replay.c).
+ *            Threads alive at exit get none.
+ *   k call-N anon_kib=A rss_kib=R size_kib=S recorder_kib=Q
+ *            after every NH_TRACE_EVERY-th recorded call (default 100000,
+ *            0 for none), and "k exit ..." with the same keys from the exit
+ *            destructor: A, R and S are this process's own /proc/self/statm
+ *            (resident minus shared, resident, size; KiB). Q is the
+ *            recorder's own anonymous memory (its table mapping and its
+ *            output buffer), which A includes.
+ * A forked child starts TIDs (its forking thread is 1) and the call count
+ * afresh, in its own file.
+ *
  * Not seen: anything allocated before this library's constructor ran (by
  * ld.so, by libc's own start-up, by constructors of libraries initialised
  * before this one) and anything a forked child inherited from its parent.
@@ -47,8 +69,8 @@
  *     probing, tombstones; rebuilt into a new mapping when it fills up), the
  *     output buffer is static, and numbers are formatted by hand.
  *
- * Threads: one pthread mutex guards the table, the ID counter and the
- * buffer; a line is appended whole under it and the buffer is written with
+ * Threads: one pthread mutex guards the table, the ID and TID counters and
+ * the buffer; a line is appended whole under it and the buffer is written with
  * write(2) under it too, so lines never interleave. The mutex is never held
  * while calling into glibc's malloc, so it cannot deadlock with the arena
  * locks. A free is recorded (and its pointer dropped from the table) before
@@ -96,10 +118,24 @@ static int open_failed;
 static char pattern[4096]; /* NH_TRACE, copied by the constructor */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
-static __thread int inside __attribute__((tls_model("initial-exec")));
+#define TLS __thread __attribute__((tls_model("initial-exec")))
+
+static TLS int inside;
 
 static uint64_t next_id = 1;
 static uint64_t n_unknown_free, n_unknown_realloc, n_stale;
+
+/* Threads. A thread's TID is valid while its my_gen is tid_gen, which a
+ * fork child bumps: the child's TIDs start afresh. */
+#define MAX_TID 1000000u
+static uint32_t next_tid = 1, last_tid, tid_gen = 1;
+static TLS uint32_t my_tid, my_gen;
+static TLS int my_armed; /* end_key is set for this thread */
+static pthread_key_t end_key;
+static int have_key;
+
+static uint64_t every = 100000; /* NH_TRACE_EVERY */
+static uint64_t n_calls;
 
 static char buf[1 << 16];
 static size_t buf_len;
@@ -108,6 +144,7 @@ static size_t buf_len;
 
 
 static int open_trace(void);
+static size_t recorder_bytes(void);
 
 /* The file is created only when there is something to write: a process
  * image that is replaced by exec before its first write (its lines are lost
@@ -133,9 +170,89 @@ static void put_bytes_locked(const char *p, size_t n)
     append_buffered(buf, sizeof buf, &buf_len, p, n, flush_locked);
 }
 
-/* Appends "KIND ID A[ B]\n" (nargs = 1 or 2) or "f ID\n" (nargs = 0). */
+/* Appends one whole line (so a file cut short ends with whole lines). */
+static void put_line_locked(const char *p, size_t n)
+{
+    if (buf_len + n > sizeof buf || flushed)
+        flush_locked();
+    put_bytes_locked(p, n);
+    if (flushed)
+        flush_locked();
+}
+
+/* Appends "C N\n" (T and x lines). */
+static void put_tid_line_locked(char kind, uint32_t tid)
+{
+    char line[32];
+    char *end = line + sizeof line, *p = end;
+    *--p = '\n';
+    p = fmt_u64(p, tid);
+    *--p = ' ';
+    *--p = kind;
+    put_line_locked(p, (size_t)(end - p));
+}
+
+/* Gives the calling thread a TID at its first line and writes a T line when
+ * it is not the previous line's thread. Returns 0 when TIDs ran out, which
+ * stops the recording (the trace so far stays valid). */
+static int switch_thread_locked(void)
+{
+    if (my_gen != tid_gen || my_tid == 0) {
+        if (next_tid > MAX_TID) {
+            write_all(2, "librecorder: more than 1000000 threads, recording stopped\n", 58);
+            active = 0;
+            return 0;
+        }
+        my_tid = next_tid++;
+        my_gen = tid_gen;
+        my_armed = 0;
+    }
+    if (my_tid != last_tid) {
+        put_tid_line_locked('T', my_tid);
+        last_tid = my_tid;
+    }
+    return 1;
+}
+
+/* Appends "k NAME anon_kib=A rss_kib=R size_kib=S recorder_kib=Q\n", NAME
+ * being name followed by num unless num is 0; just "k NAME" if statm cannot
+ * be read. */
+static void put_checkpoint_locked(const char *name, uint64_t num)
+{
+    char line[256];
+    size_t n = 0;
+    char tmp[32], *d;
+#define ADD(s, len) (memcpy(line + n, (s), (len)), n += (len))
+#define ADD_U64(v) (d = fmt_u64(tmp + sizeof tmp, (v)), ADD(d, (size_t)(tmp + sizeof tmp - d)))
+    ADD("k ", 2);
+    ADD(name, strlen(name));
+    if (num != 0)
+        ADD_U64(num);
+    uint64_t v[3]; /* size, resident, shared; in pages */
+    if (read_statm_pages(v) == 1) {
+        uint64_t kib = (uint64_t)getpagesize() / 1024;
+        ADD(" anon_kib=", 10);
+        ADD_U64((v[1] - v[2]) * kib);
+        ADD(" rss_kib=", 9);
+        ADD_U64(v[1] * kib);
+        ADD(" size_kib=", 10);
+        ADD_U64(v[0] * kib);
+        ADD(" recorder_kib=", 14);
+        ADD_U64(recorder_bytes() / 1024);
+    }
+    ADD("\n", 1);
+#undef ADD
+#undef ADD_U64
+    put_line_locked(line, n);
+}
+
+/* Appends "KIND ID A[ B]\n" (nargs = 1 or 2) or "f ID\n" (nargs = 0), after
+ * a T line if the thread changed, and counts it for the periodic
+ * checkpoints. */
 static void emit_locked(char kind, uint64_t id, size_t a, size_t b, int nargs)
 {
+    if (!switch_thread_locked())
+        return;
     char line[96];
     char *end = line + sizeof line, *p = end;
     *--p = '\n';
@@ -150,11 +267,10 @@ static void emit_locked(char kind, uint64_t id, size_t a, size_t b, int nargs)
     p = fmt_u64(p, id);
     *--p = ' ';
     *--p = kind;
-    if (buf_len + (size_t)(end - p) > sizeof buf || flushed)
-        flush_locked();
-    put_bytes_locked(p, (size_t)(end - p));
-    if (flushed)
-        flush_locked();
+    put_line_locked(p, (size_t)(end - p));
+    n_calls++;
+    if (every != 0 && n_calls % every == 0)
+        put_checkpoint_locked("call-", n_calls);
 }
 
 static void put_str_locked(const char *s)
@@ -272,6 +388,51 @@ static void put_locked(uintptr_t key, uint64_t id)
     tab_live++;
 }
 
+/* The table mapping and the output buffer (the cmdline buffer is only
+ * touched once, for the header). */
+static size_t recorder_bytes(void)
+{
+    return tab_cap * sizeof(struct slot) + sizeof buf;
+}
+
+/* ------------------------------------------------------------- threads */
+
+/* end_key's destructor: writes "x TID". The first call only re-arms the key,
+ * so that the line comes a destructor round later, after other keys'
+ * destructors (which may still free) have run. */
+static void thread_end(void *v)
+{
+    if (v == (void *)1) {
+        pthread_setspecific(end_key, (void *)2);
+        return;
+    }
+    int was_inside = inside;
+    inside = 1;
+    int saved = errno;
+    pthread_mutex_lock(&lock);
+    if (active && my_tid != 0 && my_gen == tid_gen) {
+        put_tid_line_locked('x', my_tid);
+        if (last_tid == my_tid)
+            last_tid = 0; /* a later line of this thread is a new T */
+    }
+    my_armed = 0; /* a call after this arms it again (if a round is left) */
+    pthread_mutex_unlock(&lock);
+    errno = saved;
+    inside = was_inside;
+}
+
+/* Sets end_key for the calling thread after its first line (outside the
+ * lock: with a key index above 31 pthread_setspecific callocs, which then
+ * just forwards since inside is set). */
+static void arm_thread_end(void)
+{
+    if (have_key && !my_armed && my_tid != 0
+        && my_gen == __atomic_load_n(&tid_gen, __ATOMIC_RELAXED)) {
+        my_armed = 1;
+        pthread_setspecific(end_key, (void *)1);
+    }
+}
+
 /* ------------------------------------------------------------- recording */
 
 static void record_alloc(char kind, void *p, size_t a, size_t b, int nargs)
@@ -284,6 +445,7 @@ static void record_alloc(char kind, void *p, size_t a, size_t b, int nargs)
         emit_locked(kind, id, a, b, nargs);
     }
     pthread_mutex_unlock(&lock);
+    arm_thread_end();
     errno = saved;
 }
 
@@ -423,6 +585,12 @@ static void fork_child(void)
     tab_cap = tab_live = tab_used = 0;
     next_id = 1;
     n_unknown_free = n_unknown_realloc = n_stale = 0;
+    tid_gen++; /* every thread's TID was the parent's */
+    my_tid = 1;
+    my_gen = tid_gen;
+    next_tid = 2;
+    last_tid = 1;
+    n_calls = 0;
     flushed = 0;
     trace_fd = -1; /* the parent's descriptor stays open; it is the parent's file */
     open_failed = 0;
@@ -446,11 +614,28 @@ __attribute__((constructor)) static void recorder_init(void)
         complain("NH_TRACE too long: ", env);
     } else {
         memcpy(pattern, env, strlen(env) + 1);
+        const char *ev = getenv("NH_TRACE_EVERY");
+        if (ev != NULL && ev[0] != '\0') {
+            uint64_t v = 0;
+            const char *c = ev;
+            for (; *c >= '0' && *c <= '9' && v < UINT64_MAX / 100; c++)
+                v = v * 10 + (uint64_t)(*c - '0');
+            if (*c == '\0')
+                every = v;
+            else
+                complain("NH_TRACE_EVERY is not a number (under 10^17), using 100000: ", ev);
+        }
+        have_key = pthread_key_create(&end_key, thread_end) == 0;
         pthread_mutex_lock(&lock);
         put_header_locked();
+        my_tid = 1; /* this thread's lines need no T line */
+        my_gen = tid_gen;
+        next_tid = 2;
+        last_tid = 1;
         pthread_mutex_unlock(&lock);
         pthread_atfork(fork_prepare, fork_parent, fork_child);
         __atomic_store_n(&active, 1, __ATOMIC_RELEASE);
+        arm_thread_end();
     }
     inside = 0;
 }
@@ -461,6 +646,8 @@ __attribute__((destructor)) static void recorder_fini(void)
         return;
     int saved = errno;
     pthread_mutex_lock(&lock);
+    if (switch_thread_locked())
+        put_checkpoint_locked("exit", 0);
     put_str_locked("# exit: ");
     put_u64_locked(next_id - 1);
     put_str_locked(" allocations, ");
@@ -471,7 +658,9 @@ __attribute__((destructor)) static void recorder_fini(void)
     put_u64_locked(n_unknown_realloc);
     put_str_locked(" reallocs of unknown blocks, ");
     put_u64_locked(n_stale);
-    put_str_locked(" stale table entries\n");
+    put_str_locked(" stale table entries, ");
+    put_u64_locked(next_tid - 1);
+    put_str_locked(" threads\n");
     flush_locked();
     flushed = 1; /* later lines (other destructors) are written at once */
     pthread_mutex_unlock(&lock);
@@ -528,6 +717,7 @@ EXPORT void free(void *ptr)
             n_unknown_free++;
     }
     pthread_mutex_unlock(&lock);
+    arm_thread_end();
     errno = saved;
     __libc_free(ptr);
     inside = 0;
@@ -569,6 +759,7 @@ EXPORT void *realloc(void *ptr, size_t size)
         put_locked((uintptr_t)ptr, id); /* failed: the old block stays */
     }
     pthread_mutex_unlock(&lock);
+    arm_thread_end();
     errno = saved;
     inside = 0;
     return q;
