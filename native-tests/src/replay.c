@@ -33,16 +33,17 @@
  * Allocating into a live ID just overwrites it (the old block leaks).
  *
  * Threads: thread 1 runs on the main thread; every other recorded thread on
- * a pthread of its own, started at its first T line, so that glibc gives it
- * an arena as it did in the recorded process. Exactly one operation runs at
+ * a pthread of its own, taken at its first T line, so that glibc gives it an
+ * arena at its first call as it did in the recorded process. Exactly one operation runs at
  * a time, in trace order: the main thread hands each section (the lines up
  * to the next T or x line) to its thread and waits. "x TID" makes that
  * pthread return (glibc flushes its tcache and puts its arena on the free
  * list) and joins it before the next line runs. A T line for a thread after
  * its x starts a fresh pthread (the recorder writes one when a thread still
  * calls malloc or free after its exit hook ran: a fresh thread is the
- * nearest a replay can get, and it never ends). After "x 1" the main thread
- * only coordinates (it cannot end) and a later "T 1" gets a pthread. An
+ * nearest a replay can get; it ends only at a later x). After "x 1" the main
+ * thread only coordinates (it cannot end, so its tcache is not given back)
+ * and a later "T 1" gets a pthread. An
  * operation after its own thread's x line, without a T line, is an error.
  * The replayer's pthreads are started before the first operation as far as
  * the trace needs them at once, so their own small start-up allocations (the
@@ -798,6 +799,8 @@ int main(int argc, char **argv)
             fail_msg("REPLAY_ALIGN_BREAK: sbrk failed", NULL);
     }
 
+    /* After the break is aligned: the pthreads' TLS vectors then come first
+     * in the heap, in every replay of this trace alike. */
     if (tid_running != NULL) {
         munmap(tid_running, MAX_TID + 1);
         start_threads();
