@@ -188,6 +188,9 @@ public static unsafe partial class Heap
         private nint _state = (nint)state;
         internal readonly Thread Thread = thread;
 
+        /// <summary>The thread's state, or null once released.</summary>
+        internal ThreadLocals* State => (ThreadLocals*)Volatile.Read(ref _state);
+
         ~ThreadOwner() => Release();
 
         /// <summary>Give the thread's tcache and arena back and free its state: once, by the reaper or the finalizer, whichever comes first.</summary>
@@ -374,6 +377,61 @@ public static unsafe partial class Heap
     /// </summary>
     /// <exception cref="HeapCorruptionException">The first inconsistency found.</exception>
     public static void Validate() => HeapCheck.Run(Context, Locals->Tcache);
+
+    /// <summary>
+    /// Every chunk of the process heap with its state (in use, tcache, fastbin, bins, top,
+    /// metadata, mapped) and its resident bytes (mincore), arena by arena: what
+    /// <see cref="Explain"/> and the heap maps are made from.
+    /// </summary>
+    /// <exception cref="HeapCorruptionException">A chunk whose size cannot be walked.</exception>
+    public static Diagnostics.HeapSnapshot Snapshot() => HeapWalk.Take(Context, ThreadTcaches());
+
+    /// <summary>
+    /// Why the process holds the memory it holds: its anonymous resident memory broken down
+    /// into the heap's chunks by where they sit (in use, tcache, fastbins, unsorted, small and
+    /// large bins, top, metadata, mapped chunks) and what lies outside the heap; the live
+    /// chunks that pin free memory below them; and what malloc_trim(0) would return. Its
+    /// <c>ToString()</c> says it in words.
+    /// </summary>
+    /// <exception cref="HeapCorruptionException">A chunk whose size cannot be walked.</exception>
+    public static HeapExplanation Explain()
+    {
+        HeapSnapshot snapshot = Snapshot();
+        Statm statm = Statm.Read();
+        return new HeapExplanation(snapshot, statm, Statm.ReadSmapsAnonymousBytes());
+    }
+
+    /// <summary>
+    /// Write a map of the heap: each arena's memory as strips of address space, chunks coloured
+    /// by state, pages that are not resident paled, the chunks that pin free memory marked.
+    /// </summary>
+    /// <param name="output">Where.</param>
+    /// <param name="format">SVG, or HTML (zoom, pan, a chunk's details on hover).</param>
+    /// <exception cref="HeapCorruptionException">A chunk whose size cannot be walked.</exception>
+    public static void WriteMap(Stream output, HeapMapFormat format)
+    {
+        HeapExplanation e = Explain();
+        HeapMap.Write(e.Snapshot, output, format, new HeapMapOptions { Pinned = e.PinnedBy });
+    }
+
+    /// <summary>The tcaches of the .NET threads that have one, the caller's first (C threads' are not reachable from here).</summary>
+    private static List<nint> ThreadTcaches()
+    {
+        var list = new List<nint>();
+        ThreadLocals* mine = t_locals;
+        if (mine != null && mine->Tcache != null) list.Add((nint)mine->Tcache);
+        // Under the owners' lock, holding each owner: none is released while its tcache is read.
+        lock (s_owners)
+        {
+            foreach (WeakReference<ThreadOwner> w in s_owners)
+            {
+                if (!w.TryGetTarget(out ThreadOwner? owner)) continue;
+                ThreadLocals* ts = owner.State;
+                if (ts != null && ts != mine && ts->Tcache != null) list.Add((nint)ts->Tcache);
+            }
+        }
+        return list;
+    }
 
     /// <summary>How often the heap found the break moved by someone else (tests, diagnostics).</summary>
     internal static long ForeignBreaks => Context->ForeignBreaks;

@@ -33,6 +33,19 @@ internal unsafe struct HeapHeader
     internal static HeapHeader* For(void* p) => (HeapHeader*)((nuint)p & ~(MaxSize - 1));
 
     /// <summary>
+    /// The heap's first chunk: after the header, and in an arena's first heap after the arena
+    /// itself, aligned (as _int_new_arena lays it out). The heap walks start here.
+    /// </summary>
+    internal static Chunk* FirstChunk(HeapHeader* h)
+    {
+        byte* start = (byte*)h + sizeof(HeapHeader);
+        if ((MallocState*)start != h->Arena) return (Chunk*)start;
+        start += sizeof(MallocState);
+        nuint misalign = (nuint)Chunk.ToMem((Chunk*)start) & Chunk.AlignMask;
+        return (Chunk*)(misalign > 0 ? start + (Chunk.Alignment - misalign) : start);
+    }
+
+    /// <summary>
     /// new_heap: map a heap of at least <paramref name="size"/> (plus <paramref name="topPad"/>
     /// when it fits) inside a fresh 64 MiB-aligned reservation. Null when no memory.
     /// </summary>

@@ -56,19 +56,33 @@ internal unsafe struct Ownership
         else Interlocked.And(ref word, ~bit);
     }
 
-    /// <summary>Record an mmapped chunk; false (and the caller unmaps it) when the set cannot grow.</summary>
+    /// <summary>
+    /// Record an mmapped chunk; false (and the caller unmaps it) when the set cannot grow. A
+    /// deleted slot on the chunk's probe path is taken without growing, so a chunk put back
+    /// right after its removal (a failed mremap) always fits.
+    /// </summary>
     internal static bool AddMapped(Ownership* o, Chunk* p)
     {
         FutexLock.Enter(&o->MappedLock);
         try
         {
-            if ((o->MappedUsed + 1) * 2 > o->MappedCapacity && !Rehash(o)) return false;
-            nuint mask = o->MappedCapacity - 1;
-            for (nuint i = Hash(p) & mask; ; i = (i + 1) & mask)
+            if (o->MappedCapacity != 0)
             {
-                if (o->Mapped[i] <= 1)
+                nuint mask = o->MappedCapacity - 1;
+                for (nuint i = Hash(p) & mask; o->Mapped[i] != 0; i = (i + 1) & mask)
                 {
-                    if (o->Mapped[i] == 0) o->MappedUsed++;
+                    if (o->Mapped[i] != 1) continue;
+                    o->Mapped[i] = (nuint)p;
+                    return true;
+                }
+            }
+            if ((o->MappedUsed + 1) * 2 > o->MappedCapacity && !Rehash(o)) return false;
+            nuint m = o->MappedCapacity - 1;
+            for (nuint i = Hash(p) & m; ; i = (i + 1) & m)
+            {
+                if (o->Mapped[i] == 0)
+                {
+                    o->MappedUsed++;
                     o->Mapped[i] = (nuint)p;
                     return true;
                 }

@@ -135,9 +135,7 @@ internal static unsafe partial class Ptmalloc
         MallocState.Init(a, contiguous: false);
         a->AttachedThreads = 1;
         a->SystemMem = a->MaxSystemMem = h->Size;
-        byte* ptr = (byte*)(a + 1);
-        nuint misalign = (nuint)Chunk.ToMem((Chunk*)ptr) & Chunk.AlignMask;
-        if (misalign > 0) ptr += Chunk.Alignment - misalign;
+        var ptr = (byte*)HeapHeader.FirstChunk(h);
         a->Top = (Chunk*)ptr;
         Chunk.SetHead(a->Top, (nuint)((byte*)h + h->Size - ptr) | Chunk.PrevInuse);
 

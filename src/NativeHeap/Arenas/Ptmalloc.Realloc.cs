@@ -103,9 +103,14 @@ internal static unsafe partial class Ptmalloc
         nuint newSize = OsMemory.AlignUp(nb + offset + Chunk.SizeSz, pagesize);
         if (totalSize == newSize) return p;
 
-        byte* cp = OsMemory.Remap((void*)block, totalSize, newSize);
-        if (cp == null) return null;
+        // Out of the set before mremap moves it: a heap snapshot reads every chunk in the set.
         Ownership.RemoveMapped(&ctx->Owned, p);
+        byte* cp = OsMemory.Remap((void*)block, totalSize, newSize);
+        if (cp == null)
+        {
+            Ownership.AddMapped(&ctx->Owned, p); // into the slot it left: cannot fail
+            return null;
+        }
         p = (Chunk*)(cp + offset);
         Ownership.AddMapped(&ctx->Owned, p);
         Chunk.SetHead(p, (newSize - offset) | Chunk.IsMmapped);

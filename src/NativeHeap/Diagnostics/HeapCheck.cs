@@ -64,15 +64,7 @@ internal static unsafe class HeapCheck
         for (HeapHeader* h = HeapHeader.For(top); h != null; h = h->Prev)
         {
             if (h->Arena != av) Fail("heap header names another arena", h);
-            byte* start = (byte*)h + sizeof(HeapHeader);
-            if ((MallocState*)start == av)
-            {
-                // The arena's first heap holds the arena itself; chunks start after it, aligned.
-                start += sizeof(MallocState);
-                nuint misalign = (nuint)Chunk.ToMem((Chunk*)start) & Chunk.AlignMask;
-                if (misalign > 0) start += Chunk.Alignment - misalign;
-            }
-            free += WalkRegion(av, (Chunk*)start, top, (byte*)h + h->Size, out bool reachedTop);
+            free += WalkRegion(av, HeapHeader.FirstChunk(h), top, (byte*)h + h->Size, out bool reachedTop);
             if (reachedTop != (h == HeapHeader.For(top))) Fail("top is not at the end of the newest heap", h);
         }
         return free;

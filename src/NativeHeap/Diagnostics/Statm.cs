@@ -39,15 +39,7 @@ public readonly record struct Statm(
     public static unsafe Statm Read()
     {
         byte* buffer = stackalloc byte[256];
-        int fd;
-        fixed (byte* path = "/proc/self/statm\0"u8)
-            fd = Libc.Open(path, Libc.O_RDONLY | Libc.O_CLOEXEC);
-        if (fd < 0) throw new OsCallException("open(/proc/self/statm)", Marshal.GetLastPInvokeError());
-        nint n = Libc.Pread(fd, buffer, 255, 0);
-        int errno = Marshal.GetLastPInvokeError();
-        Libc.Close(fd);
-        if (n <= 0) throw new OsCallException("pread(/proc/self/statm)", errno);
-
+        int n = ReadProcFile("/proc/self/statm\0"u8, buffer, 255);
         Span<ulong> fields = stackalloc ulong[7];
         int field = 0;
         bool inNumber = false;
@@ -69,4 +61,42 @@ public readonly record struct Statm(
         if (field < 7) throw new FormatException($"/proc/self/statm held {field} numbers, not 7.");
         return new Statm(fields[0], fields[1], fields[2], fields[3], fields[4], fields[5], fields[6]);
     }
+
+    /// <summary>
+    /// The process's anonymous resident bytes as /proc/self/smaps_rollup adds them up from the
+    /// page tables ("Anonymous:"): a second reading of what <see cref="AnonymousBytes"/> counts,
+    /// taken a different way (statm's counters are the kernel's running totals).
+    /// </summary>
+    /// <exception cref="OsCallException">The file could not be read.</exception>
+    public static unsafe ulong ReadSmapsAnonymousBytes()
+    {
+        const int size = 4096;
+        byte* buffer = stackalloc byte[size];
+        int n = ReadProcFile("/proc/self/smaps_rollup\0"u8, buffer, size);
+        var text = new ReadOnlySpan<byte>(buffer, n);
+        int at = text.IndexOf("\nAnonymous:"u8);
+        if (at < 0) throw new FormatException("/proc/self/smaps_rollup has no Anonymous line.");
+        ulong kib = 0;
+        foreach (byte c in text[(at + 11)..])
+        {
+            if (c == (byte)'\n') break;
+            if (c >= (byte)'0' && c <= (byte)'9') kib = kib * 10 + (ulong)(c - '0');
+        }
+        return kib * 1024;
+    }
+
+    /// <summary>Read up to <paramref name="capacity"/> bytes of a /proc file (a NUL-terminated path) with no GC allocation.</summary>
+    private static unsafe int ReadProcFile(ReadOnlySpan<byte> path, byte* buffer, int capacity)
+    {
+        int fd;
+        fixed (byte* p = path) fd = Libc.Open(p, Libc.O_RDONLY | Libc.O_CLOEXEC);
+        if (fd < 0) throw new OsCallException($"open({Name(path)})", Marshal.GetLastPInvokeError());
+        nint n = Libc.Pread(fd, buffer, (nuint)capacity, 0);
+        int errno = Marshal.GetLastPInvokeError();
+        Libc.Close(fd);
+        if (n <= 0) throw new OsCallException($"pread({Name(path)})", errno);
+        return (int)n;
+    }
+
+    private static string Name(ReadOnlySpan<byte> path) => System.Text.Encoding.ASCII.GetString(path[..^1]);
 }

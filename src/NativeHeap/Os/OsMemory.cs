@@ -125,7 +125,6 @@ internal static unsafe class OsMemory
         Marshal.SetLastSystemError(callerErrno);
     }
 
-    /// <summary>mprotect; false on failure (a heap that cannot grow), the reason in <see cref="LastFailure"/>.</summary>
     /// <summary>
     /// How many of the pages of [<paramref name="address"/>, +<paramref name="size"/>) are
     /// resident (mincore(2)); the range is widened to whole pages. Diagnostics, not the allocator's paths.
@@ -135,16 +134,25 @@ internal static unsafe class OsMemory
         nuint start = AlignDown((nuint)address, PageSize);
         nuint pages = (AlignUp((nuint)address + size, PageSize) - start) / PageSize;
         byte[] vec = new byte[pages];
-        fixed (byte* v = vec)
-        {
-            if (Libc.Mincore((nint)start, pages * PageSize, v) != 0)
-                throw new OsCallException($"mincore(0x{start:x}, {Sizes.Format(pages * PageSize)})", Marshal.GetLastPInvokeError());
-        }
+        fixed (byte* v = vec) Residency(start, pages, v);
         nuint resident = 0;
         foreach (byte b in vec) resident += (nuint)(b & 1);
         return resident;
     }
 
+    /// <summary>
+    /// mincore(2): bit 0 of <paramref name="vec"/>[i] says whether page i from the page-aligned
+    /// <paramref name="pageStart"/> is resident. Diagnostics, not the allocator's paths.
+    /// </summary>
+    /// <exception cref="OsCallException">A page in the range is not mapped.</exception>
+    internal static void Residency(nuint pageStart, nuint pages, byte* vec)
+    {
+        if (pages == 0) return;
+        if (Libc.Mincore((nint)pageStart, pages * PageSize, vec) != 0)
+            throw new OsCallException($"mincore(0x{pageStart:x}, {Sizes.Format(pages * PageSize)})", Marshal.GetLastPInvokeError());
+    }
+
+    /// <summary>mprotect; false on failure (a heap that cannot grow), the reason in <see cref="LastFailure"/>.</summary>
     internal static bool TryProtect(void* address, nuint size, int prot)
     {
         int callerErrno = Marshal.GetLastSystemError();
