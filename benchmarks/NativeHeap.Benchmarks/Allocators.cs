@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using NativeHeap.Lab;
 
 namespace NativeHeap.Benchmarks;
 
@@ -51,12 +52,12 @@ public readonly unsafe struct GlibcAllocator : IAllocator
 {
     public static string Name => "glibc";
     public static string? Missing => null;
-    public static void* Alloc(nuint size) => Interop.Libc.Malloc(size);
-    public static void* AllocZeroed(nuint size) => Interop.Libc.Calloc(1, size);
-    public static void Free(void* p) => Interop.Libc.Free(p);
-    public static void* Realloc(void* p, nuint size) => Interop.Libc.Realloc(p, size);
-    public static void* AlignedAlloc(nuint size, nuint alignment) => Interop.Libc.Memalign(alignment, size);
-    public static void AlignedFree(void* p) => Interop.Libc.Free(p);
+    public static void* Alloc(nuint size) => GlibcMalloc.Malloc(size);
+    public static void* AllocZeroed(nuint size) => GlibcMalloc.Calloc(1, size);
+    public static void Free(void* p) => GlibcMalloc.Free(p);
+    public static void* Realloc(void* p, nuint size) => GlibcMalloc.Realloc(p, size);
+    public static void* AlignedAlloc(nuint size, nuint alignment) => GlibcMalloc.Memalign(alignment, size);
+    public static void AlignedFree(void* p) => GlibcMalloc.Free(p);
 }
 
 /// <summary>mimalloc (mi_malloc / mi_free) from Debian's libmimalloc2.0.</summary>

@@ -1,6 +1,5 @@
-using System.Diagnostics;
 using System.Runtime.InteropServices;
-using NativeHeap.Diagnostics;
+using NativeHeap.Lab;
 
 namespace NativeHeap.Benchmarks;
 
@@ -22,18 +21,13 @@ internal static unsafe class BreakStress
     {
         int seconds = Option(args, "--seconds", 60);
         int useBrk = Option(args, "--use-brk", 1);
-        var psi = new ProcessStartInfo(Environment.ProcessPath!) { UseShellExecute = false };
-        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet")
-        {
-            psi.ArgumentList.Add("exec");
-            psi.ArgumentList.Add(typeof(BreakStress).Assembly.Location);
-        }
-        psi.ArgumentList.Add("break-stress-child");
-        psi.ArgumentList.Add(seconds.ToString());
-        psi.Environment["NATIVEHEAP_TUNABLES"] = $"use_brk={useBrk}:arena_max=1";
         Console.WriteLine($"break-stress: {seconds} s, NativeHeap main arena {(useBrk == 1 ? "on the break" : "on mmap'd heaps")}, glibc on the break");
-        using var child = Process.Start(psi)!;
-        child.WaitForExit();
+        // Not captured: the child's report and a crash's message come out as they happen.
+        ProcessResult child = ChildProcess.RunSelf(["break-stress-child", seconds.ToString()], new ProcessOptions
+        {
+            Environment = [("NATIVEHEAP_TUNABLES", $"use_brk={useBrk}:arena_max=1")],
+            CaptureOutput = false,
+        }, typeof(BreakStress).Assembly);
         string verdict = child.ExitCode switch
         {
             0 => "no corruption seen",
@@ -50,8 +44,8 @@ internal static unsafe class BreakStress
     {
         // glibc: one arena (its main one, on the break) for every thread, and blocks up to
         // 4 MiB from the break rather than mmap.
-        Interop.Libc.Mallopt(M_ARENA_MAX, 1);
-        Interop.Libc.Mallopt(M_MMAP_THRESHOLD, 4 << 20);
+        GlibcMalloc.Mallopt(M_ARENA_MAX, 1);
+        GlibcMalloc.Mallopt(M_MMAP_THRESHOLD, 4 << 20);
         Precompile.Assembly();
 
         var stop = DateTime.UtcNow.AddSeconds(seconds);

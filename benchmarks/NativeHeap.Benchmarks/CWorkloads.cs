@@ -1,5 +1,5 @@
-using System.Diagnostics;
 using System.Globalization;
+using NativeHeap.Lab;
 
 namespace NativeHeap.Benchmarks;
 
@@ -74,18 +74,12 @@ internal static class CWorkloads
 
     private static (double Seconds, long Peak, long Retained) RunOnce(string program, string workload, string? preload)
     {
-        var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add(workload);
-        psi.Environment.Remove("LD_PRELOAD");
-        psi.Environment.Remove("NATIVEHEAP_TUNABLES");
-        psi.Environment["GLIBC_TUNABLES"] = Program.JemallocTunables;
-        if (preload != null) psi.Environment["LD_PRELOAD"] = preload;
-        using var p = Process.Start(psi)!;
-        Task<string> err = p.StandardError.ReadToEndAsync();
-        string output = p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        if (p.ExitCode != 0) throw new InvalidOperationException($"workloads {workload} under {preload ?? "glibc"} exited {p.ExitCode}: {err.Result}");
-        var fields = output.Trim().Split(' ').Skip(1).Select(f => f.Split('=')).ToDictionary(f => f[0], f => f[1]);
+        var environment = new List<(string Name, string Value)> { ("GLIBC_TUNABLES", Program.JemallocTunables) };
+        if (preload != null) environment.Add(("LD_PRELOAD", preload));
+        ProcessResult p = ChildProcess.Run(program, [workload],
+            new ProcessOptions { RemoveEnvironment = ["LD_PRELOAD", "NATIVEHEAP_TUNABLES"], Environment = environment });
+        if (p.ExitCode != 0) throw new InvalidOperationException($"workloads {workload} under {preload ?? "glibc"} exited {p.ExitCode}: {p.Error}");
+        var fields = p.Output.Trim().Split(' ').Skip(1).Select(f => f.Split('=')).ToDictionary(f => f[0], f => f[1]);
         return (double.Parse(fields["seconds"], CultureInfo.InvariantCulture), long.Parse(fields["peak_kib"], CultureInfo.InvariantCulture),
             long.Parse(fields["retained_kib"], CultureInfo.InvariantCulture));
     }

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
+using NativeHeap.Lab;
 using ScottPlot;
 
 namespace NativeHeap.Benchmarks;
@@ -172,17 +173,12 @@ internal static class MimallocBench
         string command = $"{b.Compiler} {b.Flags} -o {output} {string.Join(' ', sources)} {b.Libs}";
         Console.Error.WriteLine($"mimalloc-bench: {command}");
         // In the source folder, as the README's lines are written (rptest's -Irptest).
-        var psi = new ProcessStartInfo(b.Compiler) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false, WorkingDirectory = source };
-        foreach (string arg in $"{b.Flags} -o".Split(' ', StringSplitOptions.RemoveEmptyEntries).Append(output).Concat(sources)
-                     .Concat(b.Libs.Split(' ', StringSplitOptions.RemoveEmptyEntries)))
-            psi.ArgumentList.Add(arg);
+        string[] arguments = $"{b.Flags} -o".Split(' ', StringSplitOptions.RemoveEmptyEntries).Append(output).Concat(sources)
+            .Concat(b.Libs.Split(' ', StringSplitOptions.RemoveEmptyEntries)).ToArray();
         try
         {
-            using var p = Process.Start(psi)!;
-            Task<string> err = p.StandardError.ReadToEndAsync();
-            p.StandardOutput.ReadToEnd();
-            p.WaitForExit();
-            return p.ExitCode == 0 ? null : $"building {b.Binary} failed ({command}):\n{err.Result}";
+            ProcessResult p = ChildProcess.Run(b.Compiler, arguments, new ProcessOptions { WorkingDirectory = source });
+            return p.ExitCode == 0 ? null : $"building {b.Binary} failed ({command}):\n{p.Error}";
         }
         catch (System.ComponentModel.Win32Exception e)
         {
@@ -194,34 +190,23 @@ internal static class MimallocBench
     private static (Sample? Sample, string? Error) RunOnce(string program, string arguments, Allocator a, string root, string work, string? throughputPattern)
     {
         string timeFile = Path.Combine(work, "time.txt");
-        var psi = new ProcessStartInfo("/usr/bin/time")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = work,
-        };
-        foreach (string arg in new[] { "-f", "%e %M", "-o", timeFile, "/usr/bin/env" }) psi.ArgumentList.Add(arg);
-        if (a.Preload is not null) psi.ArgumentList.Add("LD_PRELOAD=" + Path.Combine(root, a.Preload));
-        if (a.Tunables is not null) psi.ArgumentList.Add("NATIVEHEAP_TUNABLES=" + a.Tunables);
-        psi.ArgumentList.Add(program);
-        foreach (string arg in arguments.Split(' ', StringSplitOptions.RemoveEmptyEntries)) psi.ArgumentList.Add(arg);
-        foreach (string name in new[] { "LD_PRELOAD", "NATIVEHEAP_TUNABLES", "GLIBC_TUNABLES", "MALLOC_ARENA_MAX" }) psi.Environment.Remove(name);
+        var args = new List<string> { "-f", "%e %M", "-o", timeFile, "/usr/bin/env" };
+        if (a.Preload is not null) args.Add("LD_PRELOAD=" + Path.Combine(root, a.Preload));
+        if (a.Tunables is not null) args.Add("NATIVEHEAP_TUNABLES=" + a.Tunables);
+        args.Add(program);
+        args.AddRange(arguments.Split(' ', StringSplitOptions.RemoveEmptyEntries));
 
-        // Wall time from here (/usr/bin/time's %e has 10 ms steps): it adds time's and env's
-        // start, under a millisecond, alike for every allocator.
-        var clock = Stopwatch.StartNew();
-        using var p = Process.Start(psi)!;
-        Task<string> stderr = p.StandardError.ReadToEndAsync();
-        Task<string> stdout = p.StandardOutput.ReadToEndAsync();
-        if (!p.WaitForExit(TimeSpan.FromMinutes(10)))
+        // Wall time (the runner's Elapsed, from just before the start to the exit; /usr/bin/time's
+        // %e has 10 ms steps): it adds time's and env's start, under a millisecond, alike for every allocator.
+        ProcessResult p = ChildProcess.Run("/usr/bin/time", args, new ProcessOptions
         {
-            p.Kill(entireProcessTree: true);
-            return (null, "did not finish in 10 minutes");
-        }
-        p.WaitForExit(); // the output's end, too
-        double seconds = clock.Elapsed.TotalSeconds;
-        string output = stdout.Result + stderr.Result;
+            RemoveEnvironment = ["LD_PRELOAD", "NATIVEHEAP_TUNABLES", "GLIBC_TUNABLES", "MALLOC_ARENA_MAX"],
+            WorkingDirectory = work,
+            Timeout = TimeSpan.FromMinutes(10),
+        });
+        if (p.TimedOut) return (null, "did not finish in 10 minutes");
+        double seconds = p.Elapsed.TotalSeconds;
+        string output = p.Output + p.Error;
         if (p.ExitCode != 0)
             return (null, $"exited {p.ExitCode}: {Tail(output)}");
         string[] time = File.ReadAllLines(timeFile).Last().Split(' ');

@@ -1,5 +1,5 @@
-using System.Diagnostics;
 using NativeHeap.Diagnostics;
+using NativeHeap.Lab;
 
 namespace NativeHeap.Benchmarks;
 
@@ -54,23 +54,12 @@ internal static unsafe class RssReport
 
     private static (long Peak, long Retained, long Idle, string? Error) RunChild(string workload, string allocator)
     {
-        var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet")
+        ProcessResult p = ChildProcess.RunSelf(["rss-child", workload, allocator], new ProcessOptions
         {
-            psi.ArgumentList.Add("exec");
-            psi.ArgumentList.Add(typeof(RssReport).Assembly.Location);
-        }
-        psi.ArgumentList.Add("rss-child");
-        psi.ArgumentList.Add(workload);
-        psi.ArgumentList.Add(allocator);
-        psi.Environment["GLIBC_TUNABLES"] = "glibc.rtld.optional_static_tls=65536";
-        psi.Environment["DOTNET_TieredCompilation"] = "0";
-        using var p = Process.Start(psi)!;
-        Task<string> err = p.StandardError.ReadToEndAsync();
-        string output = p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        if (p.ExitCode != 0) return (0, 0, 0, (err.Result.Trim().Split('\n').FirstOrDefault() ?? "").Trim());
-        string[] f = output.Trim().Split(' ');
+            Environment = [("GLIBC_TUNABLES", "glibc.rtld.optional_static_tls=65536"), ("DOTNET_TieredCompilation", "0")],
+        }, typeof(RssReport).Assembly);
+        if (p.ExitCode != 0) return (0, 0, 0, (p.Error.Trim().Split('\n').FirstOrDefault() ?? "").Trim());
+        string[] f = p.Output.Trim().Split(' ');
         return (long.Parse(f[0]), long.Parse(f[1]), long.Parse(f[2]), null);
     }
 

@@ -1,4 +1,4 @@
-using NativeHeap.Diagnostics;
+using NativeHeap.Lab;
 using Spectre.Console;
 
 namespace NativeHeap.Cli;

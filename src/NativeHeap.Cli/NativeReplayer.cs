@@ -1,3 +1,5 @@
+using NativeHeap.Lab;
+
 namespace NativeHeap.Cli;
 
 /// <summary>native-tests/build/replay: glibc's malloc in a fresh C process, whose heap starts empty.</summary>
@@ -24,21 +26,11 @@ internal static class NativeReplayer
         File.WriteAllBytes(file, scenario.Trace);
         try
         {
-            var psi = new System.Diagnostics.ProcessStartInfo(replay)
-            {
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-                UseShellExecute = false,
-            };
-            psi.ArgumentList.Add(file);
-            psi.Environment["GLIBC_TUNABLES"] = tcache == "off" ? Replay.GlibcTcacheOff : "";
-            using var process = System.Diagnostics.Process.Start(psi)!;
-            Task<string> error = process.StandardError.ReadToEndAsync();
-            string output = process.StandardOutput.ReadToEnd();
-            process.WaitForExit();
-            if (process.ExitCode != 0)
-                return ([], "", $"{replay} {scenario.Name} failed ({process.ExitCode}): {error.Result.Trim()}");
-            return (Checkpoint.ParseAll(output), "", null);
+            ProcessResult r = ChildProcess.Run(replay, [file],
+                new ProcessOptions { Environment = [("GLIBC_TUNABLES", tcache == "off" ? Replay.GlibcTcacheOff : "")] });
+            if (r.ExitCode != 0)
+                return ([], "", $"{replay} {scenario.Name} failed ({r.ExitCode}): {r.Error.Trim()}");
+            return (Checkpoint.ParseAll(r.Output), "", null);
         }
         finally
         {

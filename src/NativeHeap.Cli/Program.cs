@@ -1,5 +1,5 @@
 using System.CommandLine;
-using NativeHeap.Diagnostics;
+using NativeHeap.Lab;
 
 namespace NativeHeap.Cli;
 

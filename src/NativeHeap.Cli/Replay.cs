@@ -1,4 +1,4 @@
-using NativeHeap.Diagnostics;
+using NativeHeap.Lab;
 
 namespace NativeHeap.Cli;
 
@@ -49,7 +49,7 @@ internal static class Replay
     {
         string[] args = Environment.GetCommandLineArgs()[1..];
         string tunables = Environment.GetEnvironmentVariable(GlibcTunables) is { Length: > 0 } t ? $"{t}:{GlibcTcacheOff}" : GlibcTcacheOff;
-        Child.Result r = Child.Run(args, new Dictionary<string, string> { [GlibcTunables] = tunables });
+        ProcessResult r = ChildProcess.RunSelf(args, new ProcessOptions { Environment = [(GlibcTunables, tunables)] });
         Console.Out.Write(r.Output);
         Console.Error.Write(r.Error);
         return r.ExitCode;

@@ -1,3 +1,4 @@
+using NativeHeap.Lab;
 using ScottPlot;
 using Spectre.Console;
 
@@ -97,13 +98,14 @@ internal static class ScenarioRunner
 
     private static (List<Checkpoint> Checkpoints, string Warnings, string? Error) ReplayInChild(Scenario scenario, string allocator, string tcache)
     {
-        var env = new Dictionary<string, string>();
+        var env = new List<(string Name, string Value)>();
         if (tcache == "off")
         {
-            if (allocator == "glibc") env[Replay.GlibcTunables] = Replay.GlibcTcacheOff;
-            else env["NATIVEHEAP_TUNABLES"] = "tcache_count=0";
+            if (allocator == "glibc") env.Add((Replay.GlibcTunables, Replay.GlibcTcacheOff));
+            else env.Add(("NATIVEHEAP_TUNABLES", "tcache_count=0"));
         }
-        Child.Result r = Child.Run(["replay", scenario.Name, "--allocator", allocator, "--checkpoints-only"], env);
+        ProcessResult r = ChildProcess.RunSelf(["replay", scenario.Name, "--allocator", allocator, "--checkpoints-only"],
+            new ProcessOptions { Environment = env });
         if (r.ExitCode != 0)
             return ([], "", $"the {allocator} replay of {scenario.Name} failed ({r.ExitCode}): {r.Error.Trim()}");
         List<Checkpoint> checkpoints = Checkpoint.ParseAll(r.Output);

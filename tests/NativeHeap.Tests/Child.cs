@@ -1,5 +1,5 @@
-using System.Diagnostics;
 using System.Reflection;
+using NativeHeap.Lab;
 
 namespace NativeHeap.Tests;
 
@@ -7,56 +7,56 @@ namespace NativeHeap.Tests;
 /// Runs a scenario in a child process of its own (this test assembly, started with
 /// <c>dotnet exec</c>), for tests that assert on the program break or on RSS: the test host's
 /// own allocations and threads would blur them. The child prints <c>key=value</c> lines.
+/// Runs the C programs and commands the tests compare with, too (<see cref="RunProgram"/>).
 /// </summary>
 internal static class Child
 {
-    internal sealed record Outcome(int ExitCode, string Output, string Error);
+    private const int ScenarioTimeoutSeconds = 120;
 
     /// <summary>Run a scenario that is expected to end the process; returns how it ended.</summary>
-    internal static Outcome RunExpectingFailure(string scenario, params (string Name, string Value)[] environment)
-    {
-        using var process = Start(scenario, environment);
-        Task<string> stderr = process.StandardError.ReadToEndAsync();
-        string stdout = process.StandardOutput.ReadToEnd();
-        Assert.True(process.WaitForExit(120_000), $"child {scenario} did not finish in 120 s");
-        return new Outcome(process.ExitCode, stdout, stderr.Result);
-    }
+    internal static ProcessResult RunExpectingFailure(string scenario, params (string Name, string Value)[] environment) =>
+        RunScenario(scenario, environment);
 
-    private static Process Start(string scenario, (string Name, string Value)[] environment)
+    private static ProcessResult RunScenario(string scenario, (string Name, string Value)[] environment)
     {
-        string assembly = typeof(Child).Assembly.Location;
-        var psi = new ProcessStartInfo(Environment.ProcessPath!)
+        ProcessResult r = ChildProcess.RunSelf(["child", scenario], new ProcessOptions
         {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        psi.ArgumentList.Add("exec");
-        psi.ArgumentList.Add(assembly);
-        psi.ArgumentList.Add("child");
-        psi.ArgumentList.Add(scenario);
-        psi.Environment.Remove("NATIVEHEAP_TUNABLES");
-        // Compile once, on first call: no background re-JIT mallocing while a scenario measures.
-        psi.Environment["DOTNET_TieredCompilation"] = "0";
-        foreach (var (name, value) in environment) psi.Environment[name] = value;
-        return Process.Start(psi)!;
+            RemoveEnvironment = ["NATIVEHEAP_TUNABLES"],
+            // Compile once, on first call: no background re-JIT mallocing while a scenario measures.
+            Environment = [("DOTNET_TieredCompilation", "0"), .. environment],
+            Timeout = TimeSpan.FromSeconds(ScenarioTimeoutSeconds),
+        }, typeof(Child).Assembly);
+        Assert.False(r.TimedOut, $"child {scenario} did not finish in {ScenarioTimeoutSeconds} s");
+        return r;
     }
 
     internal static Dictionary<string, string> Run(string scenario, params (string Name, string Value)[] environment)
     {
-        using var process = Start(scenario, environment);
-        Task<string> stderr = process.StandardError.ReadToEndAsync();
-        string stdout = process.StandardOutput.ReadToEnd();
-        Assert.True(process.WaitForExit(120_000), $"child {scenario} did not finish in 120 s");
-        Assert.True(process.ExitCode == 0, $"child {scenario} exited {process.ExitCode}:\n{stdout}\n{stderr.Result}");
+        ProcessResult r = RunScenario(scenario, environment);
+        Assert.True(r.ExitCode == 0, $"child {scenario} exited {r.ExitCode}:\n{r.Output}\n{r.Error}");
         var result = new Dictionary<string, string>();
-        foreach (string line in stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        foreach (string line in r.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries))
         {
             int eq = line.IndexOf('=');
             if (eq > 0) result[line[..eq]] = line[(eq + 1)..].Trim();
         }
-        result["stderr"] = stderr.Result;
+        result["stderr"] = r.Error;
         return result;
+    }
+
+    /// <summary>Run a program to its end with the tunables of the test process removed and the given environment added.</summary>
+    internal static ProcessResult RunProgram(string file, IEnumerable<string> args, IEnumerable<(string Name, string Value)> environment,
+        string? workingDirectory = null, int timeoutSeconds = 300)
+    {
+        ProcessResult r = ChildProcess.Run(file, args, new ProcessOptions
+        {
+            RemoveEnvironment = ["NATIVEHEAP_TUNABLES", "GLIBC_TUNABLES", "LD_PRELOAD"],
+            Environment = environment,
+            WorkingDirectory = workingDirectory,
+            Timeout = TimeSpan.FromSeconds(timeoutSeconds),
+        });
+        if (r.TimedOut) Assert.Fail($"{Path.GetFileName(file)} {string.Join(' ', args)} did not finish in {timeoutSeconds} s");
+        return r;
     }
 }
 
@@ -80,11 +80,11 @@ public static class ChildMain
         try
         {
             // Nothing JIT-compiled in a measured window: compile NativeHeap and the scenarios first.
-            Diagnostics.Precompile.Assembly();
-            Diagnostics.Precompile.Type(typeof(ChildScenarios));
+            Precompile.Assembly();
+            Precompile.Type(typeof(ChildScenarios));
             // And glibc's own malloc off the break: the scenarios measure NativeHeap's.
             if (Environment.GetEnvironmentVariable("NATIVEHEAP_TUNABLES") is { } t && (t.Contains("use_brk=1") || t.Contains("profile=glibc-2.36")))
-                Diagnostics.GlibcRoom.Make();
+                GlibcRoom.Make();
             method.Invoke(null, null);
             return 0;
         }

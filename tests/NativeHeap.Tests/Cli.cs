@@ -1,3 +1,5 @@
+using NativeHeap.Lab;
+
 namespace NativeHeap.Tests;
 
 /// <summary>The nativeheap command (src/NativeHeap.Cli), run as a user runs it, from the build of this configuration.</summary>
@@ -17,5 +19,5 @@ internal static class Cli
     }
 
     internal static ProcessResult Run(IEnumerable<string> args, params (string Name, string Value)[] environment) =>
-        ChildProcess.Run(Environment.ProcessPath!, ["exec", Dll, .. args], environment);
+        Child.RunProgram(Environment.ProcessPath!, ["exec", Dll, .. args], environment);
 }

@@ -1,3 +1,5 @@
+using NativeHeap.Lab;
+
 namespace NativeHeap.Tests;
 
 /// <summary>
@@ -25,11 +27,11 @@ public class ExtremeSizeNativeTests
     public void Preloaded_PrintsWhatGlibcPrints(string family, string tunables)
     {
         string program = NativeTests.Program("extremes");
-        ProcessResult glibc = ChildProcess.Run(program, [family], [], timeoutSeconds: 120);
+        ProcessResult glibc = Child.RunProgram(program, [family], [], timeoutSeconds: 120);
         Assert.True(glibc.ExitCode == 0, $"extremes {family} on glibc exited {glibc.ExitCode}: {glibc.Error}");
         var environment = new List<(string, string)> { NativeTests.Preload };
         if (tunables.Length > 0) environment.Add(("NATIVEHEAP_TUNABLES", tunables));
-        ProcessResult ours = ChildProcess.Run(program, [family], environment, timeoutSeconds: 120);
+        ProcessResult ours = Child.RunProgram(program, [family], environment, timeoutSeconds: 120);
 
         string[] expected = glibc.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         string[] actual = ours.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries);

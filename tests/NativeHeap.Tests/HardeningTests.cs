@@ -1,6 +1,7 @@
 using NativeHeap.Arenas;
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
+using NativeHeap.Lab;
 
 namespace NativeHeap.Tests;
 
@@ -364,12 +365,12 @@ public unsafe class HardeningTests
     {
         using var h = new PrivateHeap();
         h.Free(h.Malloc(100));
-        var foreign = (byte*)Interop.Libc.Malloc((nuint)size);
+        var foreign = (byte*)GlibcMalloc.Malloc((nuint)size);
         new Span<byte>(foreign, size).Fill(0x42);
         Expect("free(): invalid pointer", () => h.Free(foreign));
         Expect("realloc(): invalid pointer", () => h.Realloc(foreign, 10));
         Assert.Equal(-1, new Span<byte>(foreign, size).IndexOfAnyExcept((byte)0x42));
-        Interop.Libc.Free(foreign);
+        GlibcMalloc.Free(foreign);
         StillServes(h);
     }
 
@@ -377,10 +378,10 @@ public unsafe class HardeningTests
     public void PointerFromGlibcsMalloc_IsRefusedByTheProcessHeapsFastPath()
     {
         Heap.Free(Heap.Alloc(100)); // this thread has a tcache
-        var foreign = (byte*)Interop.Libc.Malloc(100);
+        var foreign = (byte*)GlibcMalloc.Malloc(100);
         var e = Assert.Throws<HeapCorruptionException>(() => Heap.Free(foreign));
         Assert.Equal("free(): invalid pointer", e.GlibcMessage);
-        Interop.Libc.Free(foreign);
+        GlibcMalloc.Free(foreign);
         Heap.Free(Heap.Alloc(100));
         Heap.Validate();
     }

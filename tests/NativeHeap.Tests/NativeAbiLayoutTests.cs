@@ -2,6 +2,7 @@ using System.Globalization;
 using NativeHeap.Arenas;
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
+using NativeHeap.Lab;
 
 namespace NativeHeap.Tests;
 
@@ -79,7 +80,7 @@ public unsafe class NativeAbiLayoutTests
     {
         (string, string)[] env = [("NATIVEHEAP_TUNABLES", tunables)];
         string c = NativeTests.Run("tcache_abi-nh", ["sequence"], env);
-        Child.Outcome managed = Child.RunExpectingFailure(nameof(ChildScenarios.TcacheSequence), env);
+        ProcessResult managed = Child.RunExpectingFailure(nameof(ChildScenarios.TcacheSequence), env);
         Assert.True(managed.ExitCode == 0, $"child exited {managed.ExitCode}: {managed.Error}");
         Assert.Equal(c, managed.Output);
         // Not vacuous: with a tcache, freed blocks carry the key and are linked to the one freed before.
@@ -108,11 +109,11 @@ public unsafe class NativeAbiLayoutTests
             ("tcache_abi", [NativeTests.Preload]),
         })
         {
-            ProcessResult r = ChildProcess.Run(NativeTests.Program(program), ["misuse", kind], env);
+            ProcessResult r = Child.RunProgram(NativeTests.Program(program), ["misuse", kind], env);
             Assert.True(r.ExitCode == 134, $"{program} misuse {kind}: exit {r.ExitCode}, stderr {r.Error}"); // SIGABRT, as glibc ends
             Assert.Contains(message, r.Error);
         }
-        ProcessResult glibc = ChildProcess.Run(NativeTests.Program("tcache_abi"), ["misuse", kind], []);
+        ProcessResult glibc = Child.RunProgram(NativeTests.Program("tcache_abi"), ["misuse", kind], []);
         if (kind == "poisoned") Assert.Contains(message, glibc.Error);
         else if (kind == "foreign") Assert.Equal(0, glibc.ExitCode);
         else Assert.Equal(139, glibc.ExitCode); // 128 + SIGSEGV

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
+using NativeHeap.Lab;
 
 namespace NativeHeap.Tests;
 
@@ -17,7 +18,7 @@ public class NativeLibraryTests
 
     private static ProcessResult RunOk(string file, IEnumerable<string> args, (string, string)[] environment, string? cwd = null, int timeoutSeconds = 300)
     {
-        ProcessResult r = ChildProcess.Run(file, args, environment, cwd, timeoutSeconds);
+        ProcessResult r = Child.RunProgram(file, args, environment, cwd, timeoutSeconds);
         Assert.True(r.ExitCode == 0, $"{Path.GetFileName(file)} exited {r.ExitCode} ({string.Join(',', environment.Select(e => e.Item1))}): {r.Error}");
         return r;
     }
@@ -43,7 +44,7 @@ public class NativeLibraryTests
             (NativeTests.Program("glibc_tests"), new[] { ("NATIVEHEAP_TUNABLES", "tcache_count=0:bogus=1"), Preload }),
         })
         {
-            ProcessResult r = ChildProcess.Run(program, [], env);
+            ProcessResult r = Child.RunProgram(program, [], env);
             Assert.Equal(134, r.ExitCode); // SIGABRT
             Assert.Contains("NATIVEHEAP_TUNABLES: 'bogus=1': unknown tunable 'bogus'", r.Error);
         }
@@ -213,7 +214,7 @@ public class NativeLibraryTests
         ];
         // Fails the same way without NativeHeap: this machine's site imports threading at start-up.
         string[] ignored = ["test_import_from_another_thread"];
-        ProcessResult r = ChildProcess.Run("python3", ["-m", "test", "-j2", .. modules, .. ignored.SelectMany(i => new[] { "-i", i })],
+        ProcessResult r = Child.RunProgram("python3", ["-m", "test", "-j2", .. modules, .. ignored.SelectMany(i => new[] { "-i", i })],
             [("PYTHONMALLOC", "malloc"), Preload], timeoutSeconds: 900);
         Assert.True(r.ExitCode == 0 && r.Output.Contains("Tests result: SUCCESS"), $"exit {r.ExitCode}:\n{r.Output[Math.Max(0, r.Output.Length - 4000)..]}\n{r.Error}");
     }

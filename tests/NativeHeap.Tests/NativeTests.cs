@@ -1,4 +1,5 @@
 using System.Globalization;
+using NativeHeap.Lab;
 
 namespace NativeHeap.Tests;
 
@@ -36,7 +37,7 @@ internal static class NativeTests
     /// <summary>Run a native-tests program; returns its standard output.</summary>
     internal static string Run(string name, IEnumerable<string> args, params (string Name, string Value)[] environment)
     {
-        ProcessResult r = ChildProcess.Run(Program(name), args, environment);
+        ProcessResult r = Child.RunProgram(Program(name), args, environment);
         Assert.True(r.ExitCode == 0, $"{name} exited {r.ExitCode}: {r.Error}");
         return r.Output;
     }

@@ -1,4 +1,7 @@
 using System.IO.Compression;
+using System.Reflection;
+using System.Reflection.Metadata;
+using System.Reflection.PortableExecutable;
 
 namespace NativeHeap.Tests;
 
@@ -21,10 +24,38 @@ public class PackageTests
             string docs = reader.ReadToEnd();
             Assert.Contains("T:NativeHeap.Buffers.NativeHeapMemoryPool", docs);
             Assert.Contains("T:NativeHeap.Buffers.SafeNativeHeapHandle", docs);
+
+            // The lab (src/NativeHeap.Lab) is not the allocator: its replayer and targets are not in the package.
+            Assert.DoesNotContain(names, n => n.Contains("NativeHeap.Lab", StringComparison.OrdinalIgnoreCase));
+            string[] types = PublicTypes(zip.GetEntry("lib/net10.0/NativeHeap.dll")!);
+            Assert.Contains("NativeHeap.Diagnostics.Statm", types);
+            Assert.Contains("NativeHeap.Heap", types);
+            foreach (string lab in new[] { "TraceReplayer", "ReplayTarget", "NativeHeapTarget", "GlibcTarget", "TraceFormatException", "ReplayResult" })
+                Assert.DoesNotContain(types, t => t.EndsWith("." + lab, StringComparison.Ordinal));
         }
         string symbols = Path.ChangeExtension(package, ".snupkg");
         Assert.True(File.Exists(symbols), $"{symbols} is missing");
         using ZipArchive snupkg = ZipFile.OpenRead(symbols);
         Assert.Contains("lib/net10.0/NativeHeap.pdb", snupkg.Entries.Select(e => e.FullName));
+    }
+
+    /// <summary>The full names of the public types (nested ones included) of an assembly in the package, read from its metadata.</summary>
+    private static string[] PublicTypes(ZipArchiveEntry dll)
+    {
+        var bytes = new MemoryStream();
+        using (Stream s = dll.Open()) s.CopyTo(bytes);
+        bytes.Position = 0;
+        using var pe = new PEReader(bytes);
+        MetadataReader md = pe.GetMetadataReader();
+        bool Public(TypeDefinition t) => (t.Attributes & TypeAttributes.VisibilityMask) switch
+        {
+            TypeAttributes.Public => true,
+            TypeAttributes.NestedPublic => Public(md.GetTypeDefinition(t.GetDeclaringType())),
+            _ => false,
+        };
+        string Name(TypeDefinition t) => t.GetDeclaringType().IsNil
+            ? $"{md.GetString(t.Namespace)}.{md.GetString(t.Name)}"
+            : $"{Name(md.GetTypeDefinition(t.GetDeclaringType()))}+{md.GetString(t.Name)}";
+        return md.TypeDefinitions.Select(md.GetTypeDefinition).Where(Public).Select(Name).ToArray();
     }
 }

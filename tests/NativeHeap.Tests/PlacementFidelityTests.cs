@@ -1,5 +1,5 @@
 using System.Text;
-using NativeHeap.Diagnostics;
+using NativeHeap.Lab;
 
 namespace NativeHeap.Tests;
 

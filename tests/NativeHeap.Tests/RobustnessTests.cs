@@ -1,5 +1,6 @@
 using NativeHeap.Arenas;
 using NativeHeap.Diagnostics;
+using NativeHeap.Lab;
 using NativeHeap.Os;
 
 namespace NativeHeap.Tests;
@@ -43,7 +44,7 @@ public unsafe class RobustnessTests
         Assert.True(File.Exists(preload), $"{preload} is missing: run `dotnet publish src/NativeHeap.Native -c Release -o artifacts/native`");
         foreach (string profile in Profiles)
         {
-            ProcessResult r = ChildProcess.Run(program, [seed.ToString()], [("LD_PRELOAD", preload), ("NATIVEHEAP_TUNABLES", profile)]);
+            ProcessResult r = Child.RunProgram(program, [seed.ToString()], [("LD_PRELOAD", preload), ("NATIVEHEAP_TUNABLES", profile)]);
             Assert.True(r.ExitCode == 0 && r.Output.Trim() == "ok", $"seed {seed}, profile '{profile}': exit {r.ExitCode}: {r.Output}{r.Error}");
         }
     }
@@ -66,10 +67,10 @@ public unsafe class RobustnessTests
             Assert.True(r.ExitCode == 0, $"thread_churn exited {r.ExitCode}: {r.Error}");
             return long.Parse(r.Output.Split(' ')[1]);
         }
-        long glibc = Peak(ChildProcess.Run(program, ["10000"], []));
+        long glibc = Peak(Child.RunProgram(program, ["10000"], []));
         foreach (string profile in Profiles)
         {
-            long ours = Peak(ChildProcess.Run(program, ["10000"], [("LD_PRELOAD", preload), ("NATIVEHEAP_TUNABLES", profile)]));
+            long ours = Peak(Child.RunProgram(program, ["10000"], [("LD_PRELOAD", preload), ("NATIVEHEAP_TUNABLES", profile)]));
             Assert.True(ours <= glibc + 4096, $"profile '{profile}': peak {ours} KiB, glibc {glibc} KiB");
         }
     }
@@ -159,7 +160,7 @@ public unsafe class RobustnessTests
     [Fact]
     public void DebugBuild_CatchesABrokenInvariantWhereItBreaks()
     {
-        Child.Outcome r = Child.RunExpectingFailure(nameof(ChildScenarios.HeapHeaderOfAnotherArena));
+        ProcessResult r = Child.RunExpectingFailure(nameof(ChildScenarios.HeapHeaderOfAnotherArena));
         Assert.NotEqual(0, r.ExitCode);
         Assert.Contains("Assert", r.Output + r.Error);
         Assert.Contains("IntFreeLocked", r.Output + r.Error);

@@ -1,3 +1,5 @@
+using NativeHeap.Lab;
+
 namespace NativeHeap.Tests;
 
 /// <summary>

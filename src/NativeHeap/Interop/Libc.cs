@@ -109,36 +109,10 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "getrandom", SetLastError = true)]
     internal static partial nint GetRandom(void* buffer, nuint length, uint flags);
 
-    // glibc's own malloc, the reference NativeHeap is compared with. No errno is read: these
-    // report failure as NULL, and the callers only replay or benchmark.
-    [LibraryImport(Lib, EntryPoint = "malloc")]
-    internal static partial void* Malloc(nuint size);
-
-    [LibraryImport(Lib, EntryPoint = "calloc")]
-    internal static partial void* Calloc(nuint count, nuint size);
-
-    [LibraryImport(Lib, EntryPoint = "realloc")]
-    internal static partial void* Realloc(void* block, nuint size);
-
-    [LibraryImport(Lib, EntryPoint = "memalign")]
-    internal static partial void* Memalign(nuint alignment, nuint size);
-
-    [LibraryImport(Lib, EntryPoint = "free")]
-    internal static partial void Free(void* block);
-
-    [LibraryImport(Lib, EntryPoint = "malloc_usable_size")]
-    internal static partial nuint MallocUsableSize(void* block);
-
-    [LibraryImport(Lib, EntryPoint = "malloc_trim")]
-    internal static partial int MallocTrim(nuint pad);
-
-    [LibraryImport(Lib, EntryPoint = "mallopt")]
-    internal static partial int Mallopt(int param, int value);
-
-    [LibraryImport(Lib, EntryPoint = "mallinfo2")]
-    internal static partial MallInfo2 Mallinfo2();
-
-    /// <summary>glibc's struct mallinfo2.</summary>
+    /// <summary>
+    /// glibc's struct mallinfo2: what libnativeheap's nh_mallinfo2 returns, and what the lab
+    /// reads from glibc's own mallinfo2 (NativeHeap.Lab.GlibcMalloc).
+    /// </summary>
     [StructLayout(LayoutKind.Sequential)]
     internal struct MallInfo2
     {

@@ -1,7 +1,8 @@
 using System.Buffers.Text;
+using NativeHeap.Diagnostics;
 using NativeHeap.Os;
 
-namespace NativeHeap.Diagnostics;
+namespace NativeHeap.Lab;
 
 /// <summary>A malformed trace line.</summary>
 public sealed class TraceFormatException : FormatException

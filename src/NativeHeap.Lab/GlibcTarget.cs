@@ -1,6 +1,6 @@
 using NativeHeap.Interop;
 
-namespace NativeHeap.Diagnostics;
+namespace NativeHeap.Lab;
 
 /// <summary>
 /// The process's glibc malloc (libc.so.6's malloc, free, calloc, realloc, memalign,
@@ -11,24 +11,24 @@ namespace NativeHeap.Diagnostics;
 public sealed unsafe class GlibcTarget : ReplayTarget
 {
     /// <inheritdoc/>
-    public override void* Malloc(nuint size) => Libc.Malloc(size);
+    public override void* Malloc(nuint size) => GlibcMalloc.Malloc(size);
     /// <inheritdoc/>
-    public override void* Calloc(nuint count, nuint size) => Libc.Calloc(count, size);
+    public override void* Calloc(nuint count, nuint size) => GlibcMalloc.Calloc(count, size);
     /// <inheritdoc/>
-    public override void* Realloc(void* block, nuint size) => Libc.Realloc(block, size);
+    public override void* Realloc(void* block, nuint size) => GlibcMalloc.Realloc(block, size);
     /// <inheritdoc/>
-    public override void* Memalign(nuint alignment, nuint size) => Libc.Memalign(alignment, size);
+    public override void* Memalign(nuint alignment, nuint size) => GlibcMalloc.Memalign(alignment, size);
     /// <inheritdoc/>
-    public override void Free(void* block) => Libc.Free(block);
+    public override void Free(void* block) => GlibcMalloc.Free(block);
     /// <inheritdoc/>
-    public override nuint UsableSize(void* block) => Libc.MallocUsableSize(block);
+    public override nuint UsableSize(void* block) => GlibcMalloc.MallocUsableSize(block);
     /// <inheritdoc/>
-    public override void Trim(nuint pad) => Libc.MallocTrim(pad);
+    public override void Trim(nuint pad) => GlibcMalloc.MallocTrim(pad);
 
     /// <inheritdoc/>
     public override HeapInfo GetInfo()
     {
-        Libc.MallInfo2 m = Libc.Mallinfo2();
+        Libc.MallInfo2 m = GlibcMalloc.Mallinfo2();
         return new HeapInfo
         {
             Arena = m.Arena, Ordblks = m.Ordblks, Smblks = m.Smblks, Hblks = m.Hblks, Hblkhd = m.Hblkhd,

@@ -1,6 +1,4 @@
-using NativeHeap.Interop;
-
-namespace NativeHeap.Diagnostics;
+namespace NativeHeap.Lab;
 
 /// <summary>
 /// Keeps glibc's own malloc off the program break during a measurement. In a .NET process the
@@ -21,7 +19,7 @@ internal static unsafe class GlibcRoom
     internal static void Make(int pad = 64 << 20)
     {
         if (Interlocked.Exchange(ref s_done, 1) != 0) return;
-        Libc.Mallopt(M_TOP_PAD, pad);
-        Libc.Free(Libc.Malloc(100_000));
+        GlibcMalloc.Mallopt(M_TOP_PAD, pad);
+        GlibcMalloc.Free(GlibcMalloc.Malloc(100_000));
     }
 }
