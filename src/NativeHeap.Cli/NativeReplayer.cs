@@ -5,20 +5,8 @@ namespace NativeHeap.Cli;
 /// <summary>native-tests/build/replay: glibc's malloc in a fresh C process, whose heap starts empty.</summary>
 internal static class NativeReplayer
 {
-    internal const string Variable = "NATIVEHEAP_GLIBC_REPLAY";
-
-    /// <summary>$NATIVEHEAP_GLIBC_REPLAY, or native-tests/build/replay in a folder above this program.</summary>
-    internal static string? Find()
-    {
-        if (Environment.GetEnvironmentVariable(Variable) is { Length: > 0 } path)
-            return File.Exists(path) ? path : null;
-        for (string? dir = AppContext.BaseDirectory; dir != null; dir = Path.GetDirectoryName(dir))
-        {
-            string candidate = Path.Combine(dir, "native-tests", "build", "replay");
-            if (File.Exists(candidate)) return candidate;
-        }
-        return null;
-    }
+    /// <summary>The replayer the tool carries, or native-tests/build's (see <see cref="NativeTools"/>).</summary>
+    internal static string? Find() => NativeTools.Find("replay");
 
     internal static (List<Checkpoint> Checkpoints, string Warnings, string? Error) Run(string replay, Scenario scenario, string tcache)
     {

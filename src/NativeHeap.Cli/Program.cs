@@ -4,9 +4,10 @@ using NativeHeap.Lab;
 namespace NativeHeap.Cli;
 
 /// <summary>
-/// nativeheap: watch what an allocator does to a process's memory. `scenarios` runs the RSS
-/// scenarios under NativeHeap and glibc side by side; `replay` replays a trace and prints
-/// each block's placement; `info` prints the heap's statistics.
+/// nativeheap: watch what an allocator does to a process's memory. `record` records a
+/// program's allocations; `explain` and `map` say why a trace's process holds its memory;
+/// `scenarios` runs the RSS scenarios under NativeHeap and glibc side by side; `replay`
+/// replays a trace and prints each block's placement; `info` prints the heap's statistics.
 /// </summary>
 internal static class Program
 {
@@ -16,9 +17,13 @@ internal static class Program
     private static int Main(string[] args)
     {
         var root = new RootCommand("Watch what an allocator does to a process's memory: NativeHeap (glibc 2.36's algorithm in C#) beside glibc's malloc.");
+        root.Add(RecordCommand());
+        root.Add(ExplainCommand());
+        root.Add(MapCommand());
         root.Add(ScenariosCommand());
         root.Add(ReplayCommand());
         root.Add(InfoCommand());
+        root.Add(ExplainChildCommand());
         return root.Parse(args).Invoke();
     }
 
@@ -27,6 +32,58 @@ internal static class Program
         var option = new Option<string>("--tcache") { Description = description, DefaultValueFactory = _ => values[^1] == "both" ? "both" : "on" };
         option.AcceptOnlyFromAmong(values);
         return option;
+    }
+
+    private static Command RecordCommand()
+    {
+        var output = new Option<string?>("--output", "-o") { Description = "The trace file; %p stands for each process's pid (default PROGRAM-%p.trace here)." };
+        var program = new Argument<string[]>("PROGRAM") { Description = "The program and its arguments (after --).", Arity = ArgumentArity.OneOrMore };
+        var command = new Command("record", "Run a program with the allocation recorder preloaded: one trace per process, with each call's thread and the process's own memory at checkpoints.")
+        {
+            output, program,
+        };
+        command.SetAction(result => Record.Run(result.GetValue(output), result.GetValue(program) ?? []));
+        return command;
+    }
+
+    private static Option<string?> AtOption() => new("--at") { Description = "The checkpoint (a 'k NAME' line) to look at; all of them when not given (map: the last)." };
+
+    private static Command ExplainCommand()
+    {
+        var trace = new Argument<string>("TRACE") { Description = "A trace file, or the name of a scenario." };
+        var at = AtOption();
+        var json = new Option<bool>("--json") { Description = "Print one JSON document instead of text." };
+        var command = new Command("explain", "Replay a trace as glibc 2.36 and explain every resident byte at its checkpoints: where it sits, what pins it, and what setting would give it back (each measured by a replay).")
+        {
+            trace, at, json,
+        };
+        command.SetAction(result => Explain.Run(result.GetValue(trace)!, result.GetValue(at), result.GetValue(json)));
+        return command;
+    }
+
+    private static Command ExplainChildCommand()
+    {
+        var trace = new Argument<string>("TRACE");
+        var explain = new Option<bool>("--explain");
+        var at = AtOption();
+        var idle = new Option<bool>("--idle");
+        var command = new Command(Explain.ChildCommand, "(internal) one replay for explain, a JSON line per checkpoint") { trace, explain, at, idle };
+        command.Hidden = true;
+        command.SetAction(result => Explain.Child(result.GetValue(trace)!, result.GetValue(explain), result.GetValue(at), result.GetValue(idle)));
+        return command;
+    }
+
+    private static Command MapCommand()
+    {
+        var trace = new Argument<string>("TRACE") { Description = "A trace file, or the name of a scenario." };
+        var at = AtOption();
+        var output = new Option<string>("--out") { Description = "The picture: FILE.svg, FILE.png or FILE.html (zoom, pan, a chunk's details on hover).", Required = true };
+        var command = new Command("map", "Replay a trace as glibc 2.36 and draw its heap at a checkpoint: each arena's memory, chunks by state, resident pages, the chunks that pin free memory.")
+        {
+            trace, at, output,
+        };
+        command.SetAction(result => Map.Run(result.GetValue(trace)!, result.GetValue(at), result.GetValue(output)!));
+        return command;
     }
 
     private static Command ScenariosCommand()
@@ -70,6 +127,18 @@ internal static class Program
         };
         command.SetAction(result => Info.Run(result.GetValue(trace), result.GetValue(tcache)!));
         return command;
+    }
+
+    /// <summary>
+    /// The lab reproduces glibc's decisions: the glibc-2.36 profile unless NATIVEHEAP_TUNABLES
+    /// names one, its single tunables still applying over it (the heap reads them at its first
+    /// use, which comes after this).
+    /// </summary>
+    internal static void UseGlibcProfile()
+    {
+        string? tunables = Environment.GetEnvironmentVariable("NATIVEHEAP_TUNABLES");
+        if (tunables?.Contains("profile=") != true)
+            Environment.SetEnvironmentVariable("NATIVEHEAP_TUNABLES", "profile=glibc-2.36:" + tunables);
     }
 
     /// <summary>An error for the user, not a stack trace.</summary>

@@ -25,12 +25,7 @@ internal static class Replay
         }
         else
         {
-            // The lab reproduces glibc's decisions: the glibc-2.36 profile unless
-            // NATIVEHEAP_TUNABLES names one, its single tunables still applying over it (the
-            // heap reads them at its first use, which comes after this).
-            string? tunables = Environment.GetEnvironmentVariable("NATIVEHEAP_TUNABLES");
-            if (tunables?.Contains("profile=") != true)
-                Environment.SetEnvironmentVariable("NATIVEHEAP_TUNABLES", "profile=glibc-2.36:" + tunables);
+            Program.UseGlibcProfile();
             if (tcache == "off") Heap.SetOption(HeapOption.TcacheCount, 0);
             target = new NativeHeapTarget();
         }

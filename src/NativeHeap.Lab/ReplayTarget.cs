@@ -1,3 +1,4 @@
+using NativeHeap.Arenas;
 using NativeHeap.Chunks;
 using NativeHeap.Os;
 
@@ -37,6 +38,19 @@ public abstract unsafe class ReplayTarget
 
     /// <summary>Whether the block is an mmapped chunk (IS_MMAPPED in its header; glibc's layout).</summary>
     public virtual bool IsMapped(void* block) => Chunk.IsMapped(Chunk.FromMem(block));
+
+    /// <summary>
+    /// The arena of a block outside the main arena (NON_MAIN_ARENA in its header), read from
+    /// its heap's header at the 64 MiB boundary below it (heap_info's first word, glibc's
+    /// layout); 0 for a block of the main arena.
+    /// </summary>
+    public virtual nint ArenaOf(void* block) =>
+        (Chunk.FromMem(block)->Size & Chunk.NonMainArena) == 0 ? 0 : (nint)HeapHeader.For(block)->Arena;
+
+    /// <summary>The calling thread ends as far as the allocator knows (its tcache and arena given back); nothing by default.</summary>
+    public virtual void EndThread()
+    {
+    }
 
     /// <summary>Move the program break up to a multiple of <paramref name="alignment"/> (before the heap's first growth).</summary>
     public virtual void AlignBreak(nuint alignment)
@@ -97,6 +111,8 @@ public sealed unsafe class NativeHeapTarget : ReplayTarget
     public override HeapInfo GetInfo() => Heap.GetInfo();
     /// <inheritdoc/>
     public override long ForeignBreaks => Heap.ForeignBreaks;
+    /// <inheritdoc/>
+    public override void EndThread() => Heap.EndThread();
 
     /// <summary>With the main arena on the break, give glibc's own heap room first (see GlibcRoom).</summary>
     public override void Prepare()

@@ -57,7 +57,8 @@ public static unsafe partial class Heap
         MallocState* av = &ctx->Main;
         do
         {
-            long deadline = Volatile.Read(ref av->PurgeDeadline);
+            ArenaPurge* ap = MallocContext.Purge(ctx, av);
+            long deadline = Volatile.Read(ref ap->Deadline);
             if (deadline != 0 && now >= deadline && FutexLock.TryEnter(&av->Mutex))
             {
                 try
@@ -67,13 +68,13 @@ public static unsafe partial class Heap
                 catch (HeapCorruptionException)
                 {
                     // Not here, on a timer thread: the arena's next call meets the corruption and reports it.
-                    av->PurgeDeadline = 0;
+                    ap->Deadline = 0;
                 }
                 finally
                 {
                     FutexLock.Exit(&av->Mutex);
                 }
-                deadline = Volatile.Read(ref av->PurgeDeadline);
+                deadline = Volatile.Read(ref ap->Deadline);
             }
             if (deadline != 0) next = Math.Min(next, deadline);
             av = (MallocState*)Volatile.Read(ref *(nint*)&av->Next);
@@ -88,5 +89,35 @@ public static unsafe partial class Heap
         Volatile.Write(ref s_purgeTimerArmed, 0);
         if (Volatile.Read(ref ctx->PurgeScheduled) != 0 && Interlocked.CompareExchange(ref s_purgeTimerArmed, 1, 0) == 0)
             ArmPurgeTimer(ctx->Mp.PurgeDelayMs);
+    }
+
+    /// <summary>
+    /// Purge every arena now as the timer would once the process had been idle for
+    /// purge_delay (a chunk freed just now counts as freed that long ago). For the lab's
+    /// what-if of the default profile; the arenas' cached clocks are left as they were.
+    /// </summary>
+    internal static void PurgeAsIfIdle()
+    {
+        MallocContext* ctx = Context;
+        if (ctx->Mp.PurgeDelayMs < 0) return;
+        long now = Environment.TickCount64 + ctx->Mp.PurgeDelayMs;
+        MallocState* av = &ctx->Main;
+        do
+        {
+            FutexLock.Enter(&av->Mutex);
+            try
+            {
+                ArenaPurge* ap = MallocContext.Purge(ctx, av);
+                long cached = ap->Now;
+                Ptmalloc.PurgeArena(ctx, av, now | 1);
+                ap->Now = cached;
+            }
+            finally
+            {
+                FutexLock.Exit(&av->Mutex);
+            }
+            av = (MallocState*)Volatile.Read(ref *(nint*)&av->Next);
+        }
+        while (av != &ctx->Main);
     }
 }

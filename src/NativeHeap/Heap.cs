@@ -241,6 +241,20 @@ public static unsafe partial class Heap
         }
     }
 
+    /// <summary>
+    /// The calling thread gives its tcache and arena back now, as at its exit (the lab's
+    /// replay ends a recorded thread here); a later call on it starts afresh.
+    /// </summary>
+    internal static void EndThread()
+    {
+        ThreadOwner? owner = t_owner;
+        if (owner == null) return;
+        owner.Release();
+        GC.SuppressFinalize(owner);
+        t_owner = null;
+        t_locals = null;
+    }
+
     /// <summary>The calling .NET thread's state, made on its first call.</summary>
     private static ThreadLocals* Locals
     {

@@ -48,7 +48,7 @@ public unsafe class PurgeTests
         Assert.Equal(400UL, h.Info.Smblks);
         byte* first = blocks[0] - Chunk.HeaderSize;
         nuint span = (nuint)(blocks[^1] - blocks[0]) + 48;
-        long now = h.Arena->PurgeNow + 10 * delay;
+        long now = MallocContext.Purge(h.Ctx, h.Arena)->Now + 10 * delay;
         Ptmalloc.PurgeArena(h.Ctx, h.Arena, now);
         Assert.Equal(0UL, h.Info.Smblks);
         Assert.Equal(0, h.Arena->HaveFastchunks);
@@ -71,28 +71,28 @@ public unsafe class PurgeTests
         Assert.True(size >= 5 * Block, $"the five blocks merged: {size}");
         nuint pages = size / OsMemory.PageSize;
         Assert.True(OsMemory.ResidentPages(hole, size) >= pages - 1);
-        Assert.NotEqual(0, h.Arena->PurgeDeadline);
+        Assert.NotEqual(0, MallocContext.Purge(h.Ctx, h.Arena)->Deadline);
         long deadline = StampOf(hole) + delay; // the last of the five frees re-stamped the merged chunk
-        Assert.True(deadline >= h.Arena->PurgeDeadline);
+        Assert.True(deadline >= MallocContext.Purge(h.Ctx, h.Arena)->Deadline);
 
         // Before the deadline nothing goes; at it, every whole page but the one with the header.
         Assert.False(Ptmalloc.PurgeArena(h.Ctx, h.Arena, deadline - 1));
         Assert.True(OsMemory.ResidentPages(hole, size) >= pages - 1);
         // Rescheduled, but not sooner than an eighth of the delay after that purge.
-        Assert.Equal(Math.Max(deadline, deadline - 1 + delay / 8), h.Arena->PurgeDeadline);
+        Assert.Equal(Math.Max(deadline, deadline - 1 + delay / 8), MallocContext.Purge(h.Ctx, h.Arena)->Deadline);
         Assert.True(Ptmalloc.PurgeArena(h.Ctx, h.Arena, deadline));
         Assert.InRange(OsMemory.ResidentPages(hole, size), (nuint)1, (nuint)2);
         // The guard block and the live blocks below the hole are untouched.
         h.Check();
         // Once purged, the chunk is not purged again, and nothing else waits.
-        Assert.Equal(0, h.Arena->PurgeDeadline);
+        Assert.Equal(0, MallocContext.Purge(h.Ctx, h.Arena)->Deadline);
         Assert.False(Ptmalloc.PurgeArena(h.Ctx, h.Arena, deadline + 10 * delay));
 
         // The memory serves again, and a piece cut from it keeps its "already released" mark.
         byte* again = h.Malloc(Block);
         Assert.True(again == hole + Chunk.HeaderSize);
         new Span<byte>(again, (int)Block).Fill(1);
-        Assert.Equal(0, h.Arena->PurgeDeadline);
+        Assert.Equal(0, MallocContext.Purge(h.Ctx, h.Arena)->Deadline);
         h.Check();
     }
 
@@ -111,7 +111,7 @@ public unsafe class PurgeTests
         Assert.True(Ptmalloc.PurgeArena(h.Ctx, h.Arena, first));
         Assert.InRange(OsMemory.ResidentPages(hole, size), (nuint)1, (nuint)2);
         Assert.True(OsMemory.ResidentPages(late, 3 * Block) > 3 * Block / OsMemory.PageSize - 2);
-        Assert.Equal(first + delay / 2, h.Arena->PurgeDeadline);
+        Assert.Equal(first + delay / 2, MallocContext.Purge(h.Ctx, h.Arena)->Deadline);
         Assert.True(Ptmalloc.PurgeArena(h.Ctx, h.Arena, first + delay / 2));
         Assert.InRange(OsMemory.ResidentPages(late, 3 * Block), (nuint)1, (nuint)2);
         h.Check();
@@ -133,12 +133,12 @@ public unsafe class PurgeTests
         for (int i = blocks.Length - 1; i >= 1; i--) h.Free(blocks[i]);
         nuint before = h.Arena->SystemMem;
         Assert.True(h.TopSize > 2 * 1024 * 1024);
-        Assert.NotEqual(0, h.Arena->TopFreedAt);
-        Assert.False(Ptmalloc.PurgeArena(h.Ctx, h.Arena, h.Arena->TopFreedAt + h.Ctx->Mp.PurgeDelayMs - 1));
-        Assert.True(Ptmalloc.PurgeArena(h.Ctx, h.Arena, h.Arena->TopFreedAt + h.Ctx->Mp.PurgeDelayMs));
+        Assert.NotEqual(0, MallocContext.Purge(h.Ctx, h.Arena)->TopFreedAt);
+        Assert.False(Ptmalloc.PurgeArena(h.Ctx, h.Arena, MallocContext.Purge(h.Ctx, h.Arena)->TopFreedAt + h.Ctx->Mp.PurgeDelayMs - 1));
+        Assert.True(Ptmalloc.PurgeArena(h.Ctx, h.Arena, MallocContext.Purge(h.Ctx, h.Arena)->TopFreedAt + h.Ctx->Mp.PurgeDelayMs));
         Assert.True(h.TopSize <= h.Ctx->Mp.TopPad + OsMemory.PageSize + Chunk.MinSize, $"top {h.TopSize}");
         Assert.True(h.Arena->SystemMem < before);
-        Assert.Equal(0, h.Arena->TopFreedAt);
+        Assert.Equal(0, MallocContext.Purge(h.Ctx, h.Arena)->TopFreedAt);
         h.Check();
     }
 
@@ -168,14 +168,14 @@ public unsafe class PurgeTests
             var (holeAddress, size) = FreeAHoleBelowALiveBlock(h);
             byte* hole = (byte*)holeAddress;
             Assert.InRange(OsMemory.ResidentPages(hole, size), (nuint)1, (nuint)2);
-            Assert.Equal(0, h.Arena->PurgeDeadline);
+            Assert.Equal(0, MallocContext.Purge(h.Ctx, h.Arena)->Deadline);
         }
         using (var h = new PrivateHeap(HeapProfile.NativeHeap))
         {
             h.Set(HeapOption.PurgeDelay, -1);
             var (holeAddress, size) = FreeAHoleBelowALiveBlock(h);
             byte* hole = (byte*)holeAddress;
-            Assert.Equal(0, h.Arena->PurgeDeadline);
+            Assert.Equal(0, MallocContext.Purge(h.Ctx, h.Arena)->Deadline);
             Assert.False(Ptmalloc.PurgeArena(h.Ctx, h.Arena, long.MaxValue / 2));
             Assert.True(OsMemory.ResidentPages(hole, size) >= size / OsMemory.PageSize - 1);
         }
@@ -189,8 +189,8 @@ public unsafe class PurgeTests
         using var h = new PrivateHeap(HeapProfile.Glibc236);
         var (holeAddress, size) = FreeAHoleBelowALiveBlock(h);
         byte* hole = (byte*)holeAddress;
-        Assert.Equal(0, h.Arena->PurgeDeadline);
-        Assert.Equal(0, h.Arena->TopFreedAt);
+        Assert.Equal(0, MallocContext.Purge(h.Ctx, h.Arena)->Deadline);
+        Assert.Equal(0, MallocContext.Purge(h.Ctx, h.Arena)->TopFreedAt);
         Assert.True(OsMemory.ResidentPages(hole, size) >= size / OsMemory.PageSize - 1);
         h.Trim(0);
         Assert.InRange(OsMemory.ResidentPages(hole, size), (nuint)1, (nuint)2);

@@ -18,7 +18,12 @@ internal unsafe struct MallocState
     public int Mutex;
     public int Flags;
     public int HaveFastchunks;
-    private int _pad;
+    /// <summary>
+    /// The arena's number (0: main), where glibc's struct has 4 bytes of padding: its purge
+    /// state lives in the context's table at this index (MallocContext.Purge), so that the
+    /// struct keeps glibc's size and an arena's first chunk lands where glibc's does.
+    /// </summary>
+    public int Index;
     public fixed ulong FastbinsY[BinIndex.NFastBins];
     public Chunk* Top;
     public Chunk* LastRemainder;
@@ -29,14 +34,9 @@ internal unsafe struct MallocState
     public nuint AttachedThreads;
     public nuint SystemMem;
     public nuint MaxSystemMem;
-    /// <summary>The purge's next deadline (Environment.TickCount64 ms; 0: nothing waits). Guarded by <see cref="Mutex"/>.</summary>
-    public long PurgeDeadline;
-    /// <summary>When top last grew by a free (0: its tail is purged or was never freed). Guarded by <see cref="Mutex"/>.</summary>
-    public long TopFreedAt;
-    /// <summary>The purge's cached clock, which stamps read instead of the clock (see Ptmalloc.Purge.cs). Guarded by <see cref="Mutex"/>.</summary>
-    public long PurgeNow;
-    /// <summary>Slow calls since the purge last read the clock. Guarded by <see cref="Mutex"/>.</summary>
-    public long PurgeCalls;
+
+    /// <summary>sizeof(struct malloc_state) in glibc 2.36 on x86-64: an arena's chunks start after it.</summary>
+    internal const int GlibcSize = 2200;
 
     /// <summary>flags bit: the arena's memory is not one contiguous run of the break.</summary>
     internal const int NonContiguousBit = 2;
@@ -68,6 +68,7 @@ internal unsafe struct MallocState
     /// <summary>malloc_init_state: empty bins, an initial top of size 0.</summary>
     internal static void Init(MallocState* av, bool contiguous)
     {
+        System.Diagnostics.Debug.Assert(sizeof(MallocState) == GlibcSize);
         for (int i = 1; i < BinIndex.NBins; i++)
         {
             Chunk* bin = BinAt(av, i);
@@ -77,4 +78,21 @@ internal unsafe struct MallocState
         av->HaveFastchunks = 0;
         av->Top = InitialTop(av);
     }
+}
+
+/// <summary>
+/// One arena's purge state (see Ptmalloc.Purge.cs), kept in the context's table at the
+/// arena's <see cref="MallocState.Index"/>. Guarded by the arena's lock.
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct ArenaPurge
+{
+    /// <summary>The purge's next deadline (Environment.TickCount64 ms; 0: nothing waits).</summary>
+    public long Deadline;
+    /// <summary>When top last grew by a free (0: its tail is purged or was never freed).</summary>
+    public long TopFreedAt;
+    /// <summary>The purge's cached clock, which stamps read instead of the clock.</summary>
+    public long Now;
+    /// <summary>Slow calls since the purge last read the clock.</summary>
+    public long Calls;
 }

@@ -45,7 +45,7 @@ internal static unsafe partial class Ptmalloc
         for (;;)
         {
             long n = Volatile.Read(ref ctx->NArenas);
-            if (n >= limit) return ReusedArena(ctx, ref ts, avoid);
+            if (n >= limit || n >= MallocContext.ArenaCapacity) return ReusedArena(ctx, ref ts, avoid);
             if (Interlocked.CompareExchange(ref ctx->NArenas, n + 1, n) != n) continue;
             a = NewArena(ctx, ref ts, size);
             if (a == null) Interlocked.Decrement(ref ctx->NArenas);
@@ -133,6 +133,7 @@ internal static unsafe partial class Ptmalloc
         var a = (MallocState*)(h + 1);
         h->Arena = a;
         MallocState.Init(a, contiguous: false);
+        a->Index = Interlocked.Increment(ref ctx->LastArenaIndex); // at most NArenas - 1, below ArenaCapacity
         a->AttachedThreads = 1;
         a->SystemMem = a->MaxSystemMem = h->Size;
         var ptr = (byte*)HeapHeader.FirstChunk(h);

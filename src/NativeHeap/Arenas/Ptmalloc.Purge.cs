@@ -19,12 +19,12 @@ internal static unsafe partial class Ptmalloc
     //
     // Each free chunk of PurgeMinSize or more carries the time it was freed in the word after
     // its links (StampOffset), which a purge keeps resident; Purged marks one already released.
-    // The arena keeps the earliest time a purge can have work (PurgeDeadline, 0: none), so the
+    // The arena keeps the earliest time a purge can have work (ArenaPurge.Deadline, 0: none), so the
     // slow paths test one field, under the arena lock that guards all of this.
     //
     // The clock is read rarely: a read on every free into top and every slow call cost a
     // 4 KiB alloc+free pair about 20 ns (73 against 51 ns). Stamps take the arena's cached
-    // clock (PurgeNow), read afresh when nothing was pending and otherwise refreshed every
+    // clock (ArenaPurge.Now), read afresh when nothing was pending and otherwise refreshed every
     // PurgeClockEvery slow calls and by each purge; a stamp is then at most that many calls
     // early, which can only make a purge come sooner, never skip one.
 
@@ -49,7 +49,7 @@ internal static unsafe partial class Ptmalloc
     private static long PurgeClock() => Environment.TickCount64 | 1;
 
     /// <summary>The time to stamp with: the clock when nothing is pending, else the arena's cached reading.</summary>
-    private static long ArenaNow(MallocState* av) => av->PurgeDeadline == 0 ? av->PurgeNow = PurgeClock() : av->PurgeNow;
+    private static long ArenaNow(ArenaPurge* ap) => ap->Deadline == 0 ? ap->Now = PurgeClock() : ap->Now;
 
     /// <summary>
     /// Chunk <paramref name="p"/> of <paramref name="size"/> bytes has just become free (a
@@ -67,7 +67,7 @@ internal static unsafe partial class Ptmalloc
             return;
         }
         long* stamp = (long*)((byte*)p + StampOffset);
-        *stamp = ArenaNow(av);
+        *stamp = ArenaNow(MallocContext.Purge(ctx, av));
         Schedule(ctx, av, *stamp + mp->PurgeDelayMs);
     }
 
@@ -86,7 +86,8 @@ internal static unsafe partial class Ptmalloc
     /// </summary>
     private static void Schedule(MallocContext* ctx, MallocState* av, long deadline)
     {
-        if (av->PurgeDeadline == 0) av->PurgeDeadline = deadline;
+        ArenaPurge* ap = MallocContext.Purge(ctx, av);
+        if (ap->Deadline == 0) ap->Deadline = deadline;
         // Also when a deadline was already set: the arena may have grown past the bound since.
         if (av->SystemMem >= PurgeTimerMinMem && ctx->PurgeScheduled == 0) Volatile.Write(ref ctx->PurgeScheduled, 1);
     }
@@ -124,8 +125,9 @@ internal static unsafe partial class Ptmalloc
     {
         MallocParams* mp = &ctx->Mp;
         if (!Purging(mp)) return;
-        av->TopFreedAt = ArenaNow(av);
-        Schedule(ctx, av, av->TopFreedAt + mp->PurgeDelayMs);
+        ArenaPurge* ap = MallocContext.Purge(ctx, av);
+        ap->TopFreedAt = ArenaNow(ap);
+        Schedule(ctx, av, ap->TopFreedAt + mp->PurgeDelayMs);
     }
 
     /// <summary>
@@ -135,10 +137,11 @@ internal static unsafe partial class Ptmalloc
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void MaybePurge(MallocContext* ctx, MallocState* av)
     {
-        long deadline = av->PurgeDeadline;
-        if (deadline == 0 || ++av->PurgeCalls < PurgeClockEvery) return;
-        av->PurgeCalls = 0;
-        long now = av->PurgeNow = PurgeClock();
+        ArenaPurge* ap = MallocContext.Purge(ctx, av);
+        long deadline = ap->Deadline;
+        if (deadline == 0 || ++ap->Calls < PurgeClockEvery) return;
+        ap->Calls = 0;
+        long now = ap->Now = PurgeClock();
         if (now >= deadline) PurgeArena(ctx, av, now);
     }
 
@@ -154,8 +157,9 @@ internal static unsafe partial class Ptmalloc
     {
         MallocParams* mp = &ctx->Mp;
         long delay = mp->PurgeDelayMs;
-        av->PurgeDeadline = 0;
-        if (now > av->PurgeNow) av->PurgeNow = now;
+        ArenaPurge* ap = MallocContext.Purge(ctx, av);
+        ap->Deadline = 0;
+        if (now > ap->Now) ap->Now = now;
         if (delay < 0) return false;
         // Fastbin chunks never merge by themselves, and each keeps its page resident: merged
         // here (as malloc_trim merges them), they join the free chunks this pass stamps and a
@@ -191,16 +195,16 @@ internal static unsafe partial class Ptmalloc
                 }
             }
         }
-        if (av->TopFreedAt != 0)
+        if (ap->TopFreedAt != 0)
         {
-            if (now - av->TopFreedAt >= delay)
+            if (now - ap->TopFreedAt >= delay)
             {
-                av->TopFreedAt = 0;
+                ap->TopFreedAt = 0;
                 released |= TrimTop(ctx, av, mp->TopPad);
             }
-            else if (av->TopFreedAt + delay < next)
+            else if (ap->TopFreedAt + delay < next)
             {
-                next = av->TopFreedAt + delay;
+                next = ap->TopFreedAt + delay;
             }
         }
         if (next != long.MaxValue) Schedule(ctx, av, Math.Max(next, now + delay / 8));

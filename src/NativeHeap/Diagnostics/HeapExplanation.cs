@@ -219,8 +219,11 @@ public sealed class HeapExplanation
             PinningChunk deepest = list[^1];
             var kinds = list.GroupBy(p => (p.Chunk.State, p.Chunk.Size))
                 .Select(g => $"{g.Count()} x {g.Key.Size} B {Describe(g.Key.State)}");
+            HeapChunk highest = list[0].Chunk;
+            bool belowTop = Snapshot.Chunks.Any(c => c.State == ChunkState.Top && c.Address == highest.Address + highest.Size);
+            string where = belowTop ? "right below top" : $"at 0x{highest.UserAddress:x}";
             yield return string.Create(CultureInfo.InvariantCulture,
-                $"arena {arena.Key}: {list.Count} live chunk{(list.Count == 1 ? "" : "s")} ({string.Join(", ", kinds)}), the highest at 0x{list[0].Chunk.UserAddress:x}, "
+                $"arena {arena.Key}: {list.Count} live chunk{(list.Count == 1 ? "" : "s")} ({string.Join(", ", kinds)}), the highest {where}, "
                 + $"pin {Size(deepest.PinnedBytes)} of free resident memory below them: freed, it would merge into top and trimming could return it");
         }
     }

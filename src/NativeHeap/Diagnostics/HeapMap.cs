@@ -264,15 +264,8 @@ public static class HeapMap
     {
         var (strips, bpp, runs) = Layout(snapshot);
         var (stripY, height) = Geometry(strips);
-        // Labels in the right margin, in the order of their marks, none closer than a line apart.
-        var marks = new List<(int X, int Y, int LabelY, string Label)>();
-        int labelY = 0;
-        foreach (var (x, y, label) in PinMarks(snapshot, strips, stripY, bpp, options).OrderBy(m => m.Y).ThenBy(m => m.X))
-        {
-            labelY = Math.Max(y, labelY + 14);
-            marks.Add((x, y, labelY, label));
-        }
-        height = Math.Max(height, labelY + 20);
+        IReadOnlyList<(int X, int Y, int LabelY, string Label)> marks = PinMarks(snapshot, strips, stripY, bpp, options);
+        if (marks.Count > 0) height = Math.Max(height, marks[^1].LabelY + 20);
         int width = Left + Width + 330;
         var sb = new StringBuilder();
         CultureInfo c = CultureInfo.InvariantCulture;
@@ -301,8 +294,11 @@ public static class HeapMap
         return sb.ToString();
     }
 
-    /// <summary>The pinning chunks' marks: the pixel each lies at, and its label; at most 12, the ones pinning most first.</summary>
-    public static IReadOnlyList<(int X, int Y, string Label)> PinMarks(HeapSnapshot snapshot, IReadOnlyList<HeapMapStrip> strips,
+    /// <summary>
+    /// The pinning chunks' marks (at most 12, the ones that free most): the pixel each lies at,
+    /// and its label, placed in the right margin in the order of the marks, a line apart.
+    /// </summary>
+    public static IReadOnlyList<(int X, int Y, int LabelY, string Label)> PinMarks(HeapSnapshot snapshot, IReadOnlyList<HeapMapStrip> strips,
         int[] stripY, ulong bytesPerPixel, HeapMapOptions options)
     {
         ArgumentNullException.ThrowIfNull(snapshot);
@@ -329,7 +325,14 @@ public static class HeapMap
                 }
             }
         }
-        return marks;
+        var placed = new List<(int, int, int, string)>();
+        int labelY = 0;
+        foreach (var (x, y, label) in marks.OrderBy(m => m.Item2).ThenBy(m => m.Item1))
+        {
+            labelY = Math.Max(y, labelY + 14);
+            placed.Add((x, y, labelY, label));
+        }
+        return placed;
     }
 
     private static string Escape(string s) => s.Replace("&", "&amp;").Replace("<", "&lt;").Replace(">", "&gt;").Replace("\"", "&quot;");

@@ -1,0 +1,266 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using NativeHeap.Diagnostics;
+using NativeHeap.Lab;
+
+namespace NativeHeap.Cli;
+
+/// <summary>
+/// `nativeheap explain`: replay a trace on the glibc-2.36 profile in a fresh child process and,
+/// at each checkpoint, break its anonymous resident memory down (Heap.Explain), name the live
+/// chunks that pin free memory by the trace line that allocated them, and measure what-ifs:
+/// the same trace replayed, each in a fresh process, with one setting changed.
+/// </summary>
+internal static class Explain
+{
+    /// <summary>The child's command (hidden): one replay, one JSON line per checkpoint on stdout.</summary>
+    internal const string ChildCommand = "explain-child";
+
+    private const string Profile = "profile=glibc-2.36";
+
+    /// <summary>A what-if: how the user would set it, and how a replay sets it.</summary>
+    private sealed record WhatIf(string Setting, string Tunables, bool Idle = false, bool ThreadsOnly = false);
+
+    private static readonly WhatIf[] s_whatIfs =
+    [
+        new("GLIBC_TUNABLES=glibc.malloc.tcache_count=0", Profile + ":tcache_count=0"),
+        // A trim threshold raised by the dynamic mmap threshold comes back to glibc's default and stays.
+        new("GLIBC_TUNABLES=glibc.malloc.trim_threshold=131072", Profile + ":trim_threshold=131072"),
+        new("GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072", Profile + ":mmap_threshold=131072"),
+        new("MALLOC_ARENA_MAX=2", Profile + ":arena_max=2", ThreadsOnly: true),
+        new("NativeHeap's default profile, once idle for its purge delay (LD_PRELOAD=libnativeheap-preload.so for a C program)", "profile=nativeheap", Idle: true),
+    ];
+
+    /// <summary>One checkpoint as a child reported it.</summary>
+    private sealed record Point(int Line, string Name, long Anon, long HeapResident, JsonElement? Recorded, JsonElement? Explanation, string? Text);
+
+    internal static int Run(string nameOrPath, string? at, bool json)
+    {
+        byte[]? trace = Program.LoadTrace(nameOrPath, out string label);
+        if (trace is null || !Program.Validate(trace, label)) return Program.UsageError;
+        var names = TraceReplayer.Checkpoints(trace);
+        if (names.Count == 0) return Program.Fail($"{label}: the trace has no checkpoint ('k NAME' line) to explain");
+        if (at is not null && !names.Any(c => c.Name == at))
+            return Program.Fail($"{label}: no checkpoint named '{at}' (checkpoints: {string.Join(", ", names.Select(c => c.Name).Distinct())})");
+
+        string file = Path.Combine(Path.GetTempPath(), $"nativeheap-explain-{Environment.ProcessId}.trace");
+        try
+        {
+            File.WriteAllBytes(file, trace);
+            List<Point>? base0 = RunChild(file, Profile, explain: true, at, idle: false, out string? error);
+            if (base0 is null) return Program.Fail(error!);
+
+            // Every what-if is a replay of its own; two at a time (their children are single-threaded).
+            bool threads = TraceReplayer.HasThreads(trace);
+            var jobs = new List<(string Setting, string File, string Tunables, bool Idle, int Checkpoint)>();
+            foreach (WhatIf w in s_whatIfs)
+                if (!w.ThreadsOnly || threads) jobs.Add((w.Setting, file, w.Tunables, w.Idle, -1));
+            // malloc_trim(0) at a checkpoint: the trace up to it, a trim, then the checkpoint.
+            for (int i = 0; i < base0.Count; i++)
+            {
+                if (at is not null && base0[i].Name != at) continue;
+                string prefix = $"{file}.{i}";
+                File.WriteAllBytes(prefix, TraceReplayer.TrimBefore(trace, base0[i].Line));
+                jobs.Add(("call malloc_trim(0) here", prefix, Profile, false, i));
+            }
+            var results = new (List<Point>? Points, string? Error)[jobs.Count];
+            try
+            {
+                Parallel.For(0, jobs.Count, new ParallelOptions { MaxDegreeOfParallelism = 2 }, j =>
+                {
+                    var (_, path, tunables, idle, _) = jobs[j];
+                    results[j] = (RunChild(path, tunables, explain: false, at: null, idle, out string? e), e);
+                });
+            }
+            finally
+            {
+                foreach (var job in jobs.Where(j => j.Checkpoint >= 0)) File.Delete(job.File);
+            }
+            var savings = new Dictionary<int, List<(string Setting, long Saved)>>();
+            for (int j = 0; j < jobs.Count; j++)
+            {
+                var (setting, _, _, _, checkpoint) = jobs[j];
+                if (results[j].Points is not { } points) return Program.Fail($"what-if {setting}: {results[j].Error}");
+                for (int i = 0; i < base0.Count && i < points.Count; i++)
+                {
+                    if (checkpoint >= 0 && i != checkpoint) continue;
+                    Point measured = checkpoint >= 0 ? points[^1] : points[i];
+                    if (!savings.TryGetValue(i, out var list)) savings[i] = list = [];
+                    list.Add((setting, base0[i].HeapResident - measured.HeapResident));
+                }
+            }
+
+            var shown = Enumerable.Range(0, base0.Count).Where(i => at is null || base0[i].Name == at).ToList();
+            if (json) WriteJson(label, base0, shown, savings);
+            else WriteText(label, base0, shown, savings);
+            return 0;
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    /// <summary>Replay <paramref name="file"/> in a fresh process with <paramref name="tunables"/>; null (and why) on failure.</summary>
+    private static List<Point>? RunChild(string file, string tunables, bool explain, string? at, bool idle, out string? error)
+    {
+        var args = new List<string> { ChildCommand, file };
+        if (explain) args.Add("--explain");
+        if (at is not null) args.AddRange(["--at", at]);
+        if (idle) args.Add("--idle");
+        ProcessResult r = ChildProcess.RunSelf(args, new ProcessOptions { Environment = [("NATIVEHEAP_TUNABLES", tunables)] });
+        if (r.ExitCode != 0)
+        {
+            error = $"the replay ({tunables}) failed with exit code {r.ExitCode}: {r.Error.Trim()}";
+            return null;
+        }
+        error = null;
+        var points = new List<Point>();
+        foreach (string line in r.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            JsonElement e = JsonDocument.Parse(line).RootElement;
+            points.Add(new Point(e.GetProperty("line").GetInt32(), e.GetProperty("name").GetString()!, e.GetProperty("anon").GetInt64(),
+                e.GetProperty("heap_resident").GetInt64(),
+                e.TryGetProperty("recorded", out JsonElement rec) ? rec : null,
+                e.TryGetProperty("explanation", out JsonElement ex) ? ex : null,
+                e.TryGetProperty("text", out JsonElement text) ? text.GetString() : null));
+        }
+        return points;
+    }
+
+    /// <summary>The child: replay on this process's NativeHeap, one JSON line per checkpoint.</summary>
+    internal static int Child(string path, bool explain, string? at, bool idle)
+    {
+        byte[]? trace = Program.LoadTrace(path, out string label);
+        if (trace is null || !Program.Validate(trace, label)) return Program.UsageError;
+        using Stream stdout = Console.OpenStandardOutput();
+        var options = new ReplayOptions
+        {
+            Placements = false,
+            Checkpoint = cp =>
+            {
+                if (idle) Heap.PurgeAsIfIdle();
+                bool wanted = explain && (at is null || cp.Name == at);
+                HeapExplanation e = Heap.Explain();
+                using var json = new Utf8JsonWriter(stdout);
+                json.WriteStartObject();
+                json.WriteNumber("line", cp.Line);
+                json.WriteString("name", cp.Name);
+                json.WriteNumber("anon", e.ResidentAnonymousBytes);
+                json.WriteNumber("heap_resident", e.Snapshot.ResidentBytes);
+                if (cp.Recorded.Count > 0)
+                {
+                    json.WriteStartObject("recorded");
+                    foreach (var (key, value) in cp.Recorded) json.WriteNumber(key, value);
+                    json.WriteEndObject();
+                }
+                if (wanted)
+                {
+                    json.WritePropertyName("explanation");
+                    e.WriteJson(json, (w, chunk) =>
+                    {
+                        if (cp.Owner(chunk.UserAddress) is not { } o) return;
+                        w.WriteNumber("trace_line", o.Line);
+                        w.WriteNumber("id", o.Id);
+                    });
+                    json.WriteString("text", e.ToString());
+                }
+                json.WriteEndObject();
+                json.Flush();
+                stdout.WriteByte((byte)'\n');
+                stdout.Flush();
+            },
+        };
+        TraceReplayer.Replay(trace, new NativeHeapTarget(), Stream.Null, options);
+        return 0;
+    }
+
+    private static string Size(long bytes) => Os.Sizes.Approximate(bytes);
+
+    private static void WriteText(string label, List<Point> points, List<int> shown, Dictionary<int, List<(string Setting, long Saved)>> savings)
+    {
+        var sb = new StringBuilder();
+        CultureInfo c = CultureInfo.InvariantCulture;
+        sb.Append(c, $"{label}, replayed as glibc 2.36 (NativeHeap's glibc-2.36 profile places every block where glibc does)\n");
+        foreach (int i in shown)
+        {
+            Point p = points[i];
+            JsonElement e = p.Explanation!.Value;
+            JsonElement parts = e.GetProperty("breakdown");
+            sb.Append(c, $"\ncheckpoint {p.Name} (line {p.Line}): {Size(p.Anon)} anonymous resident (statm)\n");
+            long heapTotal = 0;
+            var heapParts = new List<string>();
+            foreach (JsonProperty part in parts.EnumerateObject())
+            {
+                long bytes = part.Value.GetInt64();
+                if (part.Name == "outside_heap" || bytes == 0) continue;
+                heapTotal += bytes;
+                heapParts.Add($"{part.Name.Replace('_', ' ')} {Size(bytes)}");
+            }
+            sb.Append(c, $"  in the heap: {Size(heapTotal)} ({string.Join(", ", heapParts)})\n");
+            sb.Append(c, $"  outside the heap: {Size(parts.GetProperty("outside_heap").GetInt64())} (the .NET runtime replaying the trace, its GC heap, glibc's own malloc)\n");
+            sb.Append(c, $"  free but not resident (given back, or never touched): {Size(e.GetProperty("free_not_resident_bytes").GetInt64())}\n");
+            if (p.Recorded is { } rec && rec.TryGetProperty("anon_kib", out JsonElement anonKib))
+                sb.Append(c, $"  the recorded program held {Size(anonKib.GetInt64() * 1024)} anonymous resident here (its recorder included)\n");
+
+            sb.Append("why it stays:\n");
+            string text = p.Text!;
+            bool any = false;
+            foreach (string line in text.Split('\n').Where(l => l.StartsWith("arena ", StringComparison.Ordinal) && l.Contains(" pin ", StringComparison.Ordinal)))
+            {
+                sb.Append("  ").Append(line).Append('\n');
+                any = true;
+            }
+            foreach (JsonElement pin in e.GetProperty("pinned_by").EnumerateArray().OrderByDescending(x => x.GetProperty("frees_bytes").GetInt64()).Take(8))
+            {
+                string who = pin.TryGetProperty("trace_line", out JsonElement tl) ? $"line {tl.GetInt32()} (id {pin.GetProperty("id").GetInt64()})" : pin.GetProperty("address").GetString()!;
+                sb.Append(c, $"    {who}: {pin.GetProperty("chunk_size").GetInt64()} B {pin.GetProperty("state").GetString()}, {pin.GetProperty("above").GetInt32()} above it; freeing it (and those above) frees {Size(pin.GetProperty("frees_bytes").GetInt64())} more\n");
+            }
+            if (!any) sb.Append("  no live chunk pins a page or more of free memory\n");
+            sb.Append(c, $"  malloc_trim(0) would return about {Size(e.GetProperty("trim_estimate_bytes").GetInt64())} now (estimated from the free pages; measured below)\n");
+
+            sb.Append("what would give it back (each measured by replaying the whole trace again, best first):\n");
+            foreach (var (setting, saved) in savings.GetValueOrDefault(i, []).OrderByDescending(s => s.Saved))
+                sb.Append(c, $"  {(saved >= 0 ? "saves" : "costs"),-5} {Size(Math.Abs(saved)),10}  {setting}\n");
+        }
+        Console.Out.Write(sb.ToString());
+    }
+
+    private static void WriteJson(string label, List<Point> points, List<int> shown, Dictionary<int, List<(string Setting, long Saved)>> savings)
+    {
+        using Stream stdout = Console.OpenStandardOutput();
+        using var json = new Utf8JsonWriter(stdout, new JsonWriterOptions { Indented = true });
+        json.WriteStartObject();
+        json.WriteString("trace", label);
+        json.WriteString("profile", "glibc-2.36");
+        json.WriteStartArray("checkpoints");
+        foreach (int i in shown)
+        {
+            Point p = points[i];
+            json.WriteStartObject();
+            json.WriteString("name", p.Name);
+            json.WriteNumber("line", p.Line);
+            foreach (JsonProperty prop in p.Explanation!.Value.EnumerateObject()) prop.WriteTo(json);
+            if (p.Recorded is { } rec)
+            {
+                json.WritePropertyName("recorded");
+                rec.WriteTo(json);
+            }
+            json.WriteStartArray("what_if");
+            foreach (var (setting, saved) in savings.GetValueOrDefault(i, []).OrderByDescending(s => s.Saved))
+            {
+                json.WriteStartObject();
+                json.WriteString("setting", setting);
+                json.WriteNumber("bytes_saved", saved);
+                json.WriteEndObject();
+            }
+            json.WriteEndArray();
+            json.WriteEndObject();
+        }
+        json.WriteEndArray();
+        json.WriteEndObject();
+        json.Flush();
+        stdout.WriteByte((byte)'\n');
+    }
+}

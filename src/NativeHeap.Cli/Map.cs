@@ -1,0 +1,58 @@
+using NativeHeap.Diagnostics;
+using NativeHeap.Lab;
+
+namespace NativeHeap.Cli;
+
+/// <summary>`nativeheap map`: replay a trace as glibc 2.36 in this process and draw the heap at a checkpoint.</summary>
+internal static class Map
+{
+    internal static int Run(string nameOrPath, string? at, string output)
+    {
+        byte[]? trace = Program.LoadTrace(nameOrPath, out string label);
+        if (trace is null || !Program.Validate(trace, label)) return Program.UsageError;
+        string extension = Path.GetExtension(output).ToLowerInvariant();
+        if (extension is not (".svg" or ".png" or ".html"))
+            return Program.Fail($"--out {output}: the picture's name must end in .svg, .png or .html");
+        IReadOnlyList<(int Line, string Name)> checkpoints = TraceReplayer.Checkpoints(trace);
+        if (checkpoints.Count == 0) return Program.Fail($"{label}: the trace has no checkpoint ('k NAME' line) to draw");
+        int line = at is null ? checkpoints[^1].Line : checkpoints.FirstOrDefault(c => c.Name == at).Line;
+        if (line == 0)
+            return Program.Fail($"{label}: no checkpoint named '{at}' (checkpoints: {string.Join(", ", checkpoints.Select(c => c.Name).Distinct())})");
+
+        FileStream file;
+        try
+        {
+            file = File.Create(output);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return Program.Fail($"cannot write {output}: {e.Message}");
+        }
+        using (file)
+        {
+            Program.UseGlibcProfile();
+            bool drawn = false;
+            TraceReplayer.Replay(trace, new NativeHeapTarget(), Stream.Null, new ReplayOptions
+            {
+                Placements = false,
+                Checkpoint = cp =>
+                {
+                    if (cp.Line != line) return;
+                    HeapExplanation e = Heap.Explain();
+                    var options = new HeapMapOptions
+                    {
+                        Title = $"{label} at {cp.Name} (line {cp.Line}), replayed as glibc 2.36: {HeapMap.DefaultTitle(e.Snapshot)}",
+                        Pinned = e.PinnedBy,
+                        Describe = c => cp.Owner(c.UserAddress) is { } o ? $"line {o.Line} (id {o.Id})" : null,
+                    };
+                    if (extension == ".png") MapPng.Write(e.Snapshot, file, options);
+                    else HeapMap.Write(e.Snapshot, file, extension == ".svg" ? HeapMapFormat.Svg : HeapMapFormat.Html, options);
+                    drawn = true;
+                },
+            });
+            if (!drawn) return Program.Fail($"{label}: the replay never reached line {line}");
+        }
+        Console.Error.WriteLine($"wrote {output}");
+        return 0;
+    }
+}
