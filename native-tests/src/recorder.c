@@ -46,6 +46,10 @@
  *            (resident minus shared, resident, size; KiB). Q is the
  *            recorder's own anonymous memory (its table mapping and its
  *            output buffer), which A includes.
+ *   k before-trim-N ...  t PAD  k after-trim-N ...
+ *            around the program's N-th malloc_trim(PAD), with the same keys
+ *            (read before and after the trim runs): a replay trims where
+ *            the program did, and says what the trim really returned.
  * A forked child starts TIDs (its forking thread is 1) and the call count
  * afresh, in its own file.
  *
@@ -57,7 +61,7 @@
  * runs as realloc(NULL, SIZE), i.e. a fresh allocation (the unknown block
  * just stays where it was, as far as the trace knows). That is the simplest
  * honest mapping: the trace cannot name a block it never saw allocated.
- * malloc_trim and page touching ("t" and "w" lines) are not recorded.
+ * Page touching ("w" lines) is not recorded.
  *
  * How it avoids recursion and the heap:
  *   - it forwards to glibc's exported __libc_malloc, __libc_calloc,
@@ -87,6 +91,7 @@
 
 #define _GNU_SOURCE
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -136,6 +141,7 @@ static int have_key;
 
 static uint64_t every = 100000; /* NH_TRACE_EVERY */
 static uint64_t n_calls;
+static uint64_t n_trims; /* malloc_trim calls recorded */
 
 static char buf[1 << 16];
 static size_t buf_len;
@@ -811,4 +817,46 @@ EXPORT void *pvalloc(size_t size)
         return NULL;
     }
     return memalign(page, (size + page - 1) & ~(page - 1));
+}
+
+/* glibc exports no __libc_ name for malloc_trim: the next definition, found
+ * once with dlsym (which may allocate: inside is set, so that just forwards). */
+static int (*next_malloc_trim)(size_t);
+
+EXPORT int malloc_trim(size_t pad)
+{
+    int (*next)(size_t) = __atomic_load_n(&next_malloc_trim, __ATOMIC_ACQUIRE);
+    if (next == NULL) {
+        int was = inside;
+        inside = 1;
+        next = (int (*)(size_t))dlsym(RTLD_NEXT, "malloc_trim");
+        inside = was;
+        if (next == NULL)
+            return 0;
+        __atomic_store_n(&next_malloc_trim, next, __ATOMIC_RELEASE);
+    }
+    if (!recording())
+        return next(pad);
+    inside = 1;
+    uint64_t n = 0;
+    pthread_mutex_lock(&lock);
+    if (active && switch_thread_locked()) {
+        n = ++n_trims;
+        put_checkpoint_locked("before-trim-", n);
+        char line[32];
+        char *end = line + sizeof line, *p = end;
+        *--p = '\n';
+        p = fmt_u64(p, pad);
+        *--p = ' ';
+        *--p = 't';
+        put_line_locked(p, (size_t)(end - p));
+    }
+    pthread_mutex_unlock(&lock);
+    int r = next(pad);
+    pthread_mutex_lock(&lock);
+    if (active && n != 0 && switch_thread_locked()) /* a T line if another thread wrote since */
+        put_checkpoint_locked("after-trim-", n);
+    pthread_mutex_unlock(&lock);
+    inside = 0;
+    return r;
 }

@@ -4,12 +4,13 @@
  *
  *   usage: replay TRACEFILE
  *
- * The point is to observe glibc's heap layout from a pristine state, so this
- * program never calls malloc/calloc/realloc/free (or anything that allocates
- * through them, such as stdio) except to execute the trace itself. All memory
- * the replayer needs comes from mmap, output is formatted by hand into a
- * static buffer and written with write(2). The ID table and that buffer are
- * touched before the first operation, so checkpoints do not count them.
+ * The point is to observe glibc's heap layout from a pristine state, so only
+ * the trace's operations reach glibc's malloc (they call __libc_malloc & co.).
+ * All memory the replayer needs comes from mmap, output is formatted by hand
+ * into a static buffer and written with write(2); glibc's own calls to malloc
+ * and friends get this file's versions, which use mmap too (see "the
+ * replayer's own memory" below). The ID table and that buffer are touched
+ * before the first operation, so checkpoints do not count them.
  *
  * Trace format (one operation per line; blank lines and '#' lines ignored):
  *   m ID SIZE          malloc(SIZE)
@@ -46,10 +47,10 @@
  * and a later "T 1" gets a pthread. An
  * operation after its own thread's x line, without a T line, is an error.
  * The replayer's pthreads are started before the first operation as far as
- * the trace needs them at once, so their own small start-up allocations (the
- * TLS vector, about 300 bytes each) lie in the main heap before the trace's
- * first block (counted in the checkpoints' arena and uordblks); threads
- * started later reuse an ended one's stack and allocate nothing.
+ * the trace needs them at once. glibc callocs each one's TLS vector (about
+ * 300 bytes) through the global calloc, which here is not glibc's: the
+ * recorded program's own vectors are already in the trace as "c" lines, so
+ * the main heap must not get a second set before the trace's first block.
  *
  * Output, one line per allocating operation:
  *   LINE ID heap OFFSET USABLE   OFFSET relative to the first heap block
@@ -90,6 +91,123 @@
 #define WORKER_STACK ((size_t)256 << 10)
 #define PAGE_STEP 4096
 
+/* --------------------------------------------- the replayer's own memory */
+
+/*
+ * The trace's operations call glibc's __libc_malloc & co. (exported by
+ * libc.so.6 2.36, not in any header) and nothing else reaches glibc's heap:
+ * the global malloc, calloc, realloc and free defined here, which glibc
+ * itself calls too (ld.so's TLS vector for each new pthread, and its free),
+ * take memory from mmap'd chunks and never give it back. So a threaded
+ * replay's heap is a fresh one running the trace, as an unthreaded one is.
+ * The nh build (src/nh_names.h) runs the trace on libnativeheap instead and
+ * leaves glibc's malloc alone.
+ */
+#ifdef NH_NAMES_H
+#define trace_malloc malloc
+#define trace_calloc calloc
+#define trace_realloc realloc
+#define trace_free free
+#define trace_memalign memalign
+#else
+extern void *__libc_malloc(size_t size);
+extern void *__libc_calloc(size_t count, size_t size);
+extern void *__libc_realloc(void *ptr, size_t size);
+extern void *__libc_memalign(size_t align, size_t size);
+extern void __libc_free(void *ptr);
+#define trace_malloc __libc_malloc
+#define trace_calloc __libc_calloc
+#define trace_realloc __libc_realloc
+#define trace_free __libc_free
+#define trace_memalign __libc_memalign
+
+#define OWN_CHUNK ((size_t)64 << 10)
+#define OWN_HDR ((size_t)16) /* a block's size, and 16-byte alignment */
+
+struct own_chunk {
+    struct own_chunk *next;
+    char *end;
+};
+static struct own_chunk *own_chunks; /* every mapping, for own_block() */
+static char *own_cur, *own_end;
+static char own_lock; /* glibc may call in from any thread */
+
+static int own_block(const void *p)
+{
+    for (struct own_chunk *c = own_chunks; c != NULL; c = c->next)
+        if ((const char *)p > (const char *)c && (const char *)p < c->end)
+            return 1;
+    return 0;
+}
+
+/* Memory from mmap is zeroed and never reused, so calloc needs no memset. */
+static void *own_alloc(size_t n)
+{
+    if (n > SIZE_MAX / 2) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t need = OWN_HDR + ((n + 15) & ~(size_t)15);
+    void *r = NULL;
+    while (__atomic_test_and_set(&own_lock, __ATOMIC_ACQUIRE))
+        ;
+    if ((size_t)(own_end - own_cur) < need) {
+        size_t len = sizeof(struct own_chunk) + need;
+        len = len < OWN_CHUNK ? OWN_CHUNK : (len + PAGE_STEP - 1) & ~(size_t)(PAGE_STEP - 1);
+        struct own_chunk *c = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (c == MAP_FAILED)
+            goto out;
+        c->end = (char *)c + len;
+        c->next = own_chunks;
+        own_chunks = c;
+        own_cur = (char *)(c + 1);
+        own_end = c->end;
+    }
+    *(size_t *)own_cur = n;
+    r = own_cur + OWN_HDR;
+    own_cur += need;
+out:
+    __atomic_clear(&own_lock, __ATOMIC_RELEASE);
+    if (r == NULL)
+        errno = ENOMEM;
+    return r;
+}
+
+void *malloc(size_t n)
+{
+    return own_alloc(n);
+}
+
+void *calloc(size_t count, size_t size)
+{
+    if (size != 0 && count > SIZE_MAX / size) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return own_alloc(count * size);
+}
+
+/* A pointer that is not ours came from glibc's malloc some other way. */
+void free(void *p)
+{
+    if (p != NULL && !own_block(p))
+        __libc_free(p);
+}
+
+void *realloc(void *p, size_t n)
+{
+    if (p != NULL && !own_block(p))
+        return __libc_realloc(p, n);
+    void *q = own_alloc(n);
+    if (q != NULL && p != NULL) {
+        size_t old = *(size_t *)((char *)p - OWN_HDR);
+        memcpy(q, p, old < n ? old : n);
+    }
+    return q;
+}
+#endif
+
 /* ---------------------------------------------------------------- output */
 
 /* Static, so that buffering output never touches the heap. */
@@ -124,7 +242,9 @@ static void out_char(char c)
     out_bytes(&c, 1);
 }
 
-static void out_u64(uint64_t v)
+/* Not inlined: one copy instead of a dozen keeps the code in the pages it
+ * had before malloc & co. were added here, and checkpoints count them. */
+__attribute__((noinline)) static void out_u64(uint64_t v)
 {
     char buf[32];
     char *p = fmt_u64(buf + 32, v);
@@ -568,23 +688,23 @@ static void run_op(size_t line, const struct op *op)
     void *p;
     switch (op->kind) {
     case 'm':
-        p = malloc(op->a);
+        p = trace_malloc(op->a);
         ids[op->id] = p;
         print_block(line, op->id, p);
         break;
     case 'c':
-        p = calloc(op->a, op->b);
+        p = trace_calloc(op->a, op->b);
         ids[op->id] = p;
         print_block(line, op->id, p);
         break;
     case 'a':
-        p = memalign(op->a, op->b);
+        p = trace_memalign(op->a, op->b);
         ids[op->id] = p;
         print_block(line, op->id, p);
         break;
     case 'r': {
         void *old = ids[op->id];
-        p = realloc(old, op->a);
+        p = trace_realloc(old, op->a);
         if (p != NULL) {
             ids[op->id] = p;
             print_block(line, op->id, p);
@@ -596,7 +716,7 @@ static void run_op(size_t line, const struct op *op)
         break;
     }
     case 'f':
-        free(ids[op->id]);
+        trace_free(ids[op->id]);
         ids[op->id] = NULL;
         break;
     case 'w':
@@ -799,8 +919,7 @@ int main(int argc, char **argv)
             fail_msg("REPLAY_ALIGN_BREAK: sbrk failed", NULL);
     }
 
-    /* After the break is aligned: the pthreads' TLS vectors then come first
-     * in the heap, in every replay of this trace alike. */
+    /* Their TLS vectors come from this file's calloc, not glibc's heap. */
     if (tid_running != NULL) {
         munmap(tid_running, MAX_TID + 1);
         start_threads();

@@ -202,7 +202,10 @@ internal static class Explain
             sb.Append(c, $"  outside the heap: {Size(parts.GetProperty("outside_heap").GetInt64())} (the .NET runtime replaying the trace, its GC heap, glibc's own malloc)\n");
             sb.Append(c, $"  free but not resident (given back, or never touched): {Size(e.GetProperty("free_not_resident_bytes").GetInt64())}\n");
             if (p.Recorded is { } rec && rec.TryGetProperty("anon_kib", out JsonElement anonKib))
-                sb.Append(c, $"  the recorded program held {Size(anonKib.GetInt64() * 1024)} anonymous resident here (its recorder included)\n");
+            {
+                string recorder = rec.TryGetProperty("recorder_kib", out JsonElement r) ? $", of which the recorder's own {Size(r.GetInt64() * 1024)}" : "";
+                sb.Append(c, $"  the recorded program held {Size(anonKib.GetInt64() * 1024)} anonymous resident here{recorder}\n");
+            }
 
             sb.Append("why it stays:\n");
             string text = p.Text!;
@@ -215,7 +218,7 @@ internal static class Explain
             foreach (JsonElement pin in e.GetProperty("pinned_by").EnumerateArray().OrderByDescending(x => x.GetProperty("frees_bytes").GetInt64()).Take(8))
             {
                 string who = pin.TryGetProperty("trace_line", out JsonElement tl) ? $"line {tl.GetInt32()} (id {pin.GetProperty("id").GetInt64()})" : pin.GetProperty("address").GetString()!;
-                sb.Append(c, $"    {who}: {pin.GetProperty("chunk_size").GetInt64()} B {pin.GetProperty("state").GetString()}, {pin.GetProperty("above").GetInt32()} above it; freeing it (and those above) frees {Size(pin.GetProperty("frees_bytes").GetInt64())} more\n");
+                sb.Append(c, $"    arena {pin.GetProperty("arena").GetInt32()}, {who}: {pin.GetProperty("chunk_size").GetInt64()} B {pin.GetProperty("state").GetString()}, {pin.GetProperty("above").GetInt32()} above it; freeing it (and those above) frees {Size(pin.GetProperty("frees_bytes").GetInt64())} more\n");
             }
             if (!any) sb.Append("  no live chunk pins a page or more of free memory\n");
             sb.Append(c, $"  malloc_trim(0) would return about {Size(e.GetProperty("trim_estimate_bytes").GetInt64())} now (estimated from the free pages; measured below)\n");

@@ -41,7 +41,7 @@ internal static class Map
                     HeapExplanation e = Heap.Explain();
                     var options = new HeapMapOptions
                     {
-                        Title = $"{label} at {cp.Name} (line {cp.Line}), replayed as glibc 2.36: {HeapMap.DefaultTitle(e.Snapshot)}",
+                        Title = $"{label} at {cp.Name} (line {cp.Line}), replayed as glibc 2.36",
                         Pinned = e.PinnedBy,
                         Describe = c => cp.Owner(c.UserAddress) is { } o ? $"line {o.Line} (id {o.Id})" : null,
                     };

@@ -12,7 +12,7 @@ internal static class MapPng
         var (stripY, height) = HeapMap.Geometry(strips);
         IReadOnlyList<(int X, int Y, int LabelY, string Label)> marks = HeapMap.PinMarks(snapshot, strips, stripY, bpp, options);
         const int left = 10;
-        int width = left + HeapMap.Width + 330;
+        int width = left + HeapMap.Width + HeapMap.Margin(marks);
         if (marks.Count > 0) height = Math.Max(height, marks[^1].LabelY + 20);
 
         using var surface = SKSurface.Create(new SKImageInfo(width, height));
@@ -24,20 +24,22 @@ internal static class MapPng
         using var ink = new SKPaint { Color = SKColors.Black, IsAntialias = true };
         using var fill = new SKPaint();
 
-        canvas.DrawText(options.Title ?? HeapMap.DefaultTitle(snapshot), left, 20, bold, ink);
-        canvas.DrawText($"one row = {Approx(bpp * HeapMap.Width)}, one pixel = {Approx(bpp)}; pale = not resident", left, 38, text, ink);
+        string[] header = HeapMap.Header(snapshot, options, bpp);
+        canvas.DrawText(header[0], left, 20, bold, ink);
+        canvas.DrawText(header[1], left, 38, text, ink);
+        canvas.DrawText(header[2], left, 54, text, ink);
         float lx = left;
         foreach (ChunkState s in Enum.GetValues<ChunkState>())
         {
             fill.Color = SKColor.Parse(HeapMap.Colour(s));
-            canvas.DrawRect(lx, 50, 12, 12, fill);
+            canvas.DrawRect(lx, HeapMap.LegendY, 12, 12, fill);
             fill.Color = SKColor.Parse(HeapMap.PaleColour(s));
-            canvas.DrawRect(lx + 12, 50, 6, 12, fill);
-            canvas.DrawText(HeapMap.Name(s), lx + 22, 61, text, ink);
+            canvas.DrawRect(lx + 12, HeapMap.LegendY, 6, 12, fill);
+            canvas.DrawText(HeapMap.Name(s), lx + 22, HeapMap.LegendY + 11, text, ink);
             lx += 30 + text.MeasureText(HeapMap.Name(s));
         }
         for (int s = 0; s < strips.Count; s++)
-            canvas.DrawText($"{strips[s].Label}: {Approx(strips[s].Bytes)}", left, stripY[s] - 6, text, ink);
+            canvas.DrawText($"{strips[s].Label}: {Os.Sizes.Approximate((long)strips[s].Bytes)}", left, stripY[s] - 6, text, ink);
         foreach (HeapMapRun r in runs)
         {
             fill.Color = SKColor.Parse(r.Resident ? HeapMap.Colour(r.State) : HeapMap.PaleColour(r.State));
@@ -61,5 +63,4 @@ internal static class MapPng
         data.SaveTo(output);
     }
 
-    private static string Approx(ulong bytes) => Os.Sizes.Approximate((long)bytes);
 }

@@ -200,7 +200,7 @@ public static unsafe class TraceReplayer
             }
             if (running is not null && !running.Contains(current))
                 throw new TraceFormatException(lineNo, "operation of a thread after its x line (needs a T line)");
-            if (op == Op.Checkpoint) checkpoints.Add((lineNo, System.Text.Encoding.ASCII.GetString(name)));
+            if (op == Op.Checkpoint) checkpoints.Add((lineNo, System.Text.Encoding.ASCII.GetString(FirstToken(name))));
             else if (op != Op.Trim) maxId = Math.Max(maxId, args[0]);
         }
         return new Scanned(count, maxId, running is not null, checkpoints);
@@ -215,16 +215,16 @@ public static unsafe class TraceReplayer
     /// <exception cref="TraceFormatException">A malformed line; nothing was replayed.</exception>
     public static ReplayResult Replay(ReadOnlySpan<byte> trace, ReplayTarget target, Stream output,
         nuint alignBreak = 0, bool placements = true) =>
-        Replay(trace, target, output, new ReplayOptions { AlignBreak = alignBreak, Placements = placements });
+        Replay(trace.ToArray(), target, output, new ReplayOptions { AlignBreak = alignBreak, Placements = placements });
 
     /// <summary>Replay <paramref name="trace"/> on <paramref name="target"/>, writing the report to <paramref name="output"/>.</summary>
     /// <exception cref="TraceFormatException">A malformed line; nothing was replayed.</exception>
-    public static ReplayResult Replay(ReadOnlySpan<byte> trace, ReplayTarget target, Stream output, ReplayOptions options)
+    public static ReplayResult Replay(ReadOnlyMemory<byte> trace, ReplayTarget target, Stream output, ReplayOptions options)
     {
         ArgumentNullException.ThrowIfNull(target);
         ArgumentNullException.ThrowIfNull(output);
         ArgumentNullException.ThrowIfNull(options);
-        Scanned scanned = Scan(trace);
+        Scanned scanned = Scan(trace.Span);
         nuint tableBytes = OsMemory.AlignUp((nuint)(scanned.MaxId + 1) * (nuint)(sizeof(void*) + sizeof(int)), OsMemory.PageSize);
         var ids = (void**)OsMemory.Map(tableBytes);
         if (ids == null) throw new OutOfMemoryException(OsMemory.LastFailure);
@@ -233,7 +233,7 @@ public static unsafe class TraceReplayer
         for (nuint i = 0; i < tableBytes; i += OsMemory.PageSize) ((byte*)ids)[i] = 0;
         byte[] buffer = new byte[BufferSize];
         buffer.AsSpan().Fill(0);
-        var session = new Session(trace.ToArray(), target, ids, (int*)(ids + scanned.MaxId + 1), scanned.MaxId,
+        var session = new Session(trace, target, ids, (int*)(ids + scanned.MaxId + 1), scanned.MaxId,
             new LineWriter(output, buffer), options);
         try
         {
@@ -272,7 +272,7 @@ public static unsafe class TraceReplayer
     /// One replay's state. Exactly one thread runs a section at a time, handed over through
     /// <see cref="Threads"/>'s semaphores, which order every field's writes before the next reader.
     /// </summary>
-    private sealed class Session(byte[] trace, ReplayTarget target, void** ids, int* lines, long maxId, LineWriter writer, ReplayOptions options)
+    private sealed class Session(ReadOnlyMemory<byte> trace, ReplayTarget target, void** ids, int* lines, long maxId, LineWriter writer, ReplayOptions options)
     {
         private int _pos, _lineNo;
         private byte* _firstHeap;
@@ -285,7 +285,7 @@ public static unsafe class TraceReplayer
         internal (bool Exit, int Tid)? RunSection()
         {
             Span<long> args = stackalloc long[3];
-            ReadOnlySpan<byte> rest = trace.AsSpan(_pos);
+            ReadOnlySpan<byte> rest = trace.Span[_pos..];
             while (NextLine(ref rest, ref _lineNo, out ReadOnlySpan<byte> line))
             {
                 _pos = trace.Length - rest.Length;

@@ -217,8 +217,9 @@ public sealed class HeapExplanation
         {
             List<PinningChunk> list = arena.ToList();
             PinningChunk deepest = list[^1];
-            var kinds = list.GroupBy(p => (p.Chunk.State, p.Chunk.Size))
-                .Select(g => $"{g.Count()} x {g.Key.Size} B {Describe(g.Key.State)}");
+            var groups = list.GroupBy(p => (p.Chunk.State, p.Chunk.Size)).OrderByDescending(g => g.Count()).ToList();
+            var kinds = groups.Take(4).Select(g => $"{g.Count()} x {g.Key.Size} B {Describe(g.Key.State)}").ToList();
+            if (groups.Count > 4) kinds.Add($"{groups.Count - 4} more size{(groups.Count == 5 ? "" : "s")}");
             HeapChunk highest = list[0].Chunk;
             bool belowTop = Snapshot.Chunks.Any(c => c.State == ChunkState.Top && c.Address == highest.Address + highest.Size);
             string where = belowTop ? "right below top" : $"at 0x{highest.UserAddress:x}";

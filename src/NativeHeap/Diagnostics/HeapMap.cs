@@ -243,7 +243,25 @@ public static class HeapMap
         output.Write(bytes, 0, bytes.Length);
     }
 
-    private const int RowHeight = 2, StripGap = 26, Left = 10, Top0 = 78;
+    private const int RowHeight = 2, StripGap = 26, Left = 10, Top0 = 94;
+
+    /// <summary>Where the legend's boxes start (y); the header's three lines are above it.</summary>
+    public const int LegendY = 64;
+
+    /// <summary>The header's three lines: the title, the resident totals by state, the scale.</summary>
+    public static string[] Header(HeapSnapshot snapshot, HeapMapOptions options, ulong bytesPerPixel)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return [options.Title ?? "heap map", DefaultTitle(snapshot),
+            $"one row = {Sizes.Approximate((long)(bytesPerPixel * Width))}, one pixel = {Sizes.Approximate((long)bytesPerPixel)}; pale = not resident"];
+    }
+
+    /// <summary>The right margin the labels need (about 7 pixels a character).</summary>
+    public static int Margin(IReadOnlyList<(int X, int Y, int LabelY, string Label)> marks)
+    {
+        ArgumentNullException.ThrowIfNull(marks);
+        return Math.Max(200, 24 + 7 * marks.Select(m => m.Label.Length).DefaultIfEmpty(0).Max());
+    }
 
     /// <summary>Where each strip's first row is drawn (y), and the picture's height.</summary>
     public static (int[] StripY, int Height) Geometry(IReadOnlyList<HeapMapStrip> strips)
@@ -266,18 +284,20 @@ public static class HeapMap
         var (stripY, height) = Geometry(strips);
         IReadOnlyList<(int X, int Y, int LabelY, string Label)> marks = PinMarks(snapshot, strips, stripY, bpp, options);
         if (marks.Count > 0) height = Math.Max(height, marks[^1].LabelY + 20);
-        int width = Left + Width + 330;
+        int width = Left + Width + Margin(marks);
         var sb = new StringBuilder();
         CultureInfo c = CultureInfo.InvariantCulture;
         sb.Append(c, $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"12\">\n");
         sb.Append(c, $"<rect width=\"{width}\" height=\"{height}\" fill=\"white\"/>\n");
-        sb.Append(c, $"<text x=\"{Left}\" y=\"20\" font-size=\"14\" font-weight=\"bold\">{Escape(options.Title ?? DefaultTitle(snapshot))}</text>\n");
-        sb.Append(c, $"<text x=\"{Left}\" y=\"38\">one row = {Sizes.Approximate((long)(bpp * Width))}, one pixel = {Sizes.Approximate((long)bpp)}; pale = not resident</text>\n");
+        string[] header = Header(snapshot, options, bpp);
+        sb.Append(c, $"<text x=\"{Left}\" y=\"20\" font-size=\"14\" font-weight=\"bold\">{Escape(header[0])}</text>\n");
+        sb.Append(c, $"<text x=\"{Left}\" y=\"38\">{Escape(header[1])}</text>\n");
+        sb.Append(c, $"<text x=\"{Left}\" y=\"54\">{Escape(header[2])}</text>\n");
         int lx = Left;
         foreach (ChunkState s in Enum.GetValues<ChunkState>())
         {
-            sb.Append(c, $"<rect x=\"{lx}\" y=\"50\" width=\"12\" height=\"12\" fill=\"{Colour(s)}\"/><rect x=\"{lx + 12}\" y=\"50\" width=\"6\" height=\"12\" fill=\"{PaleColour(s)}\"/>");
-            sb.Append(c, $"<text x=\"{lx + 22}\" y=\"61\">{Name(s)}</text>\n");
+            sb.Append(c, $"<rect x=\"{lx}\" y=\"{LegendY}\" width=\"12\" height=\"12\" fill=\"{Colour(s)}\"/><rect x=\"{lx + 12}\" y=\"{LegendY}\" width=\"6\" height=\"12\" fill=\"{PaleColour(s)}\"/>");
+            sb.Append(c, $"<text x=\"{lx + 22}\" y=\"{LegendY + 11}\">{Name(s)}</text>\n");
             lx += 30 + Name(s).Length * 7;
         }
         for (int s = 0; s < strips.Count; s++)
