@@ -90,6 +90,30 @@ NH_TRACE="$tmp/sortS/sort-%p.trace" LD_PRELOAD="$lib" LC_ALL=C.UTF-8 \
 cmp "$tmp/sorted.txt" "$tmp/sorted2.txt"
 save "$(pick "$tmp/sortS" sort)" sort-S256K.trace
 
+# 4. Threads (T and x lines). build/threads: a deterministic program whose
+#    workers run one after another (arenas 1..3, one taken over after an x).
+#    Python: four threads doing JSON round trips at once behind a barrier, so
+#    their calls interleave as the scheduler ran them (a new recording
+#    interleaves differently; the committed one is what the tests replay).
+mkdir "$tmp/threads" "$tmp/pythreads"
+NH_TRACE="$tmp/threads/threads-%p.trace" LD_PRELOAD="$lib" setarch -R native-tests/build/threads
+save "$(pick "$tmp/threads" threads)" threads.trace
+pyt='import threading, json
+barrier = threading.Barrier(4)
+keep = []
+def work(n):
+    barrier.wait()
+    data = [{"k%d" % i: "v" * (i % 40), "n": list(range(i % 20))} for i in range(200 + n * 50)]
+    back = json.loads(json.dumps(data))
+    keep.append(back[-1])
+    return len(" ".join(str(x) for x in range(2000)).split())
+ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+for t in ts: t.start()
+for t in ts: t.join()'
+NH_TRACE="$tmp/pythreads/python3-%p.trace" LD_PRELOAD="$lib" \
+    PYTHONMALLOC=malloc PYTHONHASHSEED=0 setarch -R /usr/bin/python3 -s -P -c "$pyt"
+save "$(pick "$tmp/pythreads" python3)" python3-threads.trace
+
 # Every trace must replay, with and without the tcache.
 for t in "$here"/*.trace; do
     for tun in "" glibc.malloc.tcache_count=0; do
