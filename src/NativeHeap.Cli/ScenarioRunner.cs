@@ -85,7 +85,7 @@ internal static class ScenarioRunner
         }
         if (outDir is not null) AnsiConsole.MarkupLineInterpolated($"Plots written to [bold]{outDir.FullName}[/].");
         AnsiConsole.MarkupLine(replayC is null
-            ? "NativeHeap was compared with glibc by P/Invoke in .NET processes. [yellow]native-tests/build/replay was not found[/] (run `make -C native-tests`): with it, glibc also runs in fresh C processes, whose heap starts empty as NativeHeap's does, and NativeHeap is compared with that."
+            ? $"NativeHeap was compared with glibc by P/Invoke in .NET processes. [yellow]{Markup.Escape(NativeTools.Missing("replay"))}[/]: with it, glibc also runs in fresh C processes, whose heap starts empty as NativeHeap's does, and NativeHeap is compared with that."
             : $"glibc ran by P/Invoke in .NET processes (glibc*) and in fresh C processes ({Markup.Escape(replayC)}); NativeHeap is compared with the C processes.");
         if (disagreements > 0)
         {
