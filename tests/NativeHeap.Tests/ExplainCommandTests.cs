@@ -95,12 +95,56 @@ public class ExplainCommandTests
         Assert.InRange(Saved(c, "mmap_threshold=131072"), 150_000, 260_000);
         Assert.InRange(Saved(c, "trim_threshold=131072"), 150_000, 260_000);
 
+        // lazy-pages: a 48 MiB mapped block is resident only once written.
+        doc = ExplainJson("lazy-pages");
+        AssertAddsUp(doc);
+        long Mapped(string name) => At(doc, name).GetProperty("breakdown").GetProperty("mmapped").GetInt64();
+        Assert.InRange(Mapped("after-malloc-48mib"), 0, 8192);
+        Assert.InRange(Mapped("after-write-48mib"), 50_000_000, 50_100_000);
+        Assert.Equal(0, Mapped("after-free-48mib"));
+
+        // seed-002-trim: after malloc_trim(0) the free pages are gone; another trim would save nothing.
+        doc = ExplainJson("seed-002-trim", "--at", "after-malloc-trim");
+        AssertAddsUp(doc);
+        c = At(doc, "after-malloc-trim");
+        Assert.InRange(Saved(c, "malloc_trim(0)"), -MiB, MiB);
+        Assert.True(c.GetProperty("free_not_resident_bytes").GetInt64() > 200 * MiB, "the trimmed chunks' pages are released, not resident");
+
         // module-unload: survivors pin the freed modules; malloc_trim(0) releases the pages inside.
         doc = ExplainJson("module-unload", "--at", "modules-unloaded");
         AssertAddsUp(doc);
         c = At(doc, "modules-unloaded");
         Assert.True(c.GetProperty("pinned_by").GetArrayLength() > 0);
         Assert.True(Saved(c, "malloc_trim(0)") > 50 * MiB, c.ToString());
+    }
+
+    public static TheoryData<string> RecordedTraces()
+    {
+        var data = new TheoryData<string>();
+        foreach (string file in Directory.EnumerateFiles(Path.Combine(NativeTests.RepoRoot, "native-tests", "traces", "recorded"), "*.trace").Order())
+            data.Add(Path.GetFileName(file));
+        return data;
+    }
+
+    /// <summary>Every recorded trace, explained at every checkpoint by the command's own replay child: the parts add up to statm within 1%.</summary>
+    [Theory]
+    [MemberData(nameof(RecordedTraces))]
+    public void RecordedTrace_BreakdownAddsUpAtEveryCheckpoint(string trace)
+    {
+        string path = Path.Combine(NativeTests.RepoRoot, "native-tests", "traces", "recorded", trace);
+        var r = Cli.Run(["explain-child", path, "--explain"], ("NATIVEHEAP_TUNABLES", "profile=glibc-2.36"));
+        Assert.True(r.ExitCode == 0, r.Error);
+        string[] lines = r.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.NotEmpty(lines);
+        foreach (string line in lines)
+        {
+            JsonElement point = JsonDocument.Parse(line).RootElement;
+            JsonElement e = point.GetProperty("explanation");
+            long anon = e.GetProperty("resident_anon_bytes").GetInt64();
+            long sum = e.GetProperty("breakdown").EnumerateObject().Sum(p => p.Value.GetInt64());
+            Assert.True(Math.Abs(sum - anon) <= anon / 100, $"{trace} {point.GetProperty("name")}: parts {sum}, statm {anon}");
+            Assert.True(e.GetProperty("breakdown").GetProperty("in_use").GetInt64() > 0);
+        }
     }
 
     [Fact]

@@ -51,15 +51,19 @@ internal unsafe struct MallocContext
     public Segments Segments;
     /// <summary>The last arena index given out (the main arena's is 0). Arenas are never destroyed.</summary>
     public int LastArenaIndex;
-    /// <summary>The arenas' purge state, by <see cref="MallocState.Index"/>; untouched pages of it cost nothing.</summary>
-    private fixed long _purge[ArenaCapacity * 4];
+    /// <summary>
+    /// The arenas' purge state, by <see cref="MallocState.Index"/>, a cache line each (the
+    /// table's start is aligned at run time); untouched pages of it cost nothing.
+    /// </summary>
+    private fixed byte _purge[(ArenaCapacity + 1) * 64];
 
     /// <summary>The most arenas a heap makes (glibc has no such bound; arena_max above it is capped here).</summary>
     internal const int ArenaCapacity = 1024;
 
     /// <summary>Arena <paramref name="av"/>'s purge state.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static ArenaPurge* Purge(MallocContext* ctx, MallocState* av) => (ArenaPurge*)&ctx->_purge[av->Index * 4];
+    internal static ArenaPurge* Purge(MallocContext* ctx, MallocState* av) =>
+        (ArenaPurge*)((((nuint)ctx->_purge + 63) & ~(nuint)63) + (nuint)av->Index * 64);
 
     /// <summary>Create a context with <paramref name="profile"/>'s defaults in its own mapping.</summary>
     /// <param name="profile">Whose defaults: glibc 2.36's (the tests' private heaps) or NativeHeap's.</param>

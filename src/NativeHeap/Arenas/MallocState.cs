@@ -82,9 +82,11 @@ internal unsafe struct MallocState
 
 /// <summary>
 /// One arena's purge state (see Ptmalloc.Purge.cs), kept in the context's table at the
-/// arena's <see cref="MallocState.Index"/>. Guarded by the arena's lock.
+/// arena's <see cref="MallocState.Index"/>. Guarded by the arena's lock. A cache line of its
+/// own: arenas are locked by different threads, which would otherwise write one line (in
+/// the arena struct these fields shared lines with the arena's own lock and bins).
 /// </summary>
-[StructLayout(LayoutKind.Sequential)]
+[StructLayout(LayoutKind.Sequential, Size = 64)]
 internal struct ArenaPurge
 {
     /// <summary>The purge's next deadline (Environment.TickCount64 ms; 0: nothing waits).</summary>

@@ -9,7 +9,7 @@ public enum HeapMapFormat
 {
     /// <summary>A static picture (SVG).</summary>
     Svg,
-    /// <summary>A page that draws the map, zooms with the wheel, pans by dragging and shows a chunk's details on hover.</summary>
+    /// <summary>A page that draws the map, zooms with the wheel and shows a chunk's details on hover.</summary>
     Html,
 }
 
@@ -364,7 +364,7 @@ public static class HeapMap
         var sb = new StringBuilder();
         CultureInfo c = CultureInfo.InvariantCulture;
         sb.Append("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>heap map</title>\n<style>body{font-family:sans-serif;font-size:12px;margin:8px}#tip{position:fixed;background:#fffbe6;border:1px solid #999;padding:4px;pointer-events:none;display:none;white-space:pre}canvas{border:1px solid #ccc}</style></head><body>\n");
-        sb.Append(c, $"<h3>{Escape(options.Title ?? DefaultTitle(snapshot))}</h3>\n<div id=\"legend\"></div><p>Wheel: zoom; drag: pan; hover: a chunk's details. Pale: not resident.</p>\n<canvas id=\"map\"></canvas><div id=\"tip\"></div>\n<script>\n");
+        sb.Append(c, $"<h3>{Escape(options.Title ?? DefaultTitle(snapshot))}</h3>\n<div id=\"legend\"></div><p>Wheel over the map: zoom (the rows grow; scroll the page to move along them); hover: a chunk's details. Pale: not resident.</p>\n<canvas id=\"map\"></canvas><div id=\"tip\"></div>\n<script>\n");
         sb.Append("const states=[").Append(string.Join(",", Enum.GetValues<ChunkState>().Select(s => $"[\"{Name(s)}\",\"{Colour(s)}\",\"{PaleColour(s)}\"]"))).Append("];\n");
         sb.Append(c, $"const width={Width}, bpp0={bpp};\n");
         sb.Append("const strips=[\n");
