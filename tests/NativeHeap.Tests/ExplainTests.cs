@@ -78,10 +78,13 @@ public class ExplainTests
         return n;
     }
 
-    [Fact]
-    public void Threads_EachArenaWalked_TheirTcachesSeen()
+    /// <summary>glibc-2.36: the main arena on the break; nativeheap: on heaps too, with the purge and a deeper tcache.</summary>
+    [Theory]
+    [InlineData("profile=glibc-2.36")]
+    [InlineData("profile=nativeheap")]
+    public void Threads_EachArenaWalked_TheirTcachesSeen(string tunables)
     {
-        var r = Child.Run(nameof(ChildScenarios.ExplainThreads), ("NATIVEHEAP_TUNABLES", "profile=glibc-2.36"));
+        var r = Child.Run(nameof(ChildScenarios.ExplainThreads), ("NATIVEHEAP_TUNABLES", tunables));
         AssertAddsUp(r, "");
         Assert.Equal("5", r["arenas"]);
         Assert.InRange(L(r, "tcache_chunks"), 4 * 7, 4 * 7 * 64);
