@@ -53,26 +53,37 @@ static inline void append_buffered(char *buf, size_t cap, size_t *len, const cha
     }
 }
 
-/* Reads size, resident and shared (in pages) from /proc/self/statm with open and read only.
- * Returns 1, or 0 when the file cannot be opened, -1 when it cannot be parsed. */
-static inline int read_statm_pages(uint64_t v[3])
+/* Reads up to cap bytes of a small file (/proc) with open and read only.
+ * Returns the length read, or -1 when the file cannot be opened. */
+static inline ssize_t read_small_file(const char *path, char *buf, size_t cap)
 {
-    char buf[256];
-    size_t len = 0;
-    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return 0;
+        return -1;
+    size_t len = 0;
     for (;;) {
-        ssize_t n = read(fd, buf + len, sizeof buf - len);
+        ssize_t n = read(fd, buf + len, cap - len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
             break;
         len += (size_t)n;
-        if (len == sizeof buf)
+        if (len == cap)
             break;
     }
     close(fd);
+    return (ssize_t)len;
+}
+
+/* Reads size, resident and shared (in pages) from /proc/self/statm with open and read only.
+ * Returns 1, or 0 when the file cannot be opened, -1 when it cannot be parsed. */
+static inline int read_statm_pages(uint64_t v[3])
+{
+    char buf[256];
+    ssize_t got = read_small_file("/proc/self/statm", buf, sizeof buf);
+    if (got < 0)
+        return 0;
+    size_t len = (size_t)got;
 
     size_t i = 0;
     for (int f = 0; f < 3; f++) {

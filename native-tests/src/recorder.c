@@ -524,21 +524,8 @@ static int open_trace(void)
 static void put_header_locked(void)
 {
     static char cmd[16384];
-    size_t len = 0;
-    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        for (;;) {
-            ssize_t n = read(fd, cmd + len, sizeof cmd - len);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0)
-                break;
-            len += (size_t)n;
-            if (len == sizeof cmd)
-                break;
-        }
-        close(fd);
-    }
+    ssize_t got = read_small_file("/proc/self/cmdline", cmd, sizeof cmd);
+    size_t len = got < 0 ? 0 : (size_t)got;
     while (len > 0 && cmd[len - 1] == '\0')
         len--;
     put_str_locked("# recorded by librecorder:");

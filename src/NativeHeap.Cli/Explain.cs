@@ -33,13 +33,13 @@ internal static class Explain
     ];
 
     /// <summary>One checkpoint as a child reported it.</summary>
-    private sealed record Point(int Line, string Name, long Anon, long HeapResident, JsonElement? Recorded, JsonElement? Explanation, string? Text);
+    private sealed record Point(int Line, string Name, long Anon, long HeapResident, JsonElement? Recorded, JsonElement? Explanation, string[] Pinning);
 
     internal static int Run(string nameOrPath, string? at, bool json)
     {
         byte[]? trace = Program.LoadTrace(nameOrPath, out string label);
-        if (trace is null || !Program.Validate(trace, label)) return Program.UsageError;
-        var names = TraceReplayer.Checkpoints(trace);
+        if (trace is null || Program.Validate(trace, label) is not { } summary) return Program.UsageError;
+        var names = summary.Checkpoints;
         if (names.Count == 0) return Program.Fail($"{label}: the trace has no checkpoint ('k NAME' line) to explain");
         if (at is not null && !names.Any(c => c.Name == at))
             return Program.Fail($"{label}: no checkpoint named '{at}' (checkpoints: {string.Join(", ", names.Select(c => c.Name).Distinct())})");
@@ -52,7 +52,7 @@ internal static class Explain
             if (base0 is null) return Program.Fail(error!);
 
             // Every what-if is a replay of its own; two at a time (their children are single-threaded).
-            bool threads = TraceReplayer.HasThreads(trace);
+            bool threads = summary.Threads > 1;
             var jobs = new List<(string Setting, string File, string Tunables, bool Idle, int Checkpoint)>();
             foreach (WhatIf w in s_whatIfs)
                 if (!w.ThreadsOnly || threads) jobs.Add((w.Setting, file, w.Tunables, w.Idle, -1));
@@ -124,7 +124,7 @@ internal static class Explain
                 e.GetProperty("heap_resident").GetInt64(),
                 e.TryGetProperty("recorded", out JsonElement rec) ? rec : null,
                 e.TryGetProperty("explanation", out JsonElement ex) ? ex : null,
-                e.TryGetProperty("text", out JsonElement text) ? text.GetString() : null));
+                e.TryGetProperty("pinning", out JsonElement pinning) ? [.. pinning.EnumerateArray().Select(x => x.GetString()!)] : []));
         }
         return points;
     }
@@ -133,7 +133,7 @@ internal static class Explain
     internal static int Child(string path, bool explain, string? at, bool idle)
     {
         byte[]? trace = Program.LoadTrace(path, out string label);
-        if (trace is null || !Program.Validate(trace, label)) return Program.UsageError;
+        if (trace is null || Program.Validate(trace, label) is null) return Program.UsageError;
         using Stream stdout = Console.OpenStandardOutput();
         var options = new ReplayOptions
         {
@@ -164,7 +164,9 @@ internal static class Explain
                         w.WriteNumber("trace_line", o.Line);
                         w.WriteNumber("id", o.Id);
                     });
-                    json.WriteString("text", e.ToString());
+                    json.WriteStartArray("pinning");
+                    foreach (string sentence in e.PinningSummary()) json.WriteStringValue(sentence);
+                    json.WriteEndArray();
                 }
                 json.WriteEndObject();
                 json.Flush();
@@ -208,19 +210,13 @@ internal static class Explain
             }
 
             sb.Append("why it stays:\n");
-            string text = p.Text!;
-            bool any = false;
-            foreach (string line in text.Split('\n').Where(l => l.StartsWith("arena ", StringComparison.Ordinal) && l.Contains(" pin ", StringComparison.Ordinal)))
-            {
-                sb.Append("  ").Append(line).Append('\n');
-                any = true;
-            }
+            foreach (string sentence in p.Pinning) sb.Append("  ").Append(sentence).Append('\n');
             foreach (JsonElement pin in e.GetProperty("pinned_by").EnumerateArray().OrderByDescending(x => x.GetProperty("frees_bytes").GetInt64()).Take(8))
             {
                 string who = pin.TryGetProperty("trace_line", out JsonElement tl) ? $"line {tl.GetInt32()} (id {pin.GetProperty("id").GetInt64()})" : pin.GetProperty("address").GetString()!;
                 sb.Append(c, $"    arena {pin.GetProperty("arena").GetInt32()}, {who}: {pin.GetProperty("chunk_size").GetInt64()} B {pin.GetProperty("state").GetString()}, {pin.GetProperty("above").GetInt32()} above it; freeing it (and those above) frees {Size(pin.GetProperty("frees_bytes").GetInt64())} more\n");
             }
-            if (!any) sb.Append("  no live chunk pins a page or more of free memory\n");
+            if (p.Pinning.Length == 0) sb.Append("  no live chunk pins a page or more of free memory\n");
             sb.Append(c, $"  malloc_trim(0) would return about {Size(e.GetProperty("trim_estimate_bytes").GetInt64())} now (estimated from the free pages; measured below)\n");
 
             sb.Append("what would give it back (each measured by replaying the whole trace again, best first):\n");

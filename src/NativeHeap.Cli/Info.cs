@@ -12,7 +12,7 @@ internal static class Info
         if (nameOrPath is not null)
         {
             byte[]? trace = Program.LoadTrace(nameOrPath, out string label);
-            if (trace is null || !Program.Validate(trace, label)) return Program.UsageError;
+            if (trace is null || Program.Validate(trace, label) is null) return Program.UsageError;
             TraceReplayer.Replay(trace, new NativeHeapTarget(), Stream.Null, placements: false);
         }
 

@@ -9,11 +9,11 @@ internal static class Map
     internal static int Run(string nameOrPath, string? at, string output)
     {
         byte[]? trace = Program.LoadTrace(nameOrPath, out string label);
-        if (trace is null || !Program.Validate(trace, label)) return Program.UsageError;
+        if (trace is null || Program.Validate(trace, label) is not { } summary) return Program.UsageError;
         string extension = Path.GetExtension(output).ToLowerInvariant();
         if (extension is not (".svg" or ".png" or ".html"))
             return Program.Fail($"--out {output}: the picture's name must end in .svg, .png or .html");
-        IReadOnlyList<(int Line, string Name)> checkpoints = TraceReplayer.Checkpoints(trace);
+        IReadOnlyList<(int Line, string Name)> checkpoints = summary.Checkpoints;
         if (checkpoints.Count == 0) return Program.Fail($"{label}: the trace has no checkpoint ('k NAME' line) to draw");
         int line = at is null ? checkpoints[^1].Line : checkpoints.FirstOrDefault(c => c.Name == at).Line;
         if (line == 0)

@@ -158,18 +158,17 @@ internal static class Program
         return null;
     }
 
-    /// <summary>Check a trace before anything runs, so a bad line is reported with its number.</summary>
-    internal static bool Validate(byte[] trace, string label)
+    /// <summary>Check a trace before anything runs, so a bad line is reported with its number; null after the error.</summary>
+    internal static TraceSummary? Validate(byte[] trace, string label)
     {
         try
         {
-            TraceReplayer.Validate(trace);
-            return true;
+            return TraceReplayer.Validate(trace);
         }
         catch (TraceFormatException e)
         {
             Fail($"{label}: {e.Message}");
-            return false;
+            return null;
         }
     }
 }

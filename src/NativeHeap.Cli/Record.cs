@@ -52,8 +52,15 @@ internal static class Record
         Console.Error.WriteLine($"{command[0]} exited {r.ExitCode}; {files.Count} trace file{(files.Count == 1 ? "" : "s")} (one per process):");
         foreach (string f in files)
         {
-            var (lines, threads, checkpoints) = Summarize(f);
-            Console.Error.WriteLine($"  {f}: {lines:N0} lines, {threads} thread{(threads == 1 ? "" : "s")}, {checkpoints} checkpoint{(checkpoints == 1 ? "" : "s")}");
+            try
+            {
+                TraceSummary t = TraceReplayer.Validate(File.ReadAllBytes(f));
+                Console.Error.WriteLine($"  {f}: {t.Operations:N0} lines, {t.Threads} thread{(t.Threads == 1 ? "" : "s")}, {t.Checkpoints.Count} checkpoint{(t.Checkpoints.Count == 1 ? "" : "s")}");
+            }
+            catch (TraceFormatException e)
+            {
+                Console.Error.WriteLine($"  {f}: does not replay: {e.Message}");
+            }
         }
         Console.Error.WriteLine($"next: nativeheap explain {files[0]}   (or nativeheap map {files[0]} --out map.html)");
         return r.ExitCode;
@@ -72,20 +79,5 @@ internal static class Record
         {
             return false;
         }
-    }
-
-    private static (long Lines, int Threads, int Checkpoints) Summarize(string file)
-    {
-        long lines = 0;
-        int checkpoints = 0;
-        var threads = new HashSet<string> { "1" };
-        foreach (string line in File.ReadLines(file))
-        {
-            if (line.Length == 0 || line[0] == '#') continue;
-            lines++;
-            if (line[0] == 'k') checkpoints++;
-            else if (line[0] == 'T') threads.Add(line[2..].Trim());
-        }
-        return (lines, threads.Count, checkpoints);
     }
 }

@@ -12,7 +12,7 @@ internal static class Replay
     {
         byte[]? trace = Program.LoadTrace(nameOrPath, out string label);
         if (trace is null) return Program.UsageError;
-        if (!Program.Validate(trace, label)) return Program.UsageError;
+        if (Program.Validate(trace, label) is null) return Program.UsageError;
         if (alignBreak != 0 && (alignBreak & (alignBreak - 1)) != 0) return Program.Fail("--align-break must be a power of two");
 
         ReplayTarget target;

@@ -21,6 +21,12 @@ public sealed class TraceFormatException : FormatException
     public string What { get; }
 }
 
+/// <summary>What a check of a whole trace found.</summary>
+/// <param name="Operations">Lines that are operations (not comments).</param>
+/// <param name="Threads">Recorded threads (1 for a trace without T lines).</param>
+/// <param name="Checkpoints">The checkpoints in order: line and name.</param>
+public sealed record TraceSummary(long Operations, int Threads, IReadOnlyList<(int Line, string Name)> Checkpoints);
+
 /// <summary>What a replay saw besides its output.</summary>
 /// <param name="Operations">Operations executed.</param>
 /// <param name="ForeignBreaks">How often someone else moved the break under the heap during the replay.</param>
@@ -144,17 +150,10 @@ public static unsafe class TraceReplayer
     private enum Op : byte { Malloc, Calloc, Realloc, Memalign, Free, Write, Trim, Checkpoint, Thread, Exit }
 
     /// <summary>What a check of the whole trace found.</summary>
-    private readonly record struct Scanned(long Operations, long MaxId, bool Threads, List<(int Line, string Name)> Checkpoints);
+    private readonly record struct Scanned(TraceSummary Summary, long MaxId, bool Threads);
 
     /// <summary>Check every line of a trace; throws <see cref="TraceFormatException"/> on the first bad one.</summary>
-    /// <returns>The number of operations.</returns>
-    public static long Validate(ReadOnlySpan<byte> trace) => Scan(trace).Operations;
-
-    /// <summary>The trace's checkpoints, in order: line and name. The trace must be valid.</summary>
-    public static IReadOnlyList<(int Line, string Name)> Checkpoints(ReadOnlySpan<byte> trace) => Scan(trace).Checkpoints;
-
-    /// <summary>Whether the trace has T or x lines (more than one thread).</summary>
-    public static bool HasThreads(ReadOnlySpan<byte> trace) => Scan(trace).Threads;
+    public static TraceSummary Validate(ReadOnlySpan<byte> trace) => Scan(trace).Summary;
 
     /// <summary>
     /// The trace up to line <paramref name="line"/> (a checkpoint), with malloc_trim(0) just
@@ -182,6 +181,7 @@ public static unsafe class TraceReplayer
         int lineNo = 0;
         // The threads' view, as replay.c checks it: which have a thread, and whose section this is.
         HashSet<long>? running = null;
+        var seen = new HashSet<long> { 1 };
         long current = 1;
         while (NextLine(ref trace, ref lineNo, out ReadOnlySpan<byte> line))
         {
@@ -191,6 +191,7 @@ public static unsafe class TraceReplayer
             {
                 case Op.Thread:
                     (running ??= [1]).Add(args[0]);
+                    seen.Add(args[0]);
                     current = args[0];
                     continue;
                 case Op.Exit:
@@ -203,7 +204,7 @@ public static unsafe class TraceReplayer
             if (op == Op.Checkpoint) checkpoints.Add((lineNo, System.Text.Encoding.ASCII.GetString(FirstToken(name))));
             else if (op != Op.Trim) maxId = Math.Max(maxId, args[0]);
         }
-        return new Scanned(count, maxId, running is not null, checkpoints);
+        return new Scanned(new TraceSummary(count, seen.Count, checkpoints), maxId, running is not null);
     }
 
     /// <summary>Replay <paramref name="trace"/> on <paramref name="target"/>, writing the report to <paramref name="output"/>.</summary>
