@@ -13,6 +13,7 @@ namespace NativeHeap.Benchmarks;
 /// <c>break-stress [--seconds N] [--use-brk 1|0]</c> (the shared-break stress test),
 /// <c>c-workloads [--rounds N]</c> (the workloads in C under LD_PRELOAD of each allocator),
 /// <c>mimalloc-bench [--rounds N] [--tiny] ...</c> (mimalloc-bench's programs under LD_PRELOAD of each allocator),
+/// <c>pool-idle [--rounds N]</c> (the pools' anonymous RSS over 30 s idle after a 1 GiB burst),
 /// <c>results ARTIFACTS RSS.md OUT.md MACHINE COMMAND</c> (writes RESULTS.md and its plot).
 /// </summary>
 public static class Program
@@ -36,6 +37,8 @@ public static class Program
             case "ci": return ShortRun();
             case "c-workloads": return CWorkloads.Run(args);
             case "mimalloc-bench": return MimallocBench.Run(args);
+            case "pool-idle": return PoolIdle.Parent(args);
+            case "pool-idle-child": return PoolIdle.Child(args[1]);
             case "results": return ResultsReport.Write(args[1], args[2], args[3], args[4], args[5]);
         }
         // jemalloc needs its tunable in every benchmark process; "--short" runs BenchmarkDotNet's

@@ -107,6 +107,15 @@ public static unsafe partial class Heap
         AfterCall(ctx, ts);
     }
 
+    /// <summary>free, bypassing the calling thread's tcache (<see cref="Ptmalloc.FreeUncached"/>).</summary>
+    internal static void FreeUncached(void* ptr)
+    {
+        ThreadLocals* ts = Locals;
+        MallocContext* ctx = Context;
+        Ptmalloc.FreeUncached(ctx, ptr);
+        AfterCall(ctx, ts);
+    }
+
     /// <summary>calloc: null when there is no memory or count x size overflows.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void* Calloc(ThreadLocals* ts, nuint count, nuint size)

@@ -135,6 +135,20 @@ internal static unsafe partial class Ptmalloc
         FreeInArena(ctx, ts.Tcache, p);
     }
 
+    /// <summary>
+    /// free without the calling thread's tcache: the chunk goes straight to its arena (or is
+    /// unmapped). For memory given back on no one's behalf (NativeHeapMemoryPool's eviction,
+    /// finalizers), which should not sit in whichever thread happened to free it.
+    /// </summary>
+    internal static void FreeUncached(MallocContext* ctx, void* mem)
+    {
+        if (mem == null) return;
+        Chunk* p = Chunk.FromMem(mem);
+        CheckOwned(ctx, p, "free(): invalid pointer");
+        if (Chunk.IsMapped(p)) FreeMapped(ctx, p);
+        else FreeInArena(ctx, null, p);
+    }
+
     [MethodImpl(MethodImplOptions.NoInlining)] // kept out of free's inlined path
     private static void FreeMapped(MallocContext* ctx, Chunk* p)
     {
