@@ -1,7 +1,6 @@
 using System.Buffers;
 using System.Globalization;
 using NativeHeap.Buffers;
-using NativeHeap.Diagnostics;
 using NativeHeap.Lab;
 
 namespace NativeHeap.Benchmarks;
@@ -55,9 +54,7 @@ internal static class PoolIdle
     {
         MemoryPool<byte> p = pool.StartsWith("NativeHeap", StringComparison.Ordinal) ? NativeHeapMemoryPool.Shared : MemoryPool<byte>.Shared;
         PoolBurst.Run(p, 256, 65536); // compiled, caches and timers exist
-        long last = long.MinValue;
-        PoolBurst.Idle(0, Enumerable.Range(1, 30).Select(s => (double)s), anon => { bool steady = anon == last; last = anon; return steady; });
-        long baseline = (long)Statm.Read().AnonymousBytes;
+        long baseline = PoolBurst.Settle(p);
         long peak = PoolBurst.Run(p, 16384, 65536);
         var curve = PoolBurst.Idle(baseline, Seconds);
         Console.WriteLine(string.Join(' ', curve.Select(c => c.Bytes).Prepend(peak)));

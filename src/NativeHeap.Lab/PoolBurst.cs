@@ -27,6 +27,22 @@ public static class PoolBurst
     }
 
     /// <summary>
+    /// Waits (up to 30 s) until the process is settled: anonymous RSS the same two seconds in a
+    /// row and, for a NativeHeapMemoryPool, nothing left in it. Returns the anonymous bytes then.
+    /// </summary>
+    public static long Settle(MemoryPool<byte> pool)
+    {
+        long last = long.MinValue;
+        var curve = Idle(0, Enumerable.Range(1, 30).Select(s => (double)s), anon =>
+        {
+            bool steady = anon == last && (pool is not Buffers.NativeHeapMemoryPool p || p.GetStatistics().PooledBytes == 0);
+            last = anon;
+            return steady;
+        });
+        return curve[^1].Bytes;
+    }
+
+    /// <summary>
     /// Sleeps, reading anonymous RSS against <paramref name="baselineBytes"/> at each of
     /// <paramref name="seconds"/> (from now), and stops early once <paramref name="settled"/>
     /// says so. Returns (seconds, bytes above the baseline) pairs.

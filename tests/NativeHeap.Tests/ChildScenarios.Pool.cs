@@ -1,5 +1,4 @@
 using NativeHeap.Buffers;
-using NativeHeap.Diagnostics;
 using NativeHeap.Lab;
 using static NativeHeap.Tests.ChildMain;
 
@@ -16,9 +15,7 @@ internal static partial class ChildScenarios
     {
         NativeHeapMemoryPool pool = NativeHeapMemoryPool.Shared;
         PoolBurst.Run(pool, 256, 65536); // compiled; the thread's cache and the timer exist
-        long last = long.MinValue;
-        PoolBurst.Idle(0, Seconds(), anon => { bool steady = anon == last && pool.GetStatistics().PooledBytes == 0; last = anon; return steady; });
-        long baseline = (long)Statm.Read().AnonymousBytes;
+        long baseline = PoolBurst.Settle(pool);
         Report("burst_kib", PoolBurst.Run(pool, 16384, 65536) / 1024);
         var curve = PoolBurst.Idle(baseline, Seconds(), above => Math.Abs(above) < 2 << 20 && pool.GetStatistics().PooledBytes == 0);
         Report("idle_s", curve[^1].Seconds.ToString("F0"));

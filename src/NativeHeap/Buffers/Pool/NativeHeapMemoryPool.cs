@@ -25,9 +25,13 @@ namespace NativeHeap.Buffers;
 /// waits in the pool any use throws ObjectDisposedException and a second Dispose does nothing,
 /// but once it is rented again it is the new renter's. Dispose is not safe against a concurrent
 /// Dispose of the same owner (as MemoryPool&lt;byte&gt;.Shared's owners).</para>
-/// <para><b>Forgotten owners</b> are freed by their finalizer: an owner that is never disposed
-/// and no longer referenced frees its block at the next garbage collection after it became
-/// unreachable (the rented bytes count towards the GC's memory pressure, in 16 MiB steps).</para>
+/// <para><b>Forgotten owners</b> are freed by their finalizer: an owner never disposed frees its
+/// block at a garbage collection after it became unreachable. Its thread's cache may still
+/// point at it (so that a Dispose on that thread parks it without a reference store) until the
+/// thread gives back another buffer of the size class or makes no pool call for a second. The
+/// pool's blocks count towards the GC's memory pressure (in 16 MiB steps for all buffers).
+/// Steady use allocates nothing on the GC heap but a new owner object (about 80 bytes) when one
+/// has used its 2^31 bytes of windows: one per 2,047 rents of 1 MiB.</para>
 /// <para><b>Giving memory back</b> (the eviction rule). Every second the pool looks at its caches:
 /// a thread that made no pool call for a whole second has its cached blocks moved to the shared
 /// depot; each depot stack then frees half (rounded up) of the blocks no rent took during that

@@ -41,6 +41,10 @@ internal static class PoolSizeClass
         return ((c & 3) + 5) << (b - 2);
     }
 
-    /// <summary>How many idle owners of class <paramref name="c"/> one depot stack keeps: up to 16 MiB of blocks, 2 to 64 of them.</summary>
-    internal static int DepotCapacity(int c) => c == Bare ? 64 : Math.Clamp(MaxCached / Size(c), 2, 64);
+    /// <summary>
+    /// How many idle owners of class <paramref name="c"/> one depot stack keeps: up to 16 MiB of
+    /// blocks, 2 to 64 of them; and 1,024 bare owners (no block, about 80 bytes each), so that
+    /// a burst past the block caches does not allocate owner objects again in its next round.
+    /// </summary>
+    internal static int DepotCapacity(int c) => c == Bare ? 1024 : Math.Clamp(MaxCached / Size(c), 2, 64);
 }

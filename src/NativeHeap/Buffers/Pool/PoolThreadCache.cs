@@ -15,7 +15,10 @@ namespace NativeHeap.Buffers;
 /// Evicting, runs <see cref="Interlocked.MemoryBarrierProcessWide"/>, and then touches Slots only
 /// if Seq is even and unchanged since it last looked: after the process-wide barrier, an
 /// operation that began earlier shows as an odd or changed Seq, and one that begins later reads
-/// Evicting = 1 and goes to the shared depot instead.</para>
+/// Evicting = 1 and goes to the shared depot instead. The barrier drains the owning thread's
+/// store buffer, so the processor's store-load reordering is covered; the JIT keeps the
+/// volatile store of Seq before the volatile load of Evicting (it moves no memory access across
+/// a volatile one).</para>
 /// <para>The counters are written by the owning thread only; a reader sums them over every cache
 /// and the pool's own atomics (what cache-less calls counted). A dead thread's cache is
 /// collected: its finalizer folds its counters into the pool, and its owners' finalizers free
