@@ -1,5 +1,3 @@
-using System.Diagnostics;
-
 namespace NativeHeap.Buffers;
 
 public sealed unsafe partial class NativeHeapMemoryPool
@@ -121,7 +119,6 @@ public sealed unsafe partial class NativeHeapMemoryPool
         _disposed = true;
         Evict(all: true);
         PoolIds.Release(_id);
-        Debug.Assert(_depot.Count == 0);
     }
 }
 

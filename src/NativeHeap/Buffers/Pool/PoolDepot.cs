@@ -52,19 +52,6 @@ internal sealed class PoolDepot
                 stack.Evict(all, into);
     }
 
-    /// <summary>Owners in the depot (for tests and statistics; racy by nature).</summary>
-    internal int Count
-    {
-        get
-        {
-            int n = 0;
-            foreach (Stack[] stacks in _partitions)
-                foreach (Stack stack in stacks)
-                    n += Volatile.Read(ref stack.Count);
-            return n;
-        }
-    }
-
     /// <summary>Bytes of the blocks the depot holds (for statistics).</summary>
     internal long PooledBytes
     {
