@@ -24,6 +24,9 @@ public class PackageTests
             string docs = reader.ReadToEnd();
             Assert.Contains("T:NativeHeap.Buffers.NativeHeapMemoryPool", docs);
             Assert.Contains("T:NativeHeap.Buffers.SafeNativeHeapHandle", docs);
+            // Its one dependency: Tmds.LibC, the OS layer's bindings for its cold calls.
+            using (var nuspec = new StreamReader(zip.Entries.Single(e => e.FullName.EndsWith(".nuspec", StringComparison.Ordinal)).Open()))
+                Assert.Matches("<dependency id=\"Tmds.LibC\" version=\"0.5.0\"", nuspec.ReadToEnd());
 
             // The lab (src/NativeHeap.Lab) is not the allocator: its replayer and targets are not in the package.
             Assert.DoesNotContain(names, n => n.Contains("NativeHeap.Lab", StringComparison.OrdinalIgnoreCase));

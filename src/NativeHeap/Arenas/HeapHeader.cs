@@ -1,6 +1,5 @@
 using System.Runtime.InteropServices;
 using NativeHeap.Chunks;
-using NativeHeap.Interop;
 using NativeHeap.Os;
 
 namespace NativeHeap.Arenas;
@@ -64,7 +63,7 @@ internal unsafe struct HeapHeader
         byte* p2 = null;
         if (ctx->AlignedHeapArea != null)
         {
-            p2 = OsMemory.Map(MaxSize, Libc.PROT_NONE, Libc.MAP_NORESERVE, ctx->AlignedHeapArea);
+            p2 = OsMemory.Reserve(MaxSize, ctx->AlignedHeapArea);
             ctx->AlignedHeapArea = null;
             if (p2 != null && ((nuint)p2 & (MaxSize - 1)) != 0)
             {
@@ -74,7 +73,7 @@ internal unsafe struct HeapHeader
         }
         if (p2 == null)
         {
-            byte* p1 = OsMemory.Map(MaxSize << 1, Libc.PROT_NONE, Libc.MAP_NORESERVE);
+            byte* p1 = OsMemory.Reserve(MaxSize << 1);
             if (p1 != null)
             {
                 p2 = (byte*)(((nuint)p1 + (MaxSize - 1)) & ~(MaxSize - 1));
@@ -86,7 +85,7 @@ internal unsafe struct HeapHeader
             else
             {
                 // Perhaps a mapping of just the size happens to be aligned.
-                p2 = OsMemory.Map(MaxSize, Libc.PROT_NONE, Libc.MAP_NORESERVE);
+                p2 = OsMemory.Reserve(MaxSize);
                 if (p2 == null) return null;
                 if (((nuint)p2 & (MaxSize - 1)) != 0)
                 {
@@ -95,7 +94,7 @@ internal unsafe struct HeapHeader
                 }
             }
         }
-        if (!OsMemory.TryProtect(p2, size, Libc.PROT_READ | Libc.PROT_WRITE))
+        if (!OsMemory.TryCommit(p2, size))
         {
             OsMemory.Unmap(p2, MaxSize);
             return null;
@@ -116,7 +115,7 @@ internal unsafe struct HeapHeader
         if (newSize > MaxSize) return false;
         if (newSize > h->MprotectSize)
         {
-            if (!OsMemory.TryProtect((byte*)h + h->MprotectSize, newSize - h->MprotectSize, Libc.PROT_READ | Libc.PROT_WRITE))
+            if (!OsMemory.TryCommit((byte*)h + h->MprotectSize, newSize - h->MprotectSize))
                 return false;
             h->MprotectSize = newSize;
         }

@@ -30,7 +30,7 @@ internal unsafe struct Ownership
 
     internal static void Init(Ownership* o)
     {
-        o->HeapSlots = (ulong*)OsMemory.Map(Slots / 8, Interop.Libc.PROT_READ | Interop.Libc.PROT_WRITE, Interop.Libc.MAP_NORESERVE);
+        o->HeapSlots = (ulong*)OsMemory.MapSparse(Slots / 8);
         if (o->HeapSlots == null) throw new OutOfMemoryException(OsMemory.LastFailure);
     }
 

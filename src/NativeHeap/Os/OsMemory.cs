@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using NativeHeap.Interop;
+using TmdsLibC = Tmds.Linux.LibC;
 
 namespace NativeHeap.Os;
 
@@ -12,6 +13,11 @@ namespace NativeHeap.Os;
 /// leaves errno as the caller had it (a libc call may change it even when it succeeds), as C's malloc and
 /// free do.
 /// </summary>
+/// <remarks>
+/// The only folder that sees the bindings. The page size and mincore come from Tmds.LibC; the
+/// allocator's own paths (sbrk, mmap, munmap, mremap, madvise, mprotect, and the futex in
+/// FutexLock) use our declarations in Interop/Libc.cs, which say why (measured).
+/// </remarks>
 internal static unsafe class OsMemory
 {
     /// <summary>The page size, from sysconf(_SC_PAGESIZE).</summary>
@@ -39,10 +45,11 @@ internal static unsafe class OsMemory
 
     private static nuint ReadPageSize()
     {
-        int callerErrno = Marshal.GetLastSystemError(); // a C caller's first valloc must not see errno change
-        long size = Libc.Sysconf(Libc.SC_PAGESIZE);
+        const int SC_PAGESIZE = 30; // Tmds.LibC has sysconf but none of the _SC_ names
+        int callerErrno = Marshal.GetLastSystemError(); // a C caller's first valloc must not see errno change (Tmds.LibC's stub clears it)
+        long size = TmdsLibC.sysconf(SC_PAGESIZE);
         if (size <= 0)
-            throw new OsCallException("sysconf(_SC_PAGESIZE)", Marshal.GetLastPInvokeError());
+            throw new OsCallException("sysconf(_SC_PAGESIZE)", TmdsLibC.errno);
         Marshal.SetLastSystemError(callerErrno);
         return (nuint)size;
     }
@@ -70,8 +77,14 @@ internal static unsafe class OsMemory
     /// <summary>An anonymous private read-write mapping; null on failure.</summary>
     internal static byte* Map(nuint size) => Map(size, Libc.PROT_READ | Libc.PROT_WRITE, 0);
 
+    /// <summary>A read-write mapping with no swap reserved (MAP_NORESERVE): a table whose pages are touched sparsely; null on failure.</summary>
+    internal static byte* MapSparse(nuint size) => Map(size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_NORESERVE);
+
+    /// <summary>Address space only (PROT_NONE, MAP_NORESERVE), at <paramref name="hint"/> if free: a heap's 64 MiB, committed by <see cref="TryCommit"/>; null on failure.</summary>
+    internal static byte* Reserve(nuint size, void* hint = null) => Map(size, Libc.PROT_NONE, Libc.MAP_NORESERVE, hint);
+
     /// <summary>An anonymous private mapping with the given protection and extra flags, at <paramref name="hint"/> if free; null on failure.</summary>
-    internal static byte* Map(nuint size, int prot, int extraFlags, void* hint = null)
+    private static byte* Map(nuint size, int prot, int extraFlags, void* hint = null)
     {
         int callerErrno = Marshal.GetLastSystemError();
         nint result = Libc.Mmap((nint)hint, size, prot, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | extraFlags, -1, 0);
@@ -148,13 +161,14 @@ internal static unsafe class OsMemory
     internal static void Residency(nuint pageStart, nuint pages, byte* vec)
     {
         if (pages == 0) return;
-        if (Libc.Mincore((nint)pageStart, pages * PageSize, vec) != 0)
-            throw new OsCallException($"mincore(0x{pageStart:x}, {Sizes.Format(pages * PageSize)})", Marshal.GetLastPInvokeError());
+        if (TmdsLibC.mincore((void*)pageStart, (Tmds.Linux.size_t)(pages * PageSize), vec) != 0)
+            throw new OsCallException($"mincore(0x{pageStart:x}, {Sizes.Format(pages * PageSize)})", TmdsLibC.errno);
     }
 
-    /// <summary>mprotect; false on failure (a heap that cannot grow), the reason in <see cref="LastFailure"/>.</summary>
-    internal static bool TryProtect(void* address, nuint size, int prot)
+    /// <summary>Makes reserved pages read-write (mprotect); false on failure (a heap that cannot grow), the reason in <see cref="LastFailure"/>.</summary>
+    internal static bool TryCommit(void* address, nuint size)
     {
+        const int prot = Libc.PROT_READ | Libc.PROT_WRITE;
         int callerErrno = Marshal.GetLastSystemError();
         if (Libc.Mprotect((nint)address, size, prot) == 0)
         {

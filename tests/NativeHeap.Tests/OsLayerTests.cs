@@ -1,0 +1,46 @@
+using System.Text.RegularExpressions;
+using NativeHeap.Os;
+
+namespace NativeHeap.Tests;
+
+/// <summary>The OS layer: the only folder that sees which libc binding a call uses, and Tmds.LibC's calls reporting errno as ours do.</summary>
+public unsafe partial class OsLayerTests
+{
+    [GeneratedRegex(@"\bTmds\.|\bLibc\.(Sbrk|Mmap|Munmap|Mremap|Madvise|Mprotect|Futex)\b|\bLibc\.(PROT_|MAP_|MADV_|MREMAP_)")]
+    private static partial Regex BindingUse();
+
+    [Fact]
+    public void OnlyTheOsLayerSeesTheBindings()
+    {
+        string library = Path.Combine(NativeTests.RepoRoot, "src", "NativeHeap");
+        var outside = Directory.EnumerateFiles(library, "*.cs", SearchOption.AllDirectories)
+            .Where(f => !f.Contains($"{Path.DirectorySeparatorChar}bin{Path.DirectorySeparatorChar}") && !f.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}"))
+            .Select(f => Path.GetRelativePath(library, f))
+            .Where(f => !f.StartsWith("Os" + Path.DirectorySeparatorChar) && !f.StartsWith("Interop" + Path.DirectorySeparatorChar))
+            .Where(f => BindingUse().IsMatch(File.ReadAllText(Path.Combine(library, f))))
+            .ToList();
+        Assert.Empty(outside);
+    }
+
+    [Fact]
+    public void Mincore_ThroughTmdsLibC_ReportsTheErrnoOfItsFailure()
+    {
+        byte* page = OsMemory.Map(OsMemory.PageSize);
+        byte vec = 0xff;
+        page[0] = 1;
+        OsMemory.Residency((nuint)page, 1, &vec);
+        Assert.Equal(1, vec & 1);
+        OsMemory.Unmap(page, OsMemory.PageSize);
+        // The second page of the address space is never mapped (vm.mmap_min_addr).
+        var e = Assert.Throws<OsCallException>(() => ResidencyOfOnePage(OsMemory.PageSize));
+        Assert.Equal(12, e.Errno); // ENOMEM: mincore's word for "not mapped"
+        Assert.Contains("ENOMEM", e.Message);
+        Assert.Equal((nuint)Environment.SystemPageSize, OsMemory.PageSize);
+
+        static void ResidencyOfOnePage(nuint address)
+        {
+            byte one;
+            OsMemory.Residency(address, 1, &one);
+        }
+    }
+}
