@@ -150,28 +150,22 @@ public class ExplainCommandTests
     [Fact]
     public void Map_Seed002_InEachFormat()
     {
-        string dir = Directory.CreateTempSubdirectory("nh-map").FullName;
-        try
+        using var temp = new TempDirectory("nh-map");
+        string dir = temp.Path;
+        foreach (string ext in new[] { "svg", "png", "html" })
         {
-            foreach (string ext in new[] { "svg", "png", "html" })
+            string file = Path.Combine(dir, $"seed-002.{ext}");
+            var r = Cli.Run(["map", "seed-002", "--at", "after-frees", "--out", file]);
+            Assert.True(r.ExitCode == 0, r.Output + r.Error);
+            byte[] bytes = File.ReadAllBytes(file);
+            Assert.True(bytes.Length > 3000, $"{file}: {bytes.Length} bytes");
+            if (ext == "png") Assert.Equal(0x89, bytes[0]);
+            else
             {
-                string file = Path.Combine(dir, $"seed-002.{ext}");
-                var r = Cli.Run(["map", "seed-002", "--at", "after-frees", "--out", file]);
-                Assert.True(r.ExitCode == 0, r.Output + r.Error);
-                byte[] bytes = File.ReadAllBytes(file);
-                Assert.True(bytes.Length > 3000, $"{file}: {bytes.Length} bytes");
-                if (ext == "png") Assert.Equal(0x89, bytes[0]);
-                else
-                {
-                    string text = System.Text.Encoding.UTF8.GetString(bytes);
-                    Assert.Contains("seed-002 at after-frees", text);
-                    Assert.Contains("line 16003 (id 8000)", text); // the highest pinning chunk, named
-                }
+                string text = System.Text.Encoding.UTF8.GetString(bytes);
+                Assert.Contains("seed-002 at after-frees", text);
+                Assert.Contains("line 16003 (id 8000)", text); // the highest pinning chunk, named
             }
-        }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
         }
     }
 
@@ -182,71 +176,59 @@ public class ExplainCommandTests
     [Fact]
     public void Map_Html_ScriptDrawsZoomsAndFindsTheChunkUnderThePointer()
     {
-        string dir = Directory.CreateTempSubdirectory("nh-map-js").FullName;
-        try
-        {
-            string html = Path.Combine(dir, "seed-002.html");
-            var r = Cli.Run(["map", "seed-002", "--at", "after-frees", "--out", html]);
-            Assert.True(r.ExitCode == 0, r.Output + r.Error);
-            string page = File.ReadAllText(html);
-            int from = page.IndexOf("<script>", StringComparison.Ordinal) + 8, to = page.IndexOf("</script>", StringComparison.Ordinal);
-            const string Stub = """
-                const rects = [], listeners = {};
-                const context = { fillRect: (x, y, w, h) => rects.push([x, y, w, h]), fillText() {}, beginPath() {}, moveTo() {}, lineTo() {}, fill() {} };
-                const canvas = { getContext: () => context, addEventListener: (n, f) => listeners[n] = f, getBoundingClientRect: () => ({ left: 0, top: 0 }) };
-                const tipElement = { style: {}, textContent: "" }, legendElement = { innerHTML: "" };
-                const document = { getElementById: id => id === "map" ? canvas : id === "tip" ? tipElement : legendElement };
-                """;
-            const string Check = """
-                const drawn = rects.length, scale = bpp, strip = layout()[0];
-                listeners.mousemove({ clientX: 10 + 500, clientY: strip.top + 200 });
-                listeners.wheel({ deltaY: -1, preventDefault() {} });
-                console.log(JSON.stringify({ drawn, scale, zoomed: bpp, legend: legendElement.innerHTML.length, tip: tipElement.textContent, shown: tipElement.style.display }));
-                """;
-            string script = Path.Combine(dir, "map.js");
-            File.WriteAllText(script, Stub + page[from..to] + Check);
-            var node = Child.RunProgram("node", [script], [], timeoutSeconds: 60);
-            Assert.True(node.ExitCode == 0, node.Error);
-            JsonElement o = JsonDocument.Parse(node.Output).RootElement;
-            Assert.True(o.GetProperty("drawn").GetInt32() > 1000, node.Output);
-            Assert.Equal(o.GetProperty("scale").GetInt64() / 2, o.GetProperty("zoomed").GetInt64());
-            Assert.True(o.GetProperty("legend").GetInt32() > 100);
-            Assert.Equal("block", o.GetProperty("shown").GetString());
-            Assert.Matches(@"^0x[0-9a-f]+: .+, (in use|tcache|fastbin|unsorted|small bin|large bin|top|metadata|mmapped), .+ resident\nline \d+ \(id \d+\)", o.GetProperty("tip").GetString());
-        }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
-        }
+        using var temp = new TempDirectory("nh-map-js");
+        string dir = temp.Path;
+        string html = Path.Combine(dir, "seed-002.html");
+        var r = Cli.Run(["map", "seed-002", "--at", "after-frees", "--out", html]);
+        Assert.True(r.ExitCode == 0, r.Output + r.Error);
+        string page = File.ReadAllText(html);
+        int from = page.IndexOf("<script>", StringComparison.Ordinal) + 8, to = page.IndexOf("</script>", StringComparison.Ordinal);
+        const string Stub = """
+            const rects = [], listeners = {};
+            const context = { fillRect: (x, y, w, h) => rects.push([x, y, w, h]), fillText() {}, beginPath() {}, moveTo() {}, lineTo() {}, fill() {} };
+            const canvas = { getContext: () => context, addEventListener: (n, f) => listeners[n] = f, getBoundingClientRect: () => ({ left: 0, top: 0 }) };
+            const tipElement = { style: {}, textContent: "" }, legendElement = { innerHTML: "" };
+            const document = { getElementById: id => id === "map" ? canvas : id === "tip" ? tipElement : legendElement };
+            """;
+        const string Check = """
+            const drawn = rects.length, scale = bpp, strip = layout()[0];
+            listeners.mousemove({ clientX: 10 + 500, clientY: strip.top + 200 });
+            listeners.wheel({ deltaY: -1, preventDefault() {} });
+            console.log(JSON.stringify({ drawn, scale, zoomed: bpp, legend: legendElement.innerHTML.length, tip: tipElement.textContent, shown: tipElement.style.display }));
+            """;
+        string script = Path.Combine(dir, "map.js");
+        File.WriteAllText(script, Stub + page[from..to] + Check);
+        var node = Child.RunProgram("node", [script], [], timeoutSeconds: 60);
+        Assert.True(node.ExitCode == 0, node.Error);
+        JsonElement o = JsonDocument.Parse(node.Output).RootElement;
+        Assert.True(o.GetProperty("drawn").GetInt32() > 1000, node.Output);
+        Assert.Equal(o.GetProperty("scale").GetInt64() / 2, o.GetProperty("zoomed").GetInt64());
+        Assert.True(o.GetProperty("legend").GetInt32() > 100);
+        Assert.Equal("block", o.GetProperty("shown").GetString());
+        Assert.Matches(@"^0x[0-9a-f]+: .+, (in use|tcache|fastbin|unsorted|small bin|large bin|top|metadata|mmapped), .+ resident\nline \d+ \(id \d+\)", o.GetProperty("tip").GetString());
     }
 
     [Fact]
     public void RecordAThreadedProgram_ThenExplainIt()
     {
-        string dir = Directory.CreateTempSubdirectory("nh-record").FullName;
-        try
-        {
-            string pattern = Path.Combine(dir, "threads-%p.trace");
-            var r = Cli.Run(["record", "-o", pattern, "--", NativeTests.Program("threads")]);
-            Assert.True(r.ExitCode == 0, r.Output + r.Error);
-            string trace = Assert.Single(Directory.GetFiles(dir));
-            Assert.Contains("5 threads", r.Error);
-            string text = File.ReadAllText(trace);
-            Assert.Contains("\nT 2\n", text);
-            Assert.Contains("\nx 2\n", text);
-            Assert.Matches(@"\nk exit anon_kib=\d+ rss_kib=\d+ size_kib=\d+ recorder_kib=\d+", text);
+        using var temp = new TempDirectory("nh-record");
+        string dir = temp.Path;
+        string pattern = Path.Combine(dir, "threads-%p.trace");
+        var r = Cli.Run(["record", "-o", pattern, "--", NativeTests.Program("threads")]);
+        Assert.True(r.ExitCode == 0, r.Output + r.Error);
+        string trace = Assert.Single(Directory.GetFiles(dir));
+        Assert.Contains("5 threads", r.Error);
+        string text = File.ReadAllText(trace);
+        Assert.Contains("\nT 2\n", text);
+        Assert.Contains("\nx 2\n", text);
+        Assert.Matches(@"\nk exit anon_kib=\d+ rss_kib=\d+ size_kib=\d+ recorder_kib=\d+", text);
 
-            JsonElement doc = ExplainJson(trace);
-            AssertAddsUp(doc);
-            JsonElement exit = At(doc, "exit");
-            Assert.Equal(4, exit.GetProperty("arenas").GetArrayLength()); // main and three, one reused after x 2
-            Assert.True(exit.GetProperty("recorded").GetProperty("anon_kib").GetInt64() > 0);
-            Assert.Contains(exit.GetProperty("what_if").EnumerateArray(), w => w.GetProperty("setting").GetString() == "MALLOC_ARENA_MAX=2");
-        }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
-        }
+        JsonElement doc = ExplainJson(trace);
+        AssertAddsUp(doc);
+        JsonElement exit = At(doc, "exit");
+        Assert.Equal(4, exit.GetProperty("arenas").GetArrayLength()); // main and three, one reused after x 2
+        Assert.True(exit.GetProperty("recorded").GetProperty("anon_kib").GetInt64() > 0);
+        Assert.Contains(exit.GetProperty("what_if").EnumerateArray(), w => w.GetProperty("setting").GetString() == "MALLOC_ARENA_MAX=2");
     }
 
     [Theory]

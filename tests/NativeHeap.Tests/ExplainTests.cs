@@ -51,24 +51,18 @@ public class ExplainTests
     [Fact]
     public void Seed002_Maps_MarkTheSevenPinningChunks()
     {
-        string dir = Directory.CreateTempSubdirectory("nh-maps-").FullName;
-        try
-        {
-            Child.Run(nameof(ChildScenarios.ExplainSeed002), ("NATIVEHEAP_TUNABLES", "profile=glibc-2.36"), ("NATIVEHEAP_TEST_MAPS", dir));
-            string svg = File.ReadAllText(Path.Combine(dir, "seed-002.svg"));
-            Assert.StartsWith("<svg", svg);
-            Assert.Equal(7, CountOf(svg, "32 B cached in a tcache: frees"));
-            Assert.Contains("unsorted 201.", svg); // the title's totals
-            Assert.Contains("arena 0, break", svg);
-            Assert.Contains("#ffd23f", svg); // unsorted chunks drawn in their colour
-            string html = File.ReadAllText(Path.Combine(dir, "seed-002.html"));
-            Assert.Equal(7, CountOf(html, ",\"pins: frees"));
-            Assert.Contains("const strips=", html);
-        }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
-        }
+        using var temp = new TempDirectory("nh-maps-");
+        string dir = temp.Path;
+        Child.Run(nameof(ChildScenarios.ExplainSeed002), ("NATIVEHEAP_TUNABLES", "profile=glibc-2.36"), ("NATIVEHEAP_TEST_MAPS", dir));
+        string svg = File.ReadAllText(Path.Combine(dir, "seed-002.svg"));
+        Assert.StartsWith("<svg", svg);
+        Assert.Equal(7, CountOf(svg, "32 B cached in a tcache: frees"));
+        Assert.Contains("unsorted 201.", svg); // the title's totals
+        Assert.Contains("arena 0, break", svg);
+        Assert.Contains("#ffd23f", svg); // unsorted chunks drawn in their colour
+        string html = File.ReadAllText(Path.Combine(dir, "seed-002.html"));
+        Assert.Equal(7, CountOf(html, ",\"pins: frees"));
+        Assert.Contains("const strips=", html);
     }
 
     private static int CountOf(string text, string part)

@@ -91,18 +91,12 @@ public class NativeLibraryTests
     [Fact]
     public void Gcc_UnderPreload_CompilesTheSameObject()
     {
-        string dir = Directory.CreateTempSubdirectory("nh-gcc").FullName;
-        try
-        {
-            string source = Path.Combine(NativeTests.RepoRoot, "native-tests", "src", "replay.c");
-            foreach (var (name, env) in new[] { ("glibc.o", Array.Empty<(string, string)>()), ("nh.o", [Preload]) })
-                RunOk("gcc", ["-O2", "-Wall", "-c", source, "-o", Path.Combine(dir, name)], env, dir);
-            Assert.Equal(File.ReadAllBytes(Path.Combine(dir, "glibc.o")), File.ReadAllBytes(Path.Combine(dir, "nh.o")));
-        }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
-        }
+        using var temp = new TempDirectory("nh-gcc");
+        string dir = temp.Path;
+        string source = Path.Combine(NativeTests.RepoRoot, "native-tests", "src", "replay.c");
+        foreach (var (name, env) in new[] { ("glibc.o", Array.Empty<(string, string)>()), ("nh.o", [Preload]) })
+            RunOk("gcc", ["-O2", "-Wall", "-c", source, "-o", Path.Combine(dir, name)], env, dir);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(dir, "glibc.o")), File.ReadAllBytes(Path.Combine(dir, "nh.o")));
     }
 
     /// <summary>A perl script with hashes, sorting, regexes and string building prints the same under the preload.</summary>
@@ -126,36 +120,30 @@ public class NativeLibraryTests
     [Fact]
     public void Sort_UnderPreload_SortsTheSame()
     {
-        string dir = Directory.CreateTempSubdirectory("nh-sort").FullName;
-        try
+        using var temp = new TempDirectory("nh-sort");
+        string dir = temp.Path;
+        string input = Path.Combine(dir, "input.txt");
+        var rng = new Random(20261122);
+        using (var w = new StreamWriter(input))
         {
-            string input = Path.Combine(dir, "input.txt");
-            var rng = new Random(20261122);
-            using (var w = new StreamWriter(input))
+            var line = new StringBuilder();
+            for (long bytes = 0; bytes < 64L << 20; bytes += line.Length + 1)
             {
-                var line = new StringBuilder();
-                for (long bytes = 0; bytes < 64L << 20; bytes += line.Length + 1)
-                {
-                    line.Clear();
-                    int words = rng.Next(1, 12);
-                    for (int i = 0; i < words; i++) line.Append(' ').Append(rng.Next(0, 1 << 30).ToString("x", CultureInfo.InvariantCulture));
-                    w.Write(line);
-                    w.Write('\n');
-                }
+                line.Clear();
+                int words = rng.Next(1, 12);
+                for (int i = 0; i < words; i++) line.Append(' ').Append(rng.Next(0, 1 << 30).ToString("x", CultureInfo.InvariantCulture));
+                w.Write(line);
+                w.Write('\n');
             }
-            string Sorted(string name, (string, string)[] env)
-            {
-                string output = Path.Combine(dir, name);
-                RunOk("sort", ["-S", "8M", "-T", dir, "-o", output, input], [("LC_ALL", "C"), .. env], dir);
-                using var stream = File.OpenRead(output);
-                return Convert.ToHexString(SHA256.HashData(stream));
-            }
-            Assert.Equal(Sorted("glibc.txt", []), Sorted("nh.txt", [Preload]));
         }
-        finally
+        string Sorted(string name, (string, string)[] env)
         {
-            Directory.Delete(dir, recursive: true);
+            string output = Path.Combine(dir, name);
+            RunOk("sort", ["-S", "8M", "-T", dir, "-o", output, input], [("LC_ALL", "C"), .. env], dir);
+            using var stream = File.OpenRead(output);
+            return Convert.ToHexString(SHA256.HashData(stream));
         }
+        Assert.Equal(Sorted("glibc.txt", []), Sorted("nh.txt", [Preload]));
     }
 
     /// <summary>python3 scripts (every allocation through malloc) print the same under the preload, threads included.</summary>

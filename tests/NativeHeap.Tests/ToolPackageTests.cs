@@ -18,66 +18,60 @@ public class ToolPackageTests
     [Fact]
     public void InstalledTool_RecordsAndComparesWithGlibcInAFreshCProcess_FromAnyDirectory()
     {
-        string root = Directory.CreateTempSubdirectory("nativeheap-tool-").FullName;
-        try
+        using var temp = new TempDirectory("nativeheap-tool-");
+        string root = temp.Path;
+        string packageDir = Path.Combine(root, "package"), toolDir = Path.Combine(root, "tool"), work = Path.Combine(root, "empty");
+        Directory.CreateDirectory(work);
+        string dotnet = Environment.ProcessPath!;
+        // tests/NativeHeap.Tests/bin/<Configuration>/net10.0/: pack the command this configuration built.
+        string configuration = Path.GetFileName(Path.GetDirectoryName(AppContext.BaseDirectory.TrimEnd('/')))!;
+        _ = Cli.Dll; // asserts that the solution was built
+
+        ProcessResult pack = Child.RunProgram(dotnet,
+            ["pack", Path.Combine(NativeTests.RepoRoot, "src", "NativeHeap.Cli"), "-c", configuration, "--no-build",
+             "--disable-build-servers", "-o", packageDir],
+            [], NativeTests.RepoRoot, timeoutSeconds: 120);
+        Assert.True(pack.ExitCode == 0, $"dotnet pack exited {pack.ExitCode}:\n{pack.Output}\n{pack.Error}");
+        string package = Directory.EnumerateFiles(packageDir, "NativeHeap.Cli.*.nupkg").Single();
+        using (ZipArchive zip = ZipFile.OpenRead(package))
         {
-            string packageDir = Path.Combine(root, "package"), toolDir = Path.Combine(root, "tool"), work = Path.Combine(root, "empty");
-            Directory.CreateDirectory(work);
-            string dotnet = Environment.ProcessPath!;
-            // tests/NativeHeap.Tests/bin/<Configuration>/net10.0/: pack the command this configuration built.
-            string configuration = Path.GetFileName(Path.GetDirectoryName(AppContext.BaseDirectory.TrimEnd('/')))!;
-            _ = Cli.Dll; // asserts that the solution was built
-
-            ProcessResult pack = Child.RunProgram(dotnet,
-                ["pack", Path.Combine(NativeTests.RepoRoot, "src", "NativeHeap.Cli"), "-c", configuration, "--no-build",
-                 "--disable-build-servers", "-o", packageDir],
-                [], NativeTests.RepoRoot, timeoutSeconds: 120);
-            Assert.True(pack.ExitCode == 0, $"dotnet pack exited {pack.ExitCode}:\n{pack.Output}\n{pack.Error}");
-            string package = Directory.EnumerateFiles(packageDir, "NativeHeap.Cli.*.nupkg").Single();
-            using (ZipArchive zip = ZipFile.OpenRead(package))
-            {
-                string[] names = zip.Entries.Select(e => e.FullName).ToArray();
-                Assert.Contains(Replay, names);
-                Assert.Contains(Recorder, names);
-            }
-
-            // The package folder is the only source: nothing is asked of a registry.
-            string config = Path.Combine(root, "nuget.config");
-            File.WriteAllText(config,
-                $"""<?xml version="1.0" encoding="utf-8"?><configuration><packageSources><clear /><add key="tool" value="{packageDir}" /></packageSources></configuration>""");
-            ProcessResult install = Child.RunProgram(dotnet,
-                ["tool", "install", "--tool-path", toolDir, "--configfile", config, "--add-source", packageDir, "NativeHeap.Cli"],
-                [], work, timeoutSeconds: 120);
-            Assert.True(install.ExitCode == 0, $"dotnet tool install exited {install.ExitCode}:\n{install.Output}\n{install.Error}");
-
-            string tool = Path.Combine(toolDir, "nativeheap");
-            // The tool's launcher finds the runtime this test runs on; NATIVEHEAP_NATIVE_TOOLS empty counts as unset.
-            (string, string)[] environment =
-            [
-                ("NATIVEHEAP_NATIVE_TOOLS", ""),
-                ("DOTNET_ROOT", Path.GetDirectoryName(new FileInfo(dotnet).ResolveLinkTarget(true)?.FullName ?? dotnet)!),
-            ];
-
-            ProcessResult record = Child.RunProgram(tool, ["record", "-o", Path.Combine(work, "t-%p.trace"), "--", "/bin/true"],
-                environment, work, timeoutSeconds: 60);
-            Assert.True(record.ExitCode == 0, $"nativeheap record exited {record.ExitCode}:\n{record.Output}\n{record.Error}");
-            string trace = Assert.Single(Directory.EnumerateFiles(work, "t-*.trace"));
-            Assert.Contains("# recorded by librecorder: /bin/true", File.ReadAllText(trace));
-
-            ProcessResult scenarios = Child.RunProgram(tool, ["scenarios", "seed-002", "--tcache", "on"], environment, work, timeoutSeconds: 120);
-            Assert.True(scenarios.ExitCode == 0, $"nativeheap scenarios exited {scenarios.ExitCode}:\n{scenarios.Output}\n{scenarios.Error}");
-            // ScenarioRunner's last lines, wrapped to the console's width: glibc in fresh C processes, the replayer the package carries.
-            string text = Regex.Replace(scenarios.Output, @"\s+", " ");
-            Assert.DoesNotContain("was not found", text);
-            Assert.Contains("and in fresh C processes (", text);
-            Assert.Contains("NativeHeap is compared with the C processes.", text);
-            string joined = text.Replace(" ", "");
-            Assert.Contains($"({toolDir}/.store/", joined);
-            Assert.Contains($"/{Replay});", joined);
+            string[] names = zip.Entries.Select(e => e.FullName).ToArray();
+            Assert.Contains(Replay, names);
+            Assert.Contains(Recorder, names);
         }
-        finally
-        {
-            Directory.Delete(root, recursive: true);
-        }
+
+        // The package folder is the only source: nothing is asked of a registry.
+        string config = Path.Combine(root, "nuget.config");
+        File.WriteAllText(config,
+            $"""<?xml version="1.0" encoding="utf-8"?><configuration><packageSources><clear /><add key="tool" value="{packageDir}" /></packageSources></configuration>""");
+        ProcessResult install = Child.RunProgram(dotnet,
+            ["tool", "install", "--tool-path", toolDir, "--configfile", config, "--add-source", packageDir, "NativeHeap.Cli"],
+            [], work, timeoutSeconds: 120);
+        Assert.True(install.ExitCode == 0, $"dotnet tool install exited {install.ExitCode}:\n{install.Output}\n{install.Error}");
+
+        string tool = Path.Combine(toolDir, "nativeheap");
+        // The tool's launcher finds the runtime this test runs on; NATIVEHEAP_NATIVE_TOOLS empty counts as unset.
+        (string, string)[] environment =
+        [
+            ("NATIVEHEAP_NATIVE_TOOLS", ""),
+            ("DOTNET_ROOT", Path.GetDirectoryName(new FileInfo(dotnet).ResolveLinkTarget(true)?.FullName ?? dotnet)!),
+        ];
+
+        ProcessResult record = Child.RunProgram(tool, ["record", "-o", Path.Combine(work, "t-%p.trace"), "--", "/bin/true"],
+            environment, work, timeoutSeconds: 60);
+        Assert.True(record.ExitCode == 0, $"nativeheap record exited {record.ExitCode}:\n{record.Output}\n{record.Error}");
+        string trace = Assert.Single(Directory.EnumerateFiles(work, "t-*.trace"));
+        Assert.Contains("# recorded by librecorder: /bin/true", File.ReadAllText(trace));
+
+        ProcessResult scenarios = Child.RunProgram(tool, ["scenarios", "seed-002", "--tcache", "on"], environment, work, timeoutSeconds: 120);
+        Assert.True(scenarios.ExitCode == 0, $"nativeheap scenarios exited {scenarios.ExitCode}:\n{scenarios.Output}\n{scenarios.Error}");
+        // ScenarioRunner's last lines, wrapped to the console's width: glibc in fresh C processes, the replayer the package carries.
+        string text = Regex.Replace(scenarios.Output, @"\s+", " ");
+        Assert.DoesNotContain("was not found", text);
+        Assert.Contains("and in fresh C processes (", text);
+        Assert.Contains("NativeHeap is compared with the C processes.", text);
+        string joined = text.Replace(" ", "");
+        Assert.Contains($"({toolDir}/.store/", joined);
+        Assert.Contains($"/{Replay});", joined);
     }
 }

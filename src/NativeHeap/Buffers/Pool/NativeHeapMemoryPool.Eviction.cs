@@ -97,7 +97,7 @@ public sealed unsafe partial class NativeHeapMemoryPool
     /// <summary>An owner's finalizer: a forgotten rented one, or an idle one whose cache died with its thread.</summary>
     internal void Finalized(PooledBuffer owner)
     {
-        if (owner.Block == null || owner.State == PooledBuffer.Retired) return;
+        if (owner.Block == null) return; // retired, or bare
         if (owner.State == PooledBuffer.Idle) Interlocked.Add(ref _evicted, owner.Capacity);
         FreeBlock(owner, uncached: true);
     }

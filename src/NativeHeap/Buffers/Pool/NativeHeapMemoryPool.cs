@@ -64,7 +64,7 @@ public sealed unsafe partial class NativeHeapMemoryPool : MemoryPool<byte>
     private readonly WeakRegistry<PoolThreadCache> _caches = new();
     private volatile bool _disposed;
 
-    // What no thread cache counts: the evictor's, finalizers', dead threads' and cache-less calls'. Interlocked.
+    // Dead threads' counts (folded from their caches) and what the evictor and finalizers freed. Interlocked.
     private long _rented, _allocated, _evicted;
 
     /// <summary>Creates a pool with caches of its own.</summary>
@@ -138,9 +138,10 @@ public sealed unsafe partial class NativeHeapMemoryPool : MemoryPool<byte>
         ReturnSlow(owner, cache);
     }
 
-    private IMemoryOwner<byte> RentSlow(int length, int c, PoolThreadCache? cache)
+    private IMemoryOwner<byte> RentSlow(int length, int c, PoolThreadCache? threadCache)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        PoolThreadCache cache = threadCache!; // Cache() gives null only once the pool is disposed
         PooledBuffer? owner = c == PoolSizeClass.Bare ? null : TakeIdle(c, cache);
         if (owner == null)
         {
@@ -150,7 +151,7 @@ public sealed unsafe partial class NativeHeapMemoryPool : MemoryPool<byte>
             owner.Block = (byte*)Heap.Alloc((nuint)size);
             owner.Class = c;
             owner.Capacity = size;
-            Count(cache, Counter.Allocated, size);
+            cache.Allocated += size;
             GcPressure.Change(size);
         }
 
@@ -164,15 +165,15 @@ public sealed unsafe partial class NativeHeapMemoryPool : MemoryPool<byte>
             bool started = owner.TryStart(length);
             Debug.Assert(started);
         }
-        Count(cache, Counter.Rented, length);
+        cache.Rented += length;
         return owner;
     }
 
     /// <summary>An idle owner of class <paramref name="c"/> from the thread's slot or the depot; owners found rented (a racing double Dispose put them in twice) are dropped.</summary>
-    private PooledBuffer? TakeIdle(int c, PoolThreadCache? cache)
+    private PooledBuffer? TakeIdle(int c, PoolThreadCache cache)
     {
         PooledBuffer? owner = null;
-        if (cache != null && cache.Enter())
+        if (cache.Enter())
         {
             if (c == PoolSizeClass.Bare)
             {
@@ -229,19 +230,6 @@ public sealed unsafe partial class NativeHeapMemoryPool : MemoryPool<byte>
         owner.Block = null;
         owner.Class = PoolSizeClass.Bare;
         owner.Capacity = 0;
-    }
-
-    private enum Counter { Rented, Allocated }
-
-    /// <summary>Adds to the thread's counter, or to the pool's (atomically) when the call has no thread cache.</summary>
-    private void Count(PoolThreadCache? cache, Counter counter, long bytes)
-    {
-        if (cache != null)
-        {
-            if (counter == Counter.Rented) cache.Rented += bytes;
-            else cache.Allocated += bytes;
-        }
-        else Interlocked.Add(ref counter == Counter.Rented ? ref _rented : ref _allocated, bytes);
     }
 
     private static int DefaultLength(int minimumLength)

@@ -20,7 +20,7 @@ namespace NativeHeap.Buffers;
 /// volatile store of Seq before the volatile load of Evicting (it moves no memory access across
 /// a volatile one).</para>
 /// <para>The counters are written by the owning thread only; a reader sums them over every cache
-/// and the pool's own atomics (what cache-less calls counted). A dead thread's cache is
+/// and the pool's own atomics (dead threads' counts). A dead thread's cache is
 /// collected: its finalizer folds its counters into the pool, and its owners' finalizers free
 /// their blocks.</para>
 /// </remarks>
