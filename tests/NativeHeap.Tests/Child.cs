@@ -79,9 +79,13 @@ public static class ChildMain
         }
         try
         {
-            // Nothing JIT-compiled in a measured window: compile NativeHeap and the scenarios first.
-            Precompile.Assembly();
-            Precompile.Type(typeof(ChildScenarios));
+            // Nothing JIT-compiled in a measured window: compile NativeHeap and the scenarios first
+            // (unless the scenario is about what first-time compilation does).
+            if (Environment.GetEnvironmentVariable(NoPrecompile) != "1")
+            {
+                Precompile.Assembly();
+                Precompile.Type(typeof(ChildScenarios));
+            }
             // And glibc's own malloc off the break: the scenarios measure NativeHeap's.
             if (Environment.GetEnvironmentVariable("NATIVEHEAP_TUNABLES") is { } t && (t.Contains("use_brk=1") || t.Contains("profile=glibc-2.36")))
                 GlibcRoom.Make();
@@ -94,6 +98,9 @@ public static class ChildMain
             return 1;
         }
     }
+
+    /// <summary>Set to 1: the child compiles each method on first call, in the scenario itself.</summary>
+    internal const string NoPrecompile = "NATIVEHEAP_TEST_NO_PRECOMPILE";
 
     internal static void Report(string key, object value) => Console.WriteLine($"{key}={value}");
 }

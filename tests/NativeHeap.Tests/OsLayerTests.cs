@@ -43,4 +43,24 @@ public unsafe partial class OsLayerTests
             OsMemory.Residency(address, 1, &one);
         }
     }
+
+    /// <summary>
+    /// The errno in each failure's report is the call's own, even where the error path runs
+    /// for the first time (JIT compilation and formatting between the failure and the report
+    /// change errno): a fresh child process, nothing compiled ahead.
+    /// </summary>
+    [Fact]
+    public void EveryOsFailure_ReportsItsOwnErrno_WhenItsErrorPathRunsForTheFirstTime()
+    {
+        var r = Child.Run(nameof(ChildScenarios.OsFailuresFirstTime), (ChildMain.NoPrecompile, "1"));
+        Assert.Equal("12", r["mincore"]);  // ENOMEM: not mapped
+        Assert.Equal("22", r["munmap"]);   // EINVAL: not page-aligned
+        Assert.Equal("22", r["madvise"]);  // EINVAL: not page-aligned
+        Assert.StartsWith("mprotect(", r["mprotect"]);
+        Assert.Contains("failed: ENOMEM", r["mprotect"]);
+        Assert.Contains("failed: ENOMEM", r["mmap"]);
+        Assert.Contains("failed: EFAULT", r["mremap"]);
+        Assert.Contains("failed: ENOMEM", r["sbrk"]);
+        Assert.Equal("4242", r["errno_after_success"]);
+    }
 }

@@ -49,7 +49,7 @@ internal static unsafe class OsMemory
         int callerErrno = Marshal.GetLastSystemError(); // a C caller's first valloc must not see errno change (Tmds.LibC's stub clears it)
         long size = TmdsLibC.sysconf(SC_PAGESIZE);
         if (size <= 0)
-            throw new OsCallException("sysconf(_SC_PAGESIZE)", TmdsLibC.errno);
+            throw new OsCallException("sysconf(_SC_PAGESIZE)", Marshal.GetLastPInvokeError());
         Marshal.SetLastSystemError(callerErrno);
         return (nuint)size;
     }
@@ -162,7 +162,12 @@ internal static unsafe class OsMemory
     {
         if (pages == 0) return;
         if (TmdsLibC.mincore((void*)pageStart, (Tmds.Linux.size_t)(pages * PageSize), vec) != 0)
-            throw new OsCallException($"mincore(0x{pageStart:x}, {Sizes.Format(pages * PageSize)})", TmdsLibC.errno);
+        {
+            // Tmds.LibC's stub keeps errno as the call left it; read it before anything else runs
+            // (formatting the message may JIT and enter the runtime, which changes errno).
+            int errno = Marshal.GetLastPInvokeError();
+            throw new OsCallException($"mincore(0x{pageStart:x}, {Sizes.Format(pages * PageSize)})", errno);
+        }
     }
 
     /// <summary>Makes reserved pages read-write (mprotect); false on failure (a heap that cannot grow), the reason in <see cref="LastFailure"/>.</summary>
