@@ -16,8 +16,10 @@ namespace NativeHeap.Benchmarks;
 /// the tables, every sample and two plots to the output folder.
 /// <code>
 /// dotnet run -c Release --project benchmarks/NativeHeap.Benchmarks -- mimalloc-bench
-///     [--rounds N] [--tiny] [--programs a,b] [--allocators a,b] [--source DIR] [--out DIR]
+///     [--rounds N] [--tiny] [--programs a,b] [--allocators a,b] [--source DIR] [--out DIR] [--baseline DIR]
 /// </code>
+/// <c>--baseline DIR</c> adds NativeHeap's rows again under the preload library of another build
+/// (DIR: its <c>dotnet publish src/NativeHeap.Native -o DIR</c>), named "... (baseline)".
 /// (after <c>dotnet publish src/NativeHeap.Native -c Release -o artifacts/native</c> and
 /// benchmarks/NativeHeap.Benchmarks/setup.sh). <c>--tiny</c>: one round, small arguments,
 /// what CI runs so that the command never rots.
@@ -87,7 +89,11 @@ internal static class MimallocBench
         string source = Path.GetFullPath(Option("--source") ?? Path.Combine(root, "..", "shared", "mimalloc-bench"));
         string outDir = Path.GetFullPath(Option("--out") ?? Path.Combine(root, "artifacts", tiny ? "mimalloc-bench-tiny" : "mimalloc-bench"));
         Bench[] benches = Select(Benches, Option("--programs"), b => b.Name);
-        Allocator[] allocators = Select(Allocators, Option("--allocators"), a => a.Name);
+        // --baseline DIR: the same profiles from another build's artifacts/native, in the same rounds (a change's before and after).
+        string? baseline = Option("--baseline") is { } dir ? Path.Combine(Path.GetFullPath(dir), Path.GetFileName(Program.NativeHeapPreload)) : null;
+        Allocator[] all = baseline is null ? Allocators : [.. Allocators,
+            .. Allocators.Where(a => a.Preload == Program.NativeHeapPreload).Select(a => a with { Name = a.Name + " (baseline)", Preload = baseline })];
+        Allocator[] allocators = Select(all, Option("--allocators"), a => a.Name);
         if (benches.Length == 0 || allocators.Length == 0 || !allocators.Any(a => a.Name == "glibc"))
             return Fail("choose at least one program and glibc among the allocators (--programs, --allocators)");
         if (!Directory.Exists(source))
