@@ -1,8 +1,8 @@
-/* ---- The boot allocator: for the calls that must not enter NativeHeap ----
- * The runtime's own mallocs (while it starts, attaches a thread, collects), and every call
- * while a call is INSIDE, before the runtime may start, on the runtime's own threads or after
- * this thread's exit hook. Power-of-two blocks from one reserved range, a free list per size;
- * is_boot tells its pointers from NativeHeap's by address alone. */
+/* ---- The boot allocator: for the calls that may not enter NativeHeap (can_enter) ----
+ * Those made while this thread is INSIDE a call (the runtime's own mallocs), before the
+ * runtime may start, on the runtime's own threads, or after the thread's exit hook.
+ * Power-of-two blocks from one reserved range, a free list per size; is_boot tells its
+ * pointers from NativeHeap's by address alone. */
 #include "nh_internal.h"
 
 #define BOOT_RESERVE ((size_t)1 << 30) /* address space only (MAP_NORESERVE); pages come on use */

@@ -7,7 +7,7 @@
 extern void *__dso_handle;
 extern int __cxa_thread_atexit_impl(void (*fn)(void *), void *arg, void *dso);
 
-/* Starts the runtime at the first call that may (see nh_internal.h's process state). */
+/* Whether this call may enter; the first that may start the runtime starts it (nh_internal.h). */
 static inline int can_enter(void)
 {
     int s = __atomic_load_n(&state, __ATOMIC_ACQUIRE);
