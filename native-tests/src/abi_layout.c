@@ -30,6 +30,9 @@ int main(void)
     LINE("chunk.size_word", NHM_SIZE_WORD);
     LINE("chunk.prev_inuse", NHM_PREV_INUSE);
     LINE("chunk.is_mmapped", NHM_IS_MMAPPED);
+    LINE("chunk.non_main_arena", NHM_NON_MAIN_ARENA);
+    LINE("chunk.size_bits", NHM_SIZE_BITS);
+    LINE("chunk.unaligned_size_bit", NHM_UNALIGNED_SIZE_BIT);
     LINE("chunk.min", NHM_MIN_CHUNK);
     /* Each bin's chunk size and the largest request it serves. */
     for (size_t idx = 0, request = 0; idx < NHM_TCACHE_BINS; idx++) {

@@ -43,6 +43,11 @@ struct nhm_thread_locals {
 #define NHM_SIZE_WORD 1   /* in words from the chunk's start */
 #define NHM_PREV_INUSE 1
 #define NHM_IS_MMAPPED 2
+#define NHM_NON_MAIN_ARENA 4
+#define NHM_SIZE_BITS (NHM_PREV_INUSE | NHM_IS_MMAPPED | NHM_NON_MAIN_ARENA)
+/* Bit 3 of the size word: set only in a size that is not a multiple of 16 (MALLOC_ALIGNMENT),
+ * so a header with it set holds no chunk size. Its managed twin is Chunk.UnalignedSizeBit. */
+#define NHM_UNALIGNED_SIZE_BIT 8
 #define NHM_MIN_CHUNK 32
 
 /* The tcache bin of a request (csize2tidx of request2size; BinIndex.Tcache) and its chunks' size
