@@ -121,9 +121,8 @@ internal static unsafe partial class Ptmalloc
         nuint bytes = n * elemSize;
 
         MaybeInitTcache(ctx, ref ts);
-        void* cached = TcacheTryCalloc(ctx, ts.Tcache, bytes);
-        if (cached != null) return cached;
         MallocParams* mp = &ctx->Mp;
+        if (TcacheTryCalloc(ctx, ref ts, bytes, out void* cached)) return cached;
         MallocState* av = ArenaGet(ctx, ref ts, bytes);
         void* mem;
         Chunk* oldtop;
@@ -265,8 +264,7 @@ internal static unsafe partial class Ptmalloc
             alignment = a;
         }
         if (bytes > nuint.MaxValue - alignment - Chunk.MinSize) return null;
-        void* cached = TcacheTryMemalign(ctx, ts.Tcache, alignment, bytes);
-        if (cached != null) return cached;
+        if (TcacheTryMemalign(ctx, ref ts, alignment, bytes, out void* cached)) return cached;
         MallocState* av = ArenaGet(ctx, ref ts, bytes + alignment + Chunk.MinSize);
         try
         {

@@ -10,8 +10,8 @@ namespace NativeHeap.Arenas;
 internal static unsafe partial class Ptmalloc
 {
     // The tcache's policy: what is cached, when, how many and how many bytes, and how cached
-    // chunks go back to their arenas. The structure, and the steps libnativeheap's C fast paths
-    // repeat, are Bins/Tcache.cs; the fast paths themselves are Heap.Calls.cs.
+    // chunks go back to their arenas. The structure and its lists' steps (those libnativeheap's
+    // C fast paths repeat among them) are Bins/Tcache.cs; the fast paths are Heap.Calls.cs.
 
     /// <summary>MAYBE_INIT_TCACHE: the thread's first call makes its tcache.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -65,35 +65,48 @@ internal static unsafe partial class Ptmalloc
         nuint tcIdx = BinIndex.Tcache(nb);
         if (tcIdx < mp->TcacheBins)
             return tc->Counts[tcIdx] > 0 ? Tcache.Get(tc, tcIdx) : null;
-        return tcIdx >= BinIndex.TcacheMaxBins && nb < mp->TcacheLargeLimit ? TcacheGetLarge(tc, BinIndex.TcacheLarge(nb), nb) : null;
+        return tcIdx >= BinIndex.TcacheMaxBins && nb < mp->TcacheLargeLimit ? Tcache.GetLarge(tc, BinIndex.TcacheLarge(nb), nb) : null;
     }
 
     /// <summary>
     /// calloc's tcache step (glibc 2.41, calloc_tcache): a cached chunk of the size, all of it
-    /// cleared (a cached chunk held someone's data); null when the option is off or none is cached.
+    /// cleared (a cached chunk held someone's data); false when the option is off or none is cached.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void* TcacheTryCalloc(MallocContext* ctx, Tcache* tc, nuint bytes)
+    private static bool TcacheTryCalloc(MallocContext* ctx, ref ThreadLocals ts, nuint bytes, out void* cached)
     {
         nuint tbytes;
-        if (ctx->Mp.CallocFromTcache == 0 || (tbytes = Chunk.CheckedRequestToSize(bytes)) == 0) return null;
-        void* cached = TcacheTryGet(ctx, tc, tbytes);
-        if (cached != null) NativeMemory.Clear(cached, Chunk.SizeOf(Chunk.FromMem(cached)) - Chunk.SizeSz);
-        return cached;
+        cached = null;
+        if (ctx->Mp.CallocFromTcache != 0 && (tbytes = Chunk.CheckedRequestToSize(bytes)) != 0)
+        {
+            cached = TcacheTryGet(ctx, ts.Tcache, tbytes);
+            if (cached != null)
+            {
+                NativeMemory.Clear(cached, Chunk.SizeOf(Chunk.FromMem(cached)) - Chunk.SizeSz);
+                return true;
+            }
+        }
+        return false;
     }
 
     /// <summary>
     /// memalign's tcache step (glibc 2.39, memalign_tcache): a cached chunk of the size whose
-    /// memory is already aligned to <paramref name="alignment"/>, or null. A thread without a
-    /// tcache yet has nothing cached: none is made for the lookup.
+    /// memory is already aligned to <paramref name="alignment"/>. A thread without a tcache yet
+    /// has nothing cached: none is made for the lookup.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void* TcacheTryMemalign(MallocContext* ctx, Tcache* tc, nuint alignment, nuint bytes)
+    private static bool TcacheTryMemalign(MallocContext* ctx, ref ThreadLocals ts, nuint alignment, nuint bytes, out void* cached)
     {
-        if (ctx->Mp.MemalignTcache == 0) return null;
-        nuint nb = Chunk.CheckedRequestToSize(bytes);
-        nuint tcIdx = BinIndex.Tcache(nb);
-        return nb != 0 && tc != null && tcIdx < ctx->Mp.TcacheBins ? TcacheTakeAligned(tc, tcIdx, alignment) : null;
+        cached = null;
+        if (ctx->Mp.MemalignTcache != 0)
+        {
+            nuint nb = Chunk.CheckedRequestToSize(bytes);
+            nuint tcIdx = BinIndex.Tcache(nb);
+            if (nb != 0 && ts.Tcache != null && tcIdx < ctx->Mp.TcacheBins
+                && (cached = Tcache.TakeAligned(ts.Tcache, tcIdx, alignment)) != null)
+                return true;
+        }
+        return false;
     }
 
     /// <summary>
@@ -143,7 +156,7 @@ internal static unsafe partial class Ptmalloc
         MallocParams* mp = &ctx->Mp;
         nuint k = BinIndex.TcacheLarge(size);
         var e = (TcacheEntry*)Chunk.ToMem(p);
-        if (e->Key == ctx->TcacheKey && TcacheHoldsLarge(tc, k, e, size))
+        if (e->Key == ctx->TcacheKey && Tcache.HoldsLarge(tc, k, e, size))
             MallocPrinterr.Raise("free(): double free detected in tcache 2", e);
         if (tc->LargeCounts[k] >= Math.Min(mp->TcacheCount, Tcache.LargeBinCount) || size > mp->TcacheBytes / 4) return false;
         if (tc->Bytes + size > mp->TcacheBytes)
@@ -151,7 +164,7 @@ internal static unsafe partial class Ptmalloc
             if (!mayEvict) return false;
             TcacheEvict(ctx, tc, mp->TcacheBytes - mp->TcacheBytes / 4);
         }
-        TcachePutLarge(tc, p, k, size, ctx->TcacheKey);
+        Tcache.PutLarge(tc, p, k, size, ctx->TcacheKey);
         return true;
     }
 
@@ -200,7 +213,7 @@ internal static unsafe partial class Ptmalloc
         for (nuint k = BinIndex.TcacheLargeBins; k-- > 0 && tc->Bytes > target;)
         {
             while (*Tcache.LargeHead(tc, k) != null && tc->Bytes > target)
-                FreeInArena(ctx, null, Chunk.FromMem(TcacheTakeLarge(tc, k)));
+                FreeInArena(ctx, null, Chunk.FromMem(Tcache.TakeLarge(tc, k)));
         }
     }
 
@@ -350,128 +363,6 @@ internal static unsafe partial class Ptmalloc
         }
         ReturnLargeCached(ctx, tc, 0);
         if (bad != null) MallocPrinterr.Raise(Unaligned, bad);
-    }
-
-    /// <summary>
-    /// tcache_location_large: the first entry of large bin <paramref name="k"/> of at least
-    /// <paramref name="size"/> bytes (null: none), and the entry before it (null: it is the
-    /// head); with <paramref name="seek"/>, the walk goes on past entries of exactly that size
-    /// until it meets <paramref name="seek"/>. A misaligned link is reported with
-    /// <paramref name="misalignedMessage"/>, a list longer than its count as a corruption: the
-    /// walk never follows a bad pointer.
-    /// </summary>
-    private static TcacheEntry* TcacheLocateLarge(Tcache* tc, nuint k, nuint size, string misalignedMessage, out TcacheEntry* prev,
-        TcacheEntry* seek = null)
-    {
-        prev = null;
-        TcacheEntry* e = *Tcache.LargeHead(tc, k);
-        for (nuint steps = 0; e != null; steps++)
-        {
-            if (Chunk.Misaligned(e))
-            {
-                Tcache.QuarantineLarge(tc, k);
-                MallocPrinterr.Raise(misalignedMessage, e);
-            }
-            if (steps >= tc->LargeCounts[k])
-            {
-                Tcache.QuarantineLarge(tc, k);
-                MallocPrinterr.Raise("free(): too many chunks detected in tcache", e);
-            }
-            nuint entrySize = Chunk.SizeOf(Chunk.FromMem(e));
-            if (entrySize > size || (entrySize == size && (seek == null || e == seek))) break;
-            prev = e;
-            e = Chunk.Reveal(&e->Next);
-        }
-        return e;
-    }
-
-    /// <summary>free's double-free test: whether <paramref name="e"/>, a chunk of <paramref name="size"/> bytes, is cached in large bin <paramref name="k"/>.</summary>
-    private static bool TcacheHoldsLarge(Tcache* tc, nuint k, TcacheEntry* e, nuint size) =>
-        TcacheLocateLarge(tc, k, size, "free(): unaligned chunk detected in tcache 2", out _, e) == e;
-
-    /// <summary>Link <paramref name="e"/> after <paramref name="prev"/> (null: at the head): heads are plain pointers, links safe-linked.</summary>
-    private static void TcacheLinkAfter(Tcache* tc, nuint k, TcacheEntry* prev, TcacheEntry* e)
-    {
-        if (prev == null) *Tcache.LargeHead(tc, k) = e;
-        else prev->Next = Chunk.Protect(&prev->Next, e);
-    }
-
-    /// <summary>tcache_put_large: cache chunk <paramref name="p"/> of <paramref name="size"/> bytes in large bin <paramref name="k"/>, in size order (the caller checked for room).</summary>
-    private static void TcachePutLarge(Tcache* tc, Chunk* p, nuint k, nuint size, ulong key)
-    {
-        Debug.Assert(k < BinIndex.TcacheLargeBins && BinIndex.TcacheLarge(size) == k);
-        TcacheEntry* next = TcacheLocateLarge(tc, k, size, "free(): unaligned chunk detected in tcache 2", out TcacheEntry* prev);
-        var e = (TcacheEntry*)Chunk.ToMem(p);
-        e->Key = key;
-        e->Next = Chunk.Protect(&e->Next, next);
-        TcacheLinkAfter(tc, k, prev, e);
-        tc->LargeCounts[k]++;
-        tc->LargeBytes[k] += size;
-        tc->Bytes += size;
-    }
-
-    /// <summary>
-    /// tcache_get_large (glibc 2.43: exact fit): a cached chunk of exactly <paramref name="size"/>
-    /// bytes from large bin <paramref name="k"/>, or null. A larger one is left: handing it out
-    /// unsplit would keep up to twice the memory asked for.
-    /// </summary>
-    private static void* TcacheGetLarge(Tcache* tc, nuint k, nuint size)
-    {
-        TcacheEntry* e = TcacheLocateLarge(tc, k, size, "malloc(): unaligned tcache chunk detected", out TcacheEntry* prev);
-        if (e == null || Chunk.SizeOf(Chunk.FromMem(e)) != size) return null;
-        return TcacheUnlinkLarge(tc, k, prev, e, size);
-    }
-
-    /// <summary>Take entry <paramref name="e"/> (of <paramref name="size"/> bytes, after <paramref name="prev"/>) out of large bin <paramref name="k"/>; returns user memory.</summary>
-    private static void* TcacheUnlinkLarge(Tcache* tc, nuint k, TcacheEntry* prev, TcacheEntry* e, nuint size)
-    {
-        TcacheLinkAfter(tc, k, prev, Chunk.Reveal(&e->Next));
-        tc->LargeCounts[k]--;
-        tc->LargeBytes[k] -= size;
-        tc->Bytes -= size;
-        e->Key = 0;
-        return e;
-    }
-
-    /// <summary>The first (smallest) chunk of a non-empty large bin, for a drain; returns user memory.</summary>
-    private static void* TcacheTakeLarge(Tcache* tc, nuint k)
-    {
-        TcacheEntry* e = *Tcache.LargeHead(tc, k);
-        if (Chunk.Misaligned(e))
-        {
-            Tcache.QuarantineLarge(tc, k);
-            MallocPrinterr.Raise("tcache_thread_shutdown(): unaligned tcache chunk detected", e);
-        }
-        return TcacheUnlinkLarge(tc, k, null, e, Chunk.SizeOf(Chunk.FromMem(e)));
-    }
-
-    /// <summary>
-    /// glibc 2.39's memalign step: the first chunk of bin <paramref name="index"/> whose memory
-    /// is aligned to <paramref name="alignment"/>, taken out of the bin (user memory), or null.
-    /// The walk is bounded by the bin's count and never follows a misaligned link.
-    /// </summary>
-    private static void* TcacheTakeAligned(Tcache* tc, nuint index, nuint alignment)
-    {
-        // The head holds a plain pointer, each entry's link a safe-linked one.
-        TcacheEntry** link = Tcache.Head(tc, index);
-        TcacheEntry* e = *link;
-        for (nuint steps = 0; e != null; steps++)
-        {
-            if (Chunk.Misaligned(e) || steps >= tc->Counts[index])
-            {
-                Tcache.Quarantine(tc, index);
-                MallocPrinterr.Raise("malloc(): unaligned tcache chunk detected", e);
-            }
-            TcacheEntry* next = Chunk.Reveal(&e->Next);
-            if (((nuint)e & (alignment - 1)) == 0)
-            {
-                *link = steps == 0 ? next : Chunk.Protect(link, next);
-                return Tcache.Taken(tc, index, e);
-            }
-            link = &e->Next;
-            e = next;
-        }
-        return null;
     }
 
     /// <summary>The largest request the small tcache bins serve (1032), tcache_max's bound without large bins.</summary>

@@ -33,8 +33,8 @@ internal unsafe struct TcacheEntry
 /// with room on this struct itself (struct nhm_tcache in src/NativeHeap.Native/nativeheap-managed.h:
 /// Counts, Entries and Bytes, their order and the steps of Put and Take are a contract with it;
 /// NativeAbiLayoutTests compares the offsets and runs one sequence of calls on both sides).
-/// This file is the structure and those steps; what is cached, when, and how it goes back
-/// (the large bins' lists among it) is Arenas/Ptmalloc.Tcache.cs.
+/// This file is the structure and its lists' steps; what is cached, when, and how it goes
+/// back to the arenas is Arenas/Ptmalloc.Tcache.cs.
 /// </remarks>
 [StructLayout(LayoutKind.Sequential)]
 internal unsafe struct Tcache
@@ -114,6 +114,128 @@ internal unsafe struct Tcache
         tc->LargeCounts[k] = 0;
     }
 
+    /// <summary>
+    /// tcache_location_large: the first entry of large bin <paramref name="k"/> of at least
+    /// <paramref name="size"/> bytes (null: none), and the entry before it (null: it is the
+    /// head); with <paramref name="seek"/>, the walk goes on past entries of exactly that size
+    /// until it meets <paramref name="seek"/>. A misaligned link is reported with
+    /// <paramref name="misalignedMessage"/>, a list longer than its count as a corruption: the
+    /// walk never follows a bad pointer.
+    /// </summary>
+    private static TcacheEntry* LocateLarge(Tcache* tc, nuint k, nuint size, string misalignedMessage, out TcacheEntry* prev,
+        TcacheEntry* seek = null)
+    {
+        prev = null;
+        TcacheEntry* e = *LargeHead(tc, k);
+        for (nuint steps = 0; e != null; steps++)
+        {
+            if (Chunk.Misaligned(e))
+            {
+                QuarantineLarge(tc, k);
+                MallocPrinterr.Raise(misalignedMessage, e);
+            }
+            if (steps >= tc->LargeCounts[k])
+            {
+                QuarantineLarge(tc, k);
+                MallocPrinterr.Raise("free(): too many chunks detected in tcache", e);
+            }
+            nuint entrySize = Chunk.SizeOf(Chunk.FromMem(e));
+            if (entrySize > size || (entrySize == size && (seek == null || e == seek))) break;
+            prev = e;
+            e = Chunk.Reveal(&e->Next);
+        }
+        return e;
+    }
+
+    /// <summary>free's double-free test: whether <paramref name="e"/>, a chunk of <paramref name="size"/> bytes, is cached in large bin <paramref name="k"/>.</summary>
+    internal static bool HoldsLarge(Tcache* tc, nuint k, TcacheEntry* e, nuint size) =>
+        LocateLarge(tc, k, size, "free(): unaligned chunk detected in tcache 2", out _, e) == e;
+
+    /// <summary>Link <paramref name="e"/> after <paramref name="prev"/> (null: at the head): heads are plain pointers, links safe-linked.</summary>
+    private static void LinkAfter(Tcache* tc, nuint k, TcacheEntry* prev, TcacheEntry* e)
+    {
+        if (prev == null) *LargeHead(tc, k) = e;
+        else prev->Next = Chunk.Protect(&prev->Next, e);
+    }
+
+    /// <summary>tcache_put_large: cache chunk <paramref name="p"/> of <paramref name="size"/> bytes in large bin <paramref name="k"/>, in size order (the caller checked for room).</summary>
+    internal static void PutLarge(Tcache* tc, Chunk* p, nuint k, nuint size, ulong key)
+    {
+        Debug.Assert(k < BinIndex.TcacheLargeBins && BinIndex.TcacheLarge(size) == k);
+        TcacheEntry* next = LocateLarge(tc, k, size, "free(): unaligned chunk detected in tcache 2", out TcacheEntry* prev);
+        var e = (TcacheEntry*)Chunk.ToMem(p);
+        e->Key = key;
+        e->Next = Chunk.Protect(&e->Next, next);
+        LinkAfter(tc, k, prev, e);
+        tc->LargeCounts[k]++;
+        tc->LargeBytes[k] += size;
+        tc->Bytes += size;
+    }
+
+    /// <summary>
+    /// tcache_get_large (glibc 2.43: exact fit): a cached chunk of exactly <paramref name="size"/>
+    /// bytes from large bin <paramref name="k"/>, or null. A larger one is left: handing it out
+    /// unsplit would keep up to twice the memory asked for.
+    /// </summary>
+    internal static void* GetLarge(Tcache* tc, nuint k, nuint size)
+    {
+        TcacheEntry* e = LocateLarge(tc, k, size, "malloc(): unaligned tcache chunk detected", out TcacheEntry* prev);
+        if (e == null || Chunk.SizeOf(Chunk.FromMem(e)) != size) return null;
+        return UnlinkLarge(tc, k, prev, e, size);
+    }
+
+    /// <summary>Take entry <paramref name="e"/> (of <paramref name="size"/> bytes, after <paramref name="prev"/>) out of large bin <paramref name="k"/>; returns user memory.</summary>
+    private static void* UnlinkLarge(Tcache* tc, nuint k, TcacheEntry* prev, TcacheEntry* e, nuint size)
+    {
+        LinkAfter(tc, k, prev, Chunk.Reveal(&e->Next));
+        tc->LargeCounts[k]--;
+        tc->LargeBytes[k] -= size;
+        tc->Bytes -= size;
+        e->Key = 0;
+        return e;
+    }
+
+    /// <summary>The first (smallest) chunk of a non-empty large bin, for a drain; returns user memory.</summary>
+    internal static void* TakeLarge(Tcache* tc, nuint k)
+    {
+        TcacheEntry* e = *LargeHead(tc, k);
+        if (Chunk.Misaligned(e))
+        {
+            QuarantineLarge(tc, k);
+            MallocPrinterr.Raise("tcache_thread_shutdown(): unaligned tcache chunk detected", e);
+        }
+        return UnlinkLarge(tc, k, null, e, Chunk.SizeOf(Chunk.FromMem(e)));
+    }
+
+    /// <summary>
+    /// glibc 2.39's memalign step: the first chunk of bin <paramref name="index"/> whose memory
+    /// is aligned to <paramref name="alignment"/>, taken out of the bin (user memory), or null.
+    /// The walk is bounded by the bin's count and never follows a misaligned link.
+    /// </summary>
+    internal static void* TakeAligned(Tcache* tc, nuint index, nuint alignment)
+    {
+        // The head holds a plain pointer, each entry's link a safe-linked one.
+        TcacheEntry** link = Head(tc, index);
+        TcacheEntry* e = *link;
+        for (nuint steps = 0; e != null; steps++)
+        {
+            if (Chunk.Misaligned(e) || steps >= tc->Counts[index])
+            {
+                Quarantine(tc, index);
+                MallocPrinterr.Raise("malloc(): unaligned tcache chunk detected", e);
+            }
+            TcacheEntry* next = Chunk.Reveal(&e->Next);
+            if (((nuint)e & (alignment - 1)) == 0)
+            {
+                *link = steps == 0 ? next : Chunk.Protect(link, next);
+                return Taken(tc, index, e);
+            }
+            link = &e->Next;
+            e = next;
+        }
+        return null;
+    }
+
     /// <summary>tcache_get: take the first cached chunk of a non-empty bin; returns user memory.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void* Get(Tcache* tc, nuint index) => Take(tc, index, "malloc(): unaligned tcache chunk detected");
@@ -135,7 +257,7 @@ internal unsafe struct Tcache
 
     /// <summary>Entry <paramref name="e"/>, just unlinked from bin <paramref name="index"/>, leaves the counts and its key; returns user memory.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void* Taken(Tcache* tc, nuint index, TcacheEntry* e)
+    private static void* Taken(Tcache* tc, nuint index, TcacheEntry* e)
     {
         tc->Counts[index]--;
         tc->Bytes -= BinIndex.TcacheChunkSize(index);
