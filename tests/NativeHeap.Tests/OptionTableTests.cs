@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Reflection;
 using System.Text.RegularExpressions;
 using NativeHeap.Arenas;
@@ -29,12 +30,12 @@ public unsafe class OptionTableTests
         foreach (Option row in OptionTable.Rows)
         {
             Assert.True(Regex.IsMatch(row.Name, "^[a-z]+(_[a-z]+)*$"), row.Name);
-            Assert.True(row.Min <= row.Max, row.Name);
+            Assert.True(row.Range.Min <= row.Range.Max, row.Name);
             Assert.True((row.Store != null) != (row.Apply != null), $"{row.Name}: a store or an apply, one of them");
             Assert.True(row.Defaults is null || row.Store != null || row.Id == HeapOption.UseBrk, $"{row.Name}: a profile stores its defaults");
-            Assert.Equal(row.MaxWithoutLargeTcache is null, row.RefusalWithoutLargeTcache is null);
-            Assert.Equal(row.Id, Tunables.Parse($"{row.Name}={(row.Id == HeapOption.Profile ? "nativeheap" : row.Min.ToString())}").Single().Option);
-            Assert.Equal(row.Id, Tunables.Parse($"glibc.malloc.{row.Name}={(row.Id == HeapOption.Profile ? "nativeheap" : row.Min.ToString())}").Single().Option);
+            string value = row.Id == HeapOption.Profile ? "nativeheap" : row.Range.Min.ToString(CultureInfo.InvariantCulture);
+            Assert.Equal(row.Id, Tunables.Parse($"{row.Name}={value}").Single().Option);
+            Assert.Equal(row.Id, Tunables.Parse($"glibc.malloc.{row.Name}={value}").Single().Option);
         }
     }
 

@@ -13,6 +13,12 @@ internal enum OptionEffects
     FlushesTcache = 2,
 }
 
+/// <summary><paramref name="Min"/> to <paramref name="Max"/>, or <paramref name="Refusal"/>.</summary>
+internal readonly record struct OptionRange(long Min, long Max, string Refusal)
+{
+    internal bool Holds(long value) => value >= Min && value <= Max;
+}
+
 /// <summary>
 /// One option: its <see cref="HeapOption"/> id, its tunable name, the values it takes, each
 /// profile's default and how a value is applied. <see cref="Store"/> writes a value to
@@ -26,13 +32,10 @@ internal sealed unsafe class Option
     public required string Name { get; init; }
     /// <summary>Whether glibc 2.36 has the tunable (GLIBC_TUNABLES) or mallopt parameter with this meaning.</summary>
     public bool Glibc { get; init; }
-    public required long Min { get; init; }
-    public required long Max { get; init; }
-    /// <summary>Why a value outside <see cref="Min"/>..<see cref="Max"/> is refused.</summary>
-    public required string Refusal { get; init; }
-    /// <summary>A lower bound for a heap whose tcache has no large bins (the glibc-2.36 profile's), with its refusal.</summary>
-    public long? MaxWithoutLargeTcache { get; init; }
-    public string? RefusalWithoutLargeTcache { get; init; }
+    /// <summary>The values it takes, and why another is refused.</summary>
+    public required OptionRange Range { get; init; }
+    /// <summary>The narrower range of a heap whose tcache has no large bins (the glibc-2.36 profile's).</summary>
+    public OptionRange? RangeWithoutLargeTcache { get; init; }
     /// <summary>Each profile's value, which the profile sets; null: a profile leaves the option as it is.</summary>
     public (long Glibc236, long NativeHeap)? Defaults { get; init; }
     public OptionEffects Effects { get; init; }
@@ -53,149 +56,66 @@ internal sealed unsafe class Option
 internal static unsafe class OptionTable
 {
     private const long Off = 0, On = 1;
+    private static readonly OptionRange SizeOrNever = new(int.MinValue, long.MaxValue, "must be a byte count, or negative for never");
+    private static readonly OptionRange Positive = new(1, long.MaxValue, "must be positive");
+
+    /// <summary>An option that is off or on: 0 (<paramref name="off"/>) or 1 (<paramref name="on"/>).</summary>
+    private static OptionRange Switch(string off, string on) => new(0, 1, $"must be 0 ({off}) or 1 ({on})");
+
+    /// <summary>The same default in both profiles.</summary>
+    private static (long, long) Both(long value) => (value, value);
 
     /// <summary>In <see cref="HeapOption"/>'s order, which is also the order the tunables are listed in.</summary>
     internal static readonly Option[] Rows =
     [
-        new()
-        {
-            Id = HeapOption.MxFast, Name = "mxfast", Glibc = true,
-            Min = 0, Max = (long)BinIndex.MaxFastSize, Refusal = $"must be 0 to {BinIndex.MaxFastSize}",
-            Defaults = ((long)BinIndex.DefaultMxFast, (long)BinIndex.DefaultMxFast), Store = &StoreMxFast,
-        },
-        // glibc 2.36 takes any value for the size parameters, a negative int becoming a
-        // huge size_t (-1: never trim, never mmap), as C's conversion does.
-        new()
-        {
-            Id = HeapOption.TrimThreshold, Name = "trim_threshold", Glibc = true,
-            Min = int.MinValue, Max = long.MaxValue, Refusal = "must be a byte count, or negative for never",
-            Defaults = ((long)MallocParams.DefaultTrimThreshold, (long)MallocParams.DefaultTrimThreshold),
-            Effects = OptionEffects.StopsDynamicThreshold, Store = &StoreTrimThreshold,
-        },
-        new()
-        {
-            // A huge pad would only make every growth fail.
-            Id = HeapOption.TopPad, Name = "top_pad", Glibc = true,
-            Min = 0, Max = long.MaxValue, Refusal = "must be a byte count",
-            Defaults = ((long)MallocParams.DefaultTopPad, (long)MallocParams.DefaultTopPad),
-            Effects = OptionEffects.StopsDynamicThreshold, Store = &StoreTopPad,
-        },
-        new()
-        {
-            Id = HeapOption.MmapThreshold, Name = "mmap_threshold", Glibc = true,
-            Min = int.MinValue, Max = long.MaxValue, Refusal = "must be a byte count, or negative for never",
-            Defaults = ((long)MallocParams.DefaultMmapThreshold, (long)MallocParams.DefaultMmapThreshold),
-            Effects = OptionEffects.StopsDynamicThreshold, Store = &StoreMmapThreshold,
-        },
-        new()
-        {
-            Id = HeapOption.MmapMax, Name = "mmap_max", Glibc = true,
-            Min = int.MinValue, Max = int.MaxValue, Refusal = "must be an int (0 or less: never mmap)",
-            Defaults = (MallocParams.DefaultMmapMax, MallocParams.DefaultMmapMax),
-            Effects = OptionEffects.StopsDynamicThreshold, Store = &StoreMmapMax,
-        },
-        new()
-        {
-            Id = HeapOption.Check, Name = "check",
-            Min = 0, Max = 3, Refusal = "must be 0 to 3", Store = &StoreCheck,
-        },
-        new()
-        {
-            Id = HeapOption.Perturb, Name = "perturb", Glibc = true,
-            Min = 0, Max = 255, Refusal = "must be 0 to 255", Store = &StorePerturb,
-        },
-        new()
-        {
-            Id = HeapOption.ArenaTest, Name = "arena_test", Glibc = true,
-            Min = 1, Max = long.MaxValue, Refusal = "must be positive", Defaults = (8, 8), Store = &StoreArenaTest,
-        },
-        new()
-        {
-            // The default, 0, is no value a caller may set: the limit is then 8 arenas per core.
-            Id = HeapOption.ArenaMax, Name = "arena_max", Glibc = true,
-            Min = 1, Max = long.MaxValue, Refusal = "must be positive", Defaults = (0, 0), Store = &StoreArenaMax,
-        },
-        new()
-        {
-            Id = HeapOption.TcacheCount, Name = "tcache_count", Glibc = true,
-            Min = 0, Max = (long)MallocParams.MaxTcacheCount, Refusal = $"must be 0 to {MallocParams.MaxTcacheCount}",
+        new() { Id = HeapOption.MxFast, Name = "mxfast", Glibc = true, Range = new(0, (long)BinIndex.MaxFastSize, $"must be 0 to {BinIndex.MaxFastSize}"),
+            Defaults = Both((long)BinIndex.DefaultMxFast), Store = &StoreMxFast },
+        // glibc 2.36 takes any value for the size parameters, a negative int becoming a huge
+        // size_t (-1: never trim, never mmap), as C's conversion does; a huge pad would only make
+        // every growth fail.
+        new() { Id = HeapOption.TrimThreshold, Name = "trim_threshold", Glibc = true, Range = SizeOrNever,
+            Defaults = Both((long)MallocParams.DefaultTrimThreshold), Effects = OptionEffects.StopsDynamicThreshold, Store = &StoreTrimThreshold },
+        new() { Id = HeapOption.TopPad, Name = "top_pad", Glibc = true, Range = new(0, long.MaxValue, "must be a byte count"),
+            Defaults = Both((long)MallocParams.DefaultTopPad), Effects = OptionEffects.StopsDynamicThreshold, Store = &StoreTopPad },
+        new() { Id = HeapOption.MmapThreshold, Name = "mmap_threshold", Glibc = true, Range = SizeOrNever,
+            Defaults = Both((long)MallocParams.DefaultMmapThreshold), Effects = OptionEffects.StopsDynamicThreshold, Store = &StoreMmapThreshold },
+        new() { Id = HeapOption.MmapMax, Name = "mmap_max", Glibc = true, Range = new(int.MinValue, int.MaxValue, "must be an int (0 or less: never mmap)"),
+            Defaults = Both(MallocParams.DefaultMmapMax), Effects = OptionEffects.StopsDynamicThreshold, Store = &StoreMmapMax },
+        new() { Id = HeapOption.Check, Name = "check", Range = new(0, 3, "must be 0 to 3"), Store = &StoreCheck },
+        new() { Id = HeapOption.Perturb, Name = "perturb", Glibc = true, Range = new(0, 255, "must be 0 to 255"), Store = &StorePerturb },
+        new() { Id = HeapOption.ArenaTest, Name = "arena_test", Glibc = true, Range = Positive, Defaults = Both(8), Store = &StoreArenaTest },
+        // The default, 0, is no value a caller may set: the limit is then 8 arenas per core.
+        new() { Id = HeapOption.ArenaMax, Name = "arena_max", Glibc = true, Range = Positive, Defaults = Both(0), Store = &StoreArenaMax },
+        new() { Id = HeapOption.TcacheCount, Name = "tcache_count", Glibc = true,
+            Range = new(0, (long)MallocParams.MaxTcacheCount, $"must be 0 to {MallocParams.MaxTcacheCount}"),
             Defaults = ((long)MallocParams.DefaultTcacheCount, (long)MallocParams.NativeHeapTcacheCount),
-            Effects = OptionEffects.FlushesTcache, Store = &Ptmalloc.StoreTcacheCount,
-        },
-        new()
-        {
-            Id = HeapOption.TcacheMax, Name = "tcache_max", Glibc = true,
-            Min = 0, Max = (long)Ptmalloc.MaxTcacheLarge, Refusal = $"must be 0 to {Ptmalloc.MaxTcacheLarge}",
-            MaxWithoutLargeTcache = (long)Ptmalloc.MaxTcacheSmall,
-            RefusalWithoutLargeTcache = $"must be 0 to {Ptmalloc.MaxTcacheSmall} (the glibc-2.36 profile's tcache has no large bins)",
-            // The large bins exist but, as in glibc 2.42 and 2.43, take nothing until tcache_max is
-            // raised: cached next to top, large chunks keep the heap from shrinking (README).
-            Defaults = ((long)Ptmalloc.MaxTcacheSmall, (long)Ptmalloc.MaxTcacheSmall),
-            Effects = OptionEffects.FlushesTcache, Store = &Ptmalloc.StoreTcacheMax,
-        },
-        new()
-        {
-            Id = HeapOption.TcacheUnsortedLimit, Name = "tcache_unsorted_limit", Glibc = true,
-            Min = 0, Max = long.MaxValue, Refusal = "must be 0 or more", Defaults = (0, 0), Store = &Ptmalloc.StoreTcacheUnsortedLimit,
-        },
-        new()
-        {
-            Id = HeapOption.UseBrk, Name = "use_brk",
-            Min = 0, Max = 1, Refusal = "must be 0 (mmap'd heaps) or 1 (the break)", Defaults = (On, Off), Apply = &ApplyUseBrk,
-        },
-        new()
-        {
-            Id = HeapOption.FailFast, Name = "fail_fast",
-            Min = 0, Max = 1, Refusal = "must be 0 (throw) or 1 (end the process)", Apply = &ApplyFailFast,
-        },
-        new()
-        {
-            Id = HeapOption.Profile, Name = "profile",
-            Min = (long)HeapProfile.NativeHeap, Max = (long)HeapProfile.Glibc236, Refusal = "must be 0 (nativeheap) or 1 (glibc-2.36)",
-            Apply = &ApplyProfile,
-        },
-        new()
-        {
-            Id = HeapOption.TcacheBytes, Name = "tcache_bytes",
-            Min = 0, Max = long.MaxValue, Refusal = "must be a byte count (0: no bound)",
-            Defaults = (0, (long)MallocParams.NativeHeapTcacheBytes), Effects = OptionEffects.FlushesTcache, Store = &Ptmalloc.StoreTcacheBytes,
-        },
-        new()
-        {
-            Id = HeapOption.CallocTcache, Name = "calloc_tcache",
-            Min = 0, Max = 1, Refusal = "must be 0 (the arena, as glibc 2.36) or 1 (the tcache, as glibc 2.41)",
-            Defaults = (Off, On), Store = &Ptmalloc.StoreCallocTcache,
-        },
-        new()
-        {
-            Id = HeapOption.TrimTcache, Name = "trim_tcache",
-            Min = 0, Max = 1, Refusal = "must be 0 (keep the tcache, as glibc) or 1 (empty the caller's first)",
-            Defaults = (Off, On), Store = &Ptmalloc.StoreTrimTcache,
-        },
-        new()
-        {
-            Id = HeapOption.PurgeDelay, Name = "purge_delay",
-            Min = -1, Max = int.MaxValue, Refusal = "must be milliseconds, 0 (at once) or -1 (never)",
-            Defaults = (-1, MallocParams.NativeHeapPurgeDelayMs), Store = &StorePurgeDelay,
-        },
-        new()
-        {
-            Id = HeapOption.TcacheFlush, Name = "tcache_flush",
-            Min = 0, Max = 1, Refusal = "must be 0 (one chunk to its arena, as glibc) or 1 (the bin's older half)",
-            Defaults = (Off, On), Store = &Ptmalloc.StoreTcacheFlush,
-        },
-        new()
-        {
-            Id = HeapOption.ReallocInPlace, Name = "realloc_in_place",
-            Min = 0, Max = 1, Refusal = "must be 0 (the arena, as glibc 2.36) or 1 (in place, as glibc 2.38)",
-            Defaults = (Off, On), Store = &StoreReallocInPlace,
-        },
-        new()
-        {
-            Id = HeapOption.MemalignTcache, Name = "memalign_tcache",
-            Min = 0, Max = 1, Refusal = "must be 0 (the arena, as glibc 2.36) or 1 (the tcache, as glibc 2.39)",
-            Defaults = (Off, On), Store = &Ptmalloc.StoreMemalignTcache,
-        },
+            Effects = OptionEffects.FlushesTcache, Store = &Ptmalloc.StoreTcacheCount },
+        // The large bins exist but, as in glibc 2.42 and 2.43, take nothing until tcache_max is
+        // raised: cached next to top, large chunks keep the heap from shrinking (README).
+        new() { Id = HeapOption.TcacheMax, Name = "tcache_max", Glibc = true,
+            Range = new(0, (long)Ptmalloc.MaxTcacheLarge, $"must be 0 to {Ptmalloc.MaxTcacheLarge}"),
+            RangeWithoutLargeTcache = new(0, (long)Ptmalloc.MaxTcacheSmall,
+                $"must be 0 to {Ptmalloc.MaxTcacheSmall} (the glibc-2.36 profile's tcache has no large bins)"),
+            Defaults = Both((long)Ptmalloc.MaxTcacheSmall), Effects = OptionEffects.FlushesTcache, Store = &Ptmalloc.StoreTcacheMax },
+        new() { Id = HeapOption.TcacheUnsortedLimit, Name = "tcache_unsorted_limit", Glibc = true, Range = new(0, long.MaxValue, "must be 0 or more"),
+            Defaults = Both(0), Store = &Ptmalloc.StoreTcacheUnsortedLimit },
+        new() { Id = HeapOption.UseBrk, Name = "use_brk", Range = Switch("mmap'd heaps", "the break"), Defaults = (On, Off), Apply = &ApplyUseBrk },
+        new() { Id = HeapOption.FailFast, Name = "fail_fast", Range = Switch("throw", "end the process"), Apply = &ApplyFailFast },
+        new() { Id = HeapOption.Profile, Name = "profile", Range = Switch("nativeheap", "glibc-2.36"), Apply = &ApplyProfile },
+        new() { Id = HeapOption.TcacheBytes, Name = "tcache_bytes", Range = new(0, long.MaxValue, "must be a byte count (0: no bound)"),
+            Defaults = (0, (long)MallocParams.NativeHeapTcacheBytes), Effects = OptionEffects.FlushesTcache, Store = &Ptmalloc.StoreTcacheBytes },
+        new() { Id = HeapOption.CallocTcache, Name = "calloc_tcache", Range = Switch("the arena, as glibc 2.36", "the tcache, as glibc 2.41"),
+            Defaults = (Off, On), Store = &Ptmalloc.StoreCallocTcache },
+        new() { Id = HeapOption.TrimTcache, Name = "trim_tcache", Range = Switch("keep the tcache, as glibc", "empty the caller's first"),
+            Defaults = (Off, On), Store = &Ptmalloc.StoreTrimTcache },
+        new() { Id = HeapOption.PurgeDelay, Name = "purge_delay", Range = new(-1, int.MaxValue, "must be milliseconds, 0 (at once) or -1 (never)"),
+            Defaults = (-1, MallocParams.NativeHeapPurgeDelayMs), Store = &StorePurgeDelay },
+        new() { Id = HeapOption.TcacheFlush, Name = "tcache_flush", Range = Switch("one chunk to its arena, as glibc", "the bin's older half"),
+            Defaults = (Off, On), Store = &Ptmalloc.StoreTcacheFlush },
+        new() { Id = HeapOption.ReallocInPlace, Name = "realloc_in_place", Range = Switch("the arena, as glibc 2.36", "in place, as glibc 2.38"),
+            Defaults = (Off, On), Store = &StoreReallocInPlace },
+        new() { Id = HeapOption.MemalignTcache, Name = "memalign_tcache", Range = Switch("the arena, as glibc 2.36", "the tcache, as glibc 2.39"),
+            Defaults = (Off, On), Store = &Ptmalloc.StoreMemalignTcache },
     ];
 
     /// <summary>The row of <paramref name="id"/>, or null for a value that is no option.</summary>
@@ -216,9 +136,8 @@ internal static unsafe class OptionTable
     /// <summary>Why <paramref name="value"/> is outside <paramref name="row"/>'s range on this heap, or null.</summary>
     internal static string? CheckRange(MallocContext* ctx, Option row, long value)
     {
-        if (row.MaxWithoutLargeTcache is long small && ctx->Mp.TcacheHasLarge == 0)
-            return value < row.Min || value > small ? row.RefusalWithoutLargeTcache : null;
-        return value < row.Min || value > row.Max ? row.Refusal : null;
+        OptionRange range = row.RangeWithoutLargeTcache is OptionRange small && ctx->Mp.TcacheHasLarge == 0 ? small : row.Range;
+        return range.Holds(value) ? null : range.Refusal;
     }
 
     private static void StoreMxFast(MallocParams* mp, long value) => mp->MaxFast = BinIndex.MaxFastChunk((nuint)value);
