@@ -27,7 +27,7 @@ public static unsafe partial class Heap
     {
         if (tc != null && size < s_fastRequestLimit)
         {
-            nuint idx = size <= 8 ? 0 : (size + Chunk.SizeSz + Chunk.AlignMask) / Chunk.Alignment - 2;
+            nuint idx = BinIndex.TcacheForRequest(size);
             if (tc->Counts[idx] != 0) return Tcache.Get(tc, idx);
         }
         return null;
@@ -49,8 +49,8 @@ public static unsafe partial class Heap
             || !(Ownership.HoldsHeapSlot(s_heapSlots, p) || (s_onBreak && MallocContext.OnBreakBelowTop(s_context, p))))
             return false;
         nuint head = p->Size;
-        nuint idx = (head - Chunk.MinSize) >> 4; // huge when the size is below MINSIZE
-        if (idx < s_fastBins && (head & (Chunk.IsMmapped | 8)) == 0
+        nuint idx = (head - Chunk.MinSize) >> 4; // csize2tidx of the head, its flag bits shifted out; huge below MINSIZE
+        if (idx < s_fastBins && (head & (Chunk.IsMmapped | Chunk.UnalignedSizeBit)) == 0
             && Tcache.HasRoom(tc, idx, s_tcacheCount, s_tcacheBytes)
             && ((TcacheEntry*)ptr)->Key != s_tcacheKey)
         {

@@ -13,31 +13,9 @@ internal static class Tunables
     internal const string Variable = "NATIVEHEAP_TUNABLES";
     private const string GlibcPrefix = "glibc.malloc.";
 
-    private static readonly Dictionary<string, HeapOption> Names = new(StringComparer.Ordinal)
-    {
-        ["mxfast"] = HeapOption.MxFast,
-        ["trim_threshold"] = HeapOption.TrimThreshold,
-        ["top_pad"] = HeapOption.TopPad,
-        ["mmap_threshold"] = HeapOption.MmapThreshold,
-        ["mmap_max"] = HeapOption.MmapMax,
-        ["check"] = HeapOption.Check,
-        ["perturb"] = HeapOption.Perturb,
-        ["arena_test"] = HeapOption.ArenaTest,
-        ["arena_max"] = HeapOption.ArenaMax,
-        ["tcache_count"] = HeapOption.TcacheCount,
-        ["tcache_max"] = HeapOption.TcacheMax,
-        ["tcache_unsorted_limit"] = HeapOption.TcacheUnsortedLimit,
-        ["use_brk"] = HeapOption.UseBrk,
-        ["fail_fast"] = HeapOption.FailFast,
-        ["profile"] = HeapOption.Profile,
-        ["tcache_bytes"] = HeapOption.TcacheBytes,
-        ["calloc_tcache"] = HeapOption.CallocTcache,
-        ["trim_tcache"] = HeapOption.TrimTcache,
-        ["purge_delay"] = HeapOption.PurgeDelay,
-        ["tcache_flush"] = HeapOption.TcacheFlush,
-        ["realloc_in_place"] = HeapOption.ReallocInPlace,
-        ["memalign_tcache"] = HeapOption.MemalignTcache,
-    };
+    /// <summary>OptionTable's names, in its order (which the "known:" list keeps).</summary>
+    private static readonly Dictionary<string, HeapOption> Names =
+        Arenas.OptionTable.Rows.ToDictionary(row => row.Name, row => row.Id, StringComparer.Ordinal);
 
     /// <summary>The profiles' names, as <c>profile=</c> takes them.</summary>
     internal static readonly Dictionary<string, HeapProfile> ProfileNames = new(StringComparer.Ordinal)

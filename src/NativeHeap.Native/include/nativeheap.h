@@ -33,10 +33,20 @@ void *nh_valloc(size_t size);
 void *nh_pvalloc(size_t size);
 size_t nh_malloc_usable_size(void *ptr);
 int nh_malloc_trim(size_t pad);
-/* glibc's M_* parameters, and NativeHeap's own: */
+/* glibc's M_* parameters, and NativeHeap's own (HeapOption's ids; README lists what each does): */
 #define NH_M_TCACHE_COUNT 100
 #define NH_M_TCACHE_MAX 101
 #define NH_M_TCACHE_UNSORTED_LIMIT 102
+#define NH_M_USE_BRK 103
+#define NH_M_FAIL_FAST 104
+#define NH_M_PROFILE 105
+#define NH_M_TCACHE_BYTES 106
+#define NH_M_CALLOC_TCACHE 107
+#define NH_M_TRIM_TCACHE 108
+#define NH_M_PURGE_DELAY 109
+#define NH_M_TCACHE_FLUSH 110
+#define NH_M_REALLOC_IN_PLACE 111
+#define NH_M_MEMALIGN_TCACHE 112
 int nh_mallopt(int param, int value);
 struct mallinfo2 nh_mallinfo2(void);
 void nh_malloc_stats(void);

@@ -61,8 +61,6 @@ internal unsafe struct MallocParams
     internal const int DefaultMmapMax = 65536;
     internal const nuint DefaultTcacheCount = 7;
     internal const nuint MaxTcacheCount = ushort.MaxValue;
-    /// <summary>HEAP_MAX_SIZE: the size of a non-main heap, and twice the largest mmap threshold.</summary>
-    internal const nuint HeapMaxSize = 64 * 1024 * 1024;
     /// <summary>FASTBIN_CONSOLIDATION_THRESHOLD: a free that leaves a chunk this big consolidates and trims.</summary>
     internal const nuint FastbinConsolidationThreshold = 64 * 1024;
     /// <summary>MMAP_AS_MORECORE_SIZE: the least the main arena maps when sbrk fails.</summary>
@@ -80,40 +78,13 @@ internal unsafe struct MallocParams
     /// <summary>The nativeheap profile's purge delay (README: chosen by malloc-large's time and RSS).</summary>
     internal const long NativeHeapPurgeDelayMs = 1000;
 
-    /// <summary>Every tunable to <paramref name="profile"/>'s value (glibc 2.36's defaults, then the nativeheap profile's changes).</summary>
+    /// <summary>
+    /// Every option a profile sets to <paramref name="profile"/>'s value (OptionTable's
+    /// defaults), and the tcache's large bins, which only the profile decides.
+    /// </summary>
     internal void SetDefaults(HeapProfile profile)
     {
-        TrimThreshold = DefaultTrimThreshold;
-        TopPad = DefaultTopPad;
-        MmapThreshold = DefaultMmapThreshold;
-        NMmapsMax = DefaultMmapMax;
-        ArenaTest = 8;
-        ArenaMax = 0;
-        TcacheBins = (nuint)Bins.BinIndex.TcacheMaxBins;
-        TcacheMaxBytes = Bins.BinIndex.TcacheUsableSize((nuint)Bins.BinIndex.TcacheMaxBins - 1);
-        TcacheCount = DefaultTcacheCount;
-        TcacheUnsortedLimit = 0;
-        MaxFast = Bins.BinIndex.MaxFastChunk(Bins.BinIndex.DefaultMxFast);
-        TcacheBytes = nuint.MaxValue;
-        CallocFromTcache = 0;
-        TrimTcache = 0;
-        TcacheFlush = 0;
-        ReallocInPlace = 0;
-        MemalignTcache = 0;
-        PurgeDelayMs = -1;
-        TcacheHasLarge = 0;
-        TcacheLargeLimit = 0;
-        if (profile == HeapProfile.Glibc236) return;
-        // The large bins exist but, as in glibc 2.42 and 2.43, take nothing until tcache_max is
-        // raised: cached next to top, large chunks keep the heap from shrinking (README).
-        TcacheHasLarge = 1;
-        TcacheCount = NativeHeapTcacheCount;
-        TcacheBytes = NativeHeapTcacheBytes;
-        CallocFromTcache = 1;
-        TrimTcache = 1;
-        TcacheFlush = 1;
-        ReallocInPlace = 1;
-        MemalignTcache = 1;
-        PurgeDelayMs = NativeHeapPurgeDelayMs;
+        fixed (MallocParams* mp = &this) OptionTable.StoreDefaults(mp, profile);
+        TcacheHasLarge = profile == HeapProfile.Glibc236 ? 0 : 1;
     }
 }

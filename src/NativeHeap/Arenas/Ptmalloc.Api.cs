@@ -13,47 +13,6 @@ internal static unsafe partial class Ptmalloc
     // the thread's tcache without a lock, then the thread's arena under its lock. Null means
     // "no memory" (glibc's ENOMEM); corruption raises HeapCorruptionException.
 
-    /// <summary>MAYBE_INIT_TCACHE: the thread's first call makes its tcache.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void MaybeInitTcache(MallocContext* ctx, ref ThreadLocals ts)
-    {
-        if (ts.Tcache == null) TcacheInit(ctx, ref ts);
-    }
-
-    /// <summary>tcache_init: the tcache is a chunk of the thread's arena.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void TcacheInit(MallocContext* ctx, ref ThreadLocals ts)
-    {
-        if (ts.TcacheShutDown || ts.TcacheInitializing) return;
-        ts.TcacheInitializing = true;
-        try
-        {
-            nuint bytes = ctx->Mp.TcacheHasLarge != 0 ? (nuint)sizeof(Tcache) : Tcache.GlibcSize;
-            MallocState* av = ArenaGet(ctx, ref ts, bytes);
-            void* victim;
-            try
-            {
-                victim = IntMalloc(ctx, av, null, bytes);
-                if (victim == null)
-                {
-                    av = ArenaGetRetry(ctx, ref ts, av, bytes);
-                    victim = av == null ? null : IntMalloc(ctx, av, null, bytes);
-                }
-            }
-            finally
-            {
-                if (av != null) FutexLock.Exit(&av->Mutex);
-            }
-            if (victim == null) return;
-            NativeMemory.Clear(victim, bytes);
-            ts.Tcache = (Tcache*)victim;
-        }
-        finally
-        {
-            ts.TcacheInitializing = false;
-        }
-    }
-
     /// <summary>The arena-locked part of malloc: _int_malloc in the thread's arena, once more in another on failure.</summary>
     private static void* MallocInArena(MallocContext* ctx, ref ThreadLocals ts, nuint bytes)
     {
@@ -100,20 +59,6 @@ internal static unsafe partial class Ptmalloc
         MaybeInitTcache(ctx, ref ts);
         void* cached = TcacheTryGet(ctx, ts.Tcache, tbytes);
         return cached != null ? cached : MallocInArena(ctx, ref ts, bytes);
-    }
-
-    /// <summary>
-    /// tcache_try_malloc: a cached chunk of size <paramref name="nb"/> from a small bin, or one
-    /// of exactly that size from a large bin (glibc 2.42-2.43); null when there is none.
-    /// </summary>
-    private static void* TcacheTryGet(MallocContext* ctx, Tcache* tc, nuint nb)
-    {
-        if (tc == null) return null;
-        MallocParams* mp = &ctx->Mp;
-        nuint tcIdx = BinIndex.Tcache(nb);
-        if (tcIdx < mp->TcacheBins)
-            return tc->Counts[tcIdx] > 0 ? Tcache.Get(tc, tcIdx) : null;
-        return tcIdx >= BinIndex.TcacheMaxBins && nb < mp->TcacheLargeLimit ? Tcache.GetLarge(tc, BinIndex.TcacheLarge(nb), nb) : null;
     }
 
     /// <summary>
@@ -177,16 +122,7 @@ internal static unsafe partial class Ptmalloc
 
         MaybeInitTcache(ctx, ref ts);
         MallocParams* mp = &ctx->Mp;
-        nuint tbytes;
-        if (mp->CallocFromTcache != 0 && (tbytes = Chunk.CheckedRequestToSize(bytes)) != 0)
-        {
-            void* cached = TcacheTryGet(ctx, ts.Tcache, tbytes);
-            if (cached != null)
-            {
-                NativeMemory.Clear(cached, Chunk.SizeOf(Chunk.FromMem(cached)) - Chunk.SizeSz);
-                return cached;
-            }
-        }
+        if (TcacheTryCalloc(ctx, ref ts, bytes, out void* cached)) return cached;
         MallocState* av = ArenaGet(ctx, ref ts, bytes);
         void* mem;
         Chunk* oldtop;
@@ -328,17 +264,7 @@ internal static unsafe partial class Ptmalloc
             alignment = a;
         }
         if (bytes > nuint.MaxValue - alignment - Chunk.MinSize) return null;
-        if (ctx->Mp.MemalignTcache != 0)
-        {
-            // glibc 2.39: a cached chunk of the size that happens to be aligned serves the request.
-            // A thread without a tcache yet has nothing cached: none is made for the lookup.
-            nuint nb = Chunk.CheckedRequestToSize(bytes);
-            nuint tcIdx = BinIndex.Tcache(nb);
-            void* cached;
-            if (nb != 0 && ts.Tcache != null && tcIdx < ctx->Mp.TcacheBins
-                && (cached = Tcache.TakeAligned(ts.Tcache, tcIdx, alignment)) != null)
-                return cached;
-        }
+        if (TcacheTryMemalign(ctx, ref ts, alignment, bytes, out void* cached)) return cached;
         MallocState* av = ArenaGet(ctx, ref ts, bytes + alignment + Chunk.MinSize);
         try
         {

@@ -54,6 +54,10 @@ internal static class BinIndex
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static nuint Tcache(nuint chunkSize) => (chunkSize - Chunk.MinSize + Chunk.Alignment - 1) / Chunk.Alignment;
 
+    /// <summary>usize2tidx: the tcache bin of a request of <paramref name="bytes"/>, csize2tidx of its request2size (nhm_tcache_index is its C twin).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static nuint TcacheForRequest(nuint bytes) => bytes <= 8 ? 0 : (bytes + Chunk.SizeSz + Chunk.AlignMask) / Chunk.Alignment - 2;
+
     /// <summary>The chunk size tcache bin <paramref name="index"/> holds.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static nuint TcacheChunkSize(nuint index) => index * Chunk.Alignment + Chunk.MinSize;

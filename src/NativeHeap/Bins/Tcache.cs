@@ -33,6 +33,8 @@ internal unsafe struct TcacheEntry
 /// with room on this struct itself (struct nhm_tcache in src/NativeHeap.Native/nativeheap-managed.h:
 /// Counts, Entries and Bytes, their order and the steps of Put and Take are a contract with it;
 /// NativeAbiLayoutTests compares the offsets and runs one sequence of calls on both sides).
+/// This file is the structure and its lists' steps; what is cached, when, and how it goes
+/// back to the arenas is Arenas/Ptmalloc.Tcache.cs.
 /// </remarks>
 [StructLayout(LayoutKind.Sequential)]
 internal unsafe struct Tcache

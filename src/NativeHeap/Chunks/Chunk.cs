@@ -32,6 +32,12 @@ internal unsafe struct Chunk
     internal const nuint IsMmapped = 2;
     internal const nuint NonMainArena = 4;
     internal const nuint SizeBits = PrevInuse | IsMmapped | NonMainArena;
+    /// <summary>
+    /// Bit 3 of a head: no flag, set only in a size that is not a multiple of 16, so "not a
+    /// size". The free fast paths test it with IS_MMAPPED in one mask (its C twin is
+    /// NHM_UNALIGNED_SIZE_BIT in src/NativeHeap.Native/nativeheap-managed.h).
+    /// </summary>
+    internal const nuint UnalignedSizeBit = 8;
 
     /// <summary>sizeof(struct malloc_chunk): malloc_trim keeps this much of a free chunk's head resident.</summary>
     internal const nuint StructSize = 48;
