@@ -122,7 +122,7 @@ internal unsafe struct MallocContext
     private static ulong RandomKey()
     {
         ulong key;
-        if (Interop.Libc.GetRandom(&key, sizeof(ulong), 1 /* GRND_NONBLOCK */) == sizeof(ulong)) return key;
+        if (OsProcess.TryGetRandom(&key, sizeof(ulong))) return key;
         return (ulong)Random.Shared.NextInt64() ^ (ulong)Environment.TickCount64;
     }
 
