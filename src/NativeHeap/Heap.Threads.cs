@@ -60,8 +60,8 @@ public static unsafe partial class Heap
     /// The owners of .NET threads' state, held weakly, so that an ended thread's tcache and
     /// arena go back when the next thread starts allocating or the purge timer runs (glibc
     /// gives them back at thread exit), not when a GC finalizes the owner: a process that
-    /// allocates little managed memory may not collect for minutes, and larson's eight short
-    /// threads then made eight arenas and kept eight tcaches. Guarded by itself.
+    /// allocates little managed memory may not collect for minutes, and its short threads would
+    /// each keep an arena and a tcache meanwhile (docs/decisions.md). Guarded by itself.
     /// </summary>
     private static readonly List<WeakReference<ThreadOwner>> s_owners = [];
 
