@@ -33,7 +33,7 @@ internal static class MallocPrinterr
     [DoesNotReturn]
     internal static unsafe void Raise(string glibcMessage, void* address)
     {
-        if (s_abortLikeGlibc) Interop.Libc.PrintAndAbort(glibcMessage);
+        if (s_abortLikeGlibc) Os.OsProcess.PrintAndAbort(glibcMessage);
         var e = new HeapCorruptionException(glibcMessage, (nuint)address);
         if (s_failFast) Environment.FailFast("NativeHeap: " + e.Message);
         throw e;

@@ -96,11 +96,11 @@ internal unsafe struct MallocContext
         MallocState* av = &ctx->Main;
         for (MallocState* a = av->Next; a != av;)
         {
-            MallocState* next = a->Next;
-            DeleteHeaps(ctx, a->Top);
+            MallocState* next = a->Next; // a lives in its first heap
+            DeleteHeaps(ctx, a);
             a = next;
         }
-        if (ctx->UseBrk == 0 && av->Top != MallocState.InitialTop(av)) DeleteHeaps(ctx, av->Top);
+        if (ctx->UseBrk == 0) DeleteHeaps(ctx, av);
         if (ctx->UseBrk != 0 && ctx->Segments.Count == 1 && av->Top != MallocState.InitialTop(av))
         {
             byte* topEnd = (byte*)av->Top + Chunk.SizeOf(av->Top);
@@ -122,7 +122,7 @@ internal unsafe struct MallocContext
     private static ulong RandomKey()
     {
         ulong key;
-        if (Interop.Libc.GetRandom(&key, sizeof(ulong), 1 /* GRND_NONBLOCK */) == sizeof(ulong)) return key;
+        if (OsProcess.TryGetRandom(&key, sizeof(ulong))) return key;
         return (ulong)Random.Shared.NextInt64() ^ (ulong)Environment.TickCount64;
     }
 
@@ -132,16 +132,9 @@ internal unsafe struct MallocContext
         if (Ownership.HoldsHeapSlot(ctx->Owned.HeapSlots, p)) return true;
         if (ctx->UseBrk == 0) return false;
         if (OnBreakBelowTop(ctx, p)) return true;
-        Segments* s = &ctx->Segments;
-        for (int i = 0; i < s->Count; i++)
-        {
-            nuint start = (nuint)s->Starts[i];
-            nuint end = i == s->Count - 1
-                ? (nuint)ctx->Main.Top + Chunk.SizeOf(ctx->Main.Top)
-                : (nuint)s->Ends[i];
-            if ((nuint)p >= start && (nuint)p < end) return true;
-        }
-        return s->Overflowed != 0; // past the record, trust the header as glibc does
+        foreach (ArenaRegion r in ArenaRegions.Of(ctx, &ctx->Main))
+            if ((byte*)p >= r.Start && (byte*)p < r.End) return true;
+        return ctx->Segments.Overflowed != 0; // past the record, trust the header as glibc does
     }
 
     /// <summary>
@@ -156,15 +149,10 @@ internal unsafe struct MallocContext
         Volatile.Read(ref ctx->Segments.Count) == 1 && (ulong)p >= ctx->Segments.Starts[0]
         && (nuint)p < (nuint)Volatile.Read(ref *(nint*)&ctx->Main.Top);
 
-    /// <summary>Unmap the chain of heaps that ends with the one holding <paramref name="top"/> (the arena's own heap last).</summary>
-    private static void DeleteHeaps(MallocContext* ctx, Chunk* top)
+    /// <summary>Unmap the heaps of arena <paramref name="av"/> (on heaps), its own first heap last.</summary>
+    private static void DeleteHeaps(MallocContext* ctx, MallocState* av)
     {
-        for (HeapHeader* h = HeapHeader.For(top); h != null;)
-        {
-            HeapHeader* prev = h->Prev;
-            HeapHeader.Delete(ctx, h);
-            h = prev;
-        }
+        foreach (ArenaRegion r in ArenaRegions.Of(ctx, av)) HeapHeader.Delete(ctx, r.Heap);
     }
 }
 

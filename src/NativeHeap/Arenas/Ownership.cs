@@ -15,11 +15,15 @@ namespace NativeHeap.Arenas;
 internal unsafe struct Ownership
 {
     /// <summary>
-    /// Bits for 2^47 bytes of user address space in 64 MiB slots: 2^21 bits. libnativeheap's C
-    /// free fast path tests the same bits (NHM_SLOT_SHIFT in nativeheap-managed.h; NativeAbiLayoutTests compares).
+    /// A slot is one heap's reservation, <see cref="HeapHeader.MaxSize"/>: 2^47 bytes of user
+    /// address space make 2^21 bits. libnativeheap's C free fast path tests the same bits
+    /// (NHM_SLOT_SHIFT in nativeheap-managed.h; NativeAbiLayoutTests compares).
     /// </summary>
     internal const int SlotShift = 26;
     internal const nuint Slots = (nuint)1 << (47 - SlotShift);
+
+    // Compiles only while SlotShift is log2(HeapHeader.MaxSize): a byte cannot hold -1.
+    private const byte SlotIsOneHeap = HeapHeader.MaxSize == (nuint)1 << SlotShift ? 0 : -1;
 
     public ulong* HeapSlots;
     /// <summary>Open-addressed set of mmapped chunk addresses (0 empty, 1 deleted).</summary>

@@ -14,16 +14,16 @@ internal static unsafe partial class Ptmalloc
     // only the top of the main arena (on the break) and of a heap, and only when top passes the
     // trim threshold: free memory below a live block stays resident until malloc_trim. Giving
     // pages back at once instead costs a page fault per page when the memory is used again
-    // soon (5-25 MiB blocks freed and allocated in turn took 3.4 x glibc's time that way); the
-    // delay keeps memory that is reused and returns memory that is not.
+    // soon; the delay keeps memory that is reused and returns memory that is not
+    // (docs/decisions.md).
     //
     // Each free chunk of PurgeMinSize or more carries the time it was freed in the word after
     // its links (StampOffset), which a purge keeps resident; Purged marks one already released.
     // The arena keeps the earliest time a purge can have work (ArenaPurge.Deadline, 0: none), so the
     // slow paths test one field, under the arena lock that guards all of this.
     //
-    // The clock is read rarely: a read on every free into top and every slow call cost a
-    // 4 KiB alloc+free pair about 20 ns (73 against 51 ns). Stamps take the arena's cached
+    // The clock is read rarely, as a read on every free into top and every slow call slows the
+    // small alloc+free pair by about 40% (docs/decisions.md). Stamps take the arena's cached
     // clock (ArenaPurge.Now), read afresh when nothing was pending and otherwise refreshed every
     // PurgeClockEvery slow calls and by each purge; a stamp is then at most that many calls
     // early, which can only make a purge come sooner, never skip one.
@@ -95,7 +95,7 @@ internal static unsafe partial class Ptmalloc
     /// <summary>
     /// The least memory an arena must have for its purge to arm the timer: the timer's thread
     /// costs a few hundred KiB of resident memory, more than a small heap can give back
-    /// (bench-malloc-simple, rss-child: peak 1,384 KiB and 500 idle with it, 1,200 and 296 without).
+    /// (docs/decisions.md).
     /// </summary>
     private const nuint PurgeTimerMinMem = 1024 * 1024;
 
@@ -163,7 +163,7 @@ internal static unsafe partial class Ptmalloc
         if (delay < 0) return false;
         // Fastbin chunks never merge by themselves, and each keeps its page resident: merged
         // here (as malloc_trim merges them), they join the free chunks this pass stamps and a
-        // later one releases. larson's ended threads left 516 of them in ~6 MiB of free heap.
+        // later one releases; ended threads leave many of them behind (docs/decisions.md).
         if (av->HaveFastchunks != 0) MallocConsolidate(ctx, av);
         long next = long.MaxValue;
         bool released = false;

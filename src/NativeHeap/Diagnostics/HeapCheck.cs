@@ -40,79 +40,67 @@ internal static unsafe class HeapCheck
         }
 
         nuint limit = av->SystemMem / Chunk.MinSize + 1;
-        bool complete = true;
-        nuint freeInWalk;
-        if (!Ptmalloc.OnHeaps(ctx, av))
-        {
-            freeInWalk = WalkSegments(ctx, av, top, started);
-            complete = ctx->Segments.Overflowed == 0;
-        }
-        else
-        {
-            freeInWalk = started ? WalkHeaps(ctx, av, top) : 0;
-        }
+        bool onHeaps = Ptmalloc.OnHeaps(ctx, av);
+        bool complete = onHeaps || ctx->Segments.Overflowed == 0;
+        nuint freeInWalk = WalkRegions(ctx, av, top, started, onHeaps, complete);
         nuint freeInBins = CheckBins(av, limit);
         CheckFastbins(ctx, av, limit);
         if (complete && freeInWalk != freeInBins)
             Fail($"{freeInWalk} free chunks in the heap but {freeInBins} in the bins", top);
     }
 
-    /// <summary>Walk every heap of an arena on heaps, newest first, each to top or to its fencepost.</summary>
-    private static nuint WalkHeaps(MallocContext* ctx, MallocState* av, Chunk* top)
-    {
-        nuint free = 0;
-        for (HeapHeader* h = HeapHeader.For(top); h != null; h = h->Prev)
-        {
-            if (h->Arena != av) Fail("heap header names another arena", h);
-            free += WalkRegion(av, HeapHeader.FirstChunk(h), top, (byte*)h + h->Size, out bool reachedTop);
-            if (reachedTop != (h == HeapHeader.For(top))) Fail("top is not at the end of the newest heap", h);
-        }
-        return free;
-    }
-
-    /// <summary>Walk each region of a main arena on the break, to top or to its fencepost pair.</summary>
-    private static nuint WalkSegments(MallocContext* ctx, MallocState* av, Chunk* top, bool started)
+    /// <summary>
+    /// Walk every region of the arena: each heap (newest first) to top or to its fencepost,
+    /// each run of the break to top or to its fencepost pair. Returns the free chunks seen.
+    /// </summary>
+    private static nuint WalkRegions(MallocContext* ctx, MallocState* av, Chunk* top, bool started, bool onHeaps, bool complete)
     {
         nuint free = 0;
         bool topSeen = !started;
-        Segments* segs = &ctx->Segments;
-        for (int s = 0; s < segs->Count; s++)
+        foreach (ArenaRegion r in ArenaRegions.Of(ctx, av))
         {
-            free += WalkRegion(av, (Chunk*)segs->Starts[s], top, null, out bool reachedTop);
+            HeapHeader* h = r.Heap;
+            if (h != null && h->Arena != av) Fail("heap header names another arena", h);
+            // A heap's walk is bounded by its end, a break run's by the arena's memory (WalkRegion's total).
+            free += WalkRegion(av, r.FirstChunk, top, h != null ? r.End : null, out bool reachedTop);
+            if (h != null && reachedTop != (h == HeapHeader.For(top))) Fail("top is not at the end of the newest heap", h);
             topSeen |= reachedTop;
         }
-        if (ctx->Segments.Overflowed == 0 && !topSeen) Fail("top is in no region the arena owns", top);
+        if (!onHeaps && complete && !topSeen) Fail("top is in no region the arena owns", top);
         return free;
     }
 
     /// <summary>
-    /// Walk chunks from <paramref name="p"/> to top or to a fencepost (a 16-byte chunk, or a
+    /// Walk chunks from <paramref name="first"/> to top or to a fencepost (a 16-byte chunk, or a
     /// 0-byte one on heaps), checking boundary tags; returns the free chunks seen.
     /// </summary>
-    private static nuint WalkRegion(MallocState* av, Chunk* p, Chunk* top, byte* end, out bool reachedTop)
+    private static nuint WalkRegion(MallocState* av, Chunk* first, Chunk* top, byte* end, out bool reachedTop)
     {
         nuint free = 0;
         bool prevFree = false;
         nuint walked = 0;
         reachedTop = false;
-        for (;;)
+        for (var c = new RegionChunks(first, top, end); c.MoveNext();)
         {
+            Chunk* p = c.Current;
+            nuint size = c.Size;
             if (Chunk.Misaligned(Chunk.ToMem(p))) Fail("chunk misaligned", p);
-            if (end != null && (byte*)p >= end) Fail("chunks run past the heap's end", p);
-            if (p == top)
+            switch (c.Kind)
             {
-                if (prevFree) Fail("free chunk before top", p);
-                reachedTop = true;
-                return free;
-            }
-            nuint size = Chunk.SizeOf(p);
-            if (size == 0) return free; // the end of a heap
-            if (size == Chunk.HeaderSize)
-            {
-                // A fencepost: two header-sized chunks on the break, or one before a 0-size one on a heap.
-                nuint next = Chunk.At(p, Chunk.HeaderSize)->Size;
-                if (next != (Chunk.HeaderSize | Chunk.PrevInuse) && next != (0 | Chunk.PrevInuse)) Fail("broken fencepost", p);
-                return free;
+                case RegionChunk.PastEnd:
+                    Fail("chunks run past the heap's end", p);
+                    break;
+                case RegionChunk.Top:
+                    if (prevFree) Fail("free chunk before top", p);
+                    reachedTop = true;
+                    return free;
+                case RegionChunk.Fencepost when size == 0:
+                    return free; // the end of a heap
+                case RegionChunk.Fencepost when size == Chunk.HeaderSize:
+                    // A fencepost: two header-sized chunks on the break, or one before a 0-size one on a heap.
+                    nuint next = Chunk.At(p, Chunk.HeaderSize)->Size;
+                    if (next != (Chunk.HeaderSize | Chunk.PrevInuse) && next != (0 | Chunk.PrevInuse)) Fail("broken fencepost", p);
+                    return free;
             }
             if (size < Chunk.MinSize || (size & Chunk.AlignMask) != 0) Fail("invalid chunk size", p);
             if (Chunk.IsMapped(p)) Fail("IS_MMAPPED set on a heap chunk", p);
@@ -130,8 +118,8 @@ internal static unsafe class HeapCheck
                 free++;
             }
             prevFree = isFree;
-            p = next2;
         }
+        return free;
     }
 
     private static nuint CheckBins(MallocState* av, nuint limit)

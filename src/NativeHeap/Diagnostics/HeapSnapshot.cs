@@ -181,28 +181,10 @@ internal static unsafe class HeapWalk
                 arenas.Add(new ArenaSummary(index, !onHeaps, av->SystemMem, av->MaxSystemMem, av->AttachedThreads));
                 if (av->Top == MallocState.InitialTop(av)) continue;
                 HashSet<nuint> fast = FastbinChunks(av), unsorted = UnsortedChunks(av);
-                if (!onHeaps)
-                {
-                    Segments* segs = &ctx->Segments;
-                    int count = Math.Min(segs->Count, Segments.Capacity);
-                    for (int s = 0; s < count; s++)
-                    {
-                        nuint start = (nuint)segs->Starts[s];
-                        nuint end = s == count - 1 ? (nuint)av->Top + Chunk.SizeOf(av->Top) : (nuint)segs->Ends[s];
-                        AddRegion(regions, chunks, pages, HeapRegionKind.Break, index, start, end, av, fast, unsorted);
-                    }
-                }
-                else
-                {
-                    var heaps = new List<nint>();
-                    for (HeapHeader* h = HeapHeader.For(av->Top); h != null; h = h->Prev) heaps.Insert(0, (nint)h);
-                    foreach (nint hp in heaps)
-                    {
-                        var h = (HeapHeader*)hp;
-                        AddRegion(regions, chunks, pages, HeapRegionKind.Heap, index, (nuint)h, (nuint)h + h->Size, av, fast, unsorted,
-                            metadataUntil: (nuint)HeapHeader.FirstChunk(h));
-                    }
-                }
+                var own = new List<ArenaRegion>();
+                foreach (ArenaRegion r in ArenaRegions.Of(ctx, av)) own.Add(r);
+                if (onHeaps) own.Reverse(); // oldest first, as the break's runs
+                foreach (ArenaRegion r in own) AddRegion(regions, chunks, pages, index, r, av, fast, unsorted);
             }
             finally
             {
@@ -284,23 +266,25 @@ internal static unsafe class HeapWalk
     private static ulong ResidentIn(List<(nuint PageStart, byte[] Vector)> pages, int region, nuint a, nuint end) =>
         a < end ? Count(pages[region].Vector, pages[region].PageStart, a, end - a) : 0;
 
-    /// <summary>One region of an arena: [start, metadataUntil) is headers, then chunks to top or a fencepost.</summary>
-    private static void AddRegion(List<HeapRegion> regions, List<HeapChunk> chunks, List<(nuint, byte[])> pages, HeapRegionKind kind, int arena,
-        nuint start, nuint end, MallocState* av, HashSet<nuint> fast, HashSet<nuint> unsorted, nuint metadataUntil = 0)
+    /// <summary>One region of an arena: a heap's headers, then chunks to top or a fencepost.</summary>
+    private static void AddRegion(List<HeapRegion> regions, List<HeapChunk> chunks, List<(nuint, byte[])> pages, int arena,
+        ArenaRegion r, MallocState* av, HashSet<nuint> fast, HashSet<nuint> unsorted)
     {
         int region = regions.Count;
         int first = chunks.Count;
-        if (metadataUntil > start) chunks.Add(new HeapChunk(start, metadataUntil - start, ChunkState.Metadata, arena, region, 0));
-        var p = (Chunk*)Math.Max(start, metadataUntil);
-        while ((nuint)p < end)
+        nuint start = (nuint)r.Start, end = (nuint)r.End;
+        if ((byte*)r.FirstChunk > r.Start) chunks.Add(new HeapChunk(start, (nuint)r.FirstChunk - start, ChunkState.Metadata, arena, region, 0));
+        for (var c = new RegionChunks(r.FirstChunk, av->Top, r.End); c.MoveNext();)
         {
-            if (p == av->Top)
+            Chunk* p = c.Current;
+            nuint size = c.Size;
+            if (c.Kind == RegionChunk.PastEnd) break;
+            if (c.Kind == RegionChunk.Top)
             {
                 chunks.Add(new HeapChunk((nuint)p, end - (nuint)p, ChunkState.Top, arena, region, 0));
                 break;
             }
-            nuint size = Chunk.SizeOf(p);
-            if (size <= Chunk.HeaderSize)
+            if (c.Kind == RegionChunk.Fencepost)
             {
                 // A fencepost (a header-sized chunk, or the 0-size end of a heap): the rest is the allocator's.
                 chunks.Add(new HeapChunk((nuint)p, end - (nuint)p, ChunkState.Metadata, arena, region, 0));
@@ -313,10 +297,9 @@ internal static unsafe class HeapWalk
                     : BinIndex.InSmallbinRange(size) ? ChunkState.SmallBin : ChunkState.LargeBin
                 : fast.Contains((nuint)p) ? ChunkState.Fastbin : ChunkState.InUse;
             chunks.Add(new HeapChunk((nuint)p, size, state, arena, region, 0));
-            p = Chunk.At(p, size);
         }
         nuint resident = Resident(chunks, pages, first, start, end - start);
-        regions.Add(new HeapRegion(kind, arena, start, end - start, resident));
+        regions.Add(new HeapRegion(r.Heap != null ? HeapRegionKind.Heap : HeapRegionKind.Break, arena, start, end - start, resident));
     }
 
     /// <summary>

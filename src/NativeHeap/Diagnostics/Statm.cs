@@ -1,5 +1,3 @@
-using System.Runtime.InteropServices;
-using NativeHeap.Interop;
 using NativeHeap.Os;
 
 namespace NativeHeap.Diagnostics;
@@ -14,6 +12,7 @@ public readonly record struct Statm(
     ulong SizePages, ulong ResidentPages, ulong SharedPages, ulong TextPages,
     ulong LibPages, ulong DataPages, ulong DirtyPages)
 {
+
     /// <summary>The page size the fields count in (from sysconf).</summary>
     public static ulong PageSize => OsMemory.PageSize;
 
@@ -39,7 +38,7 @@ public readonly record struct Statm(
     public static unsafe Statm Read()
     {
         byte* buffer = stackalloc byte[256];
-        int n = ReadProcFile("/proc/self/statm\0"u8, buffer, 255);
+        int n = OsProcess.ReadProcFile("/proc/self/statm\0"u8, buffer, 255);
         Span<ulong> fields = stackalloc ulong[7];
         int field = 0;
         bool inNumber = false;
@@ -72,7 +71,7 @@ public readonly record struct Statm(
     {
         const int size = 4096;
         byte* buffer = stackalloc byte[size];
-        int n = ReadProcFile("/proc/self/smaps_rollup\0"u8, buffer, size);
+        int n = OsProcess.ReadProcFile("/proc/self/smaps_rollup\0"u8, buffer, size);
         var text = new ReadOnlySpan<byte>(buffer, n);
         int at = text.IndexOf("\nAnonymous:"u8);
         if (at < 0) throw new FormatException("/proc/self/smaps_rollup has no Anonymous line.");
@@ -84,19 +83,4 @@ public readonly record struct Statm(
         }
         return kib * 1024;
     }
-
-    /// <summary>Read up to <paramref name="capacity"/> bytes of a /proc file (a NUL-terminated path) with no GC allocation.</summary>
-    private static unsafe int ReadProcFile(ReadOnlySpan<byte> path, byte* buffer, int capacity)
-    {
-        int fd;
-        fixed (byte* p = path) fd = Libc.Open(p, Libc.O_RDONLY | Libc.O_CLOEXEC);
-        if (fd < 0) throw new OsCallException($"open({Name(path)})", Marshal.GetLastPInvokeError());
-        nint n = Libc.Pread(fd, buffer, (nuint)capacity, 0);
-        int errno = Marshal.GetLastPInvokeError();
-        Libc.Close(fd);
-        if (n <= 0) throw new OsCallException($"pread({Name(path)})", errno);
-        return (int)n;
-    }
-
-    private static string Name(ReadOnlySpan<byte> path) => System.Text.Encoding.ASCII.GetString(path[..^1]);
 }

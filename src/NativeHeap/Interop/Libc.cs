@@ -17,10 +17,7 @@ namespace NativeHeap.Interop;
 /// every Tmds.LibC function is a DllImport with SetLastError, whose stub clears errno before
 /// the call and keeps the error in a managed thread static. C threads reach the memory calls
 /// and futex through libnativeheap, and under NativeAOT that thread static costs each C
-/// thread a GC allocation, the cost Heap.Calls.cs removed. Measured (issue 17): a NativeAOT
-/// library doing one mmap + munmap from each of 20,000 short-lived pthreads allocated 2,400,000
-/// GC bytes (120 a thread) and grew RSS by 2.3 MiB through Tmds.LibC, 0 bytes and 80-152 KiB
-/// through these declarations.
+/// thread a GC allocation, which a C caller must not pay (figures in docs/decisions.md).
 /// </remarks>
 internal static unsafe partial class Libc
 {

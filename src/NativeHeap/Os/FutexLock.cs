@@ -12,9 +12,8 @@ namespace NativeHeap.Os;
 /// <remarks>
 /// It must not allocate a managed object, ever: under libnativeheap a fork may come at any
 /// moment of a call that did not pass the fork gate (nativeheap.c), and a .NET allocation in
-/// progress then leaves the runtime's locks held in the child for ever. (SpinWait, which this
-/// replaced, fell back to Thread.Sleep, which creates the thread's Thread object: seen as a
-/// child of glibc_tests' fork test hung in RegisterForFinalization.) Nor may it change the
+/// progress then leaves the runtime's locks held in the child for ever; hence no SpinWait, whose
+/// Thread.Sleep creates the thread's Thread object (docs/decisions.md). Nor may it change the
 /// caller's errno.
 /// </remarks>
 internal static unsafe class FutexLock

@@ -16,7 +16,7 @@ namespace NativeHeap.Os;
 /// <remarks>
 /// The only folder that sees the bindings. The page size and mincore come from Tmds.LibC; the
 /// allocator's own paths (sbrk, mmap, munmap, mremap, madvise, mprotect, and the futex in
-/// FutexLock) use our declarations in Interop/Libc.cs, which say why (measured).
+/// FutexLock) use our declarations in Interop/Libc.cs, which say why (docs/decisions.md).
 /// </remarks>
 internal static unsafe class OsMemory
 {
