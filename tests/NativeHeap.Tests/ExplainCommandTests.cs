@@ -121,7 +121,7 @@ public class ExplainCommandTests
     public static TheoryData<string> RecordedTraces()
     {
         var data = new TheoryData<string>();
-        foreach (string file in Directory.EnumerateFiles(Path.Combine(NativeTests.RepoRoot, "native-tests", "traces", "recorded"), "*.trace").Order())
+        foreach (string file in Directory.EnumerateFiles(NativeTests.RecordedTraces, "*.trace").Order())
             data.Add(Path.GetFileName(file));
         return data;
     }
@@ -131,7 +131,7 @@ public class ExplainCommandTests
     [MemberData(nameof(RecordedTraces))]
     public void RecordedTrace_BreakdownAddsUpAtEveryCheckpoint(string trace)
     {
-        string path = Path.Combine(NativeTests.RepoRoot, "native-tests", "traces", "recorded", trace);
+        string path = Path.Combine(NativeTests.RecordedTraces, trace);
         var r = Cli.Run(["explain-child", path, "--explain"], ("NATIVEHEAP_TUNABLES", "profile=glibc-2.36"));
         Assert.True(r.ExitCode == 0, r.Error);
         string[] lines = r.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries);

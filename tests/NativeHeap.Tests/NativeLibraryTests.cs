@@ -79,7 +79,7 @@ public class NativeLibraryTests
     [MemberData(nameof(Traces))]
     public void Replay_LinkedAgainstLibnativeheap_PlacesAsGlibc(string trace, string tcache)
     {
-        string path = Path.Combine(NativeTests.RepoRoot, "native-tests", "traces", trace);
+        string path = Path.Combine(NativeTests.RepoRoot, trace);
         string glibc = NativeTests.Run("replay", [path],
             ("GLIBC_TUNABLES", tcache == "off" ? "glibc.malloc.tcache_count=0" : ""), ("REPLAY_ALIGN_BREAK", AlignBreak));
         string ours = NativeTests.Run("replay-nh", [path],
@@ -93,7 +93,7 @@ public class NativeLibraryTests
     {
         using var temp = new TempDirectory("nh-gcc");
         string dir = temp.Path;
-        string source = Path.Combine(NativeTests.RepoRoot, "native-tests", "src", "replay.c");
+        string source = Path.Combine(NativeTests.RepoRoot, "src", "NativeHeap.Cli", "native", "replay.c");
         foreach (var (name, env) in new[] { ("glibc.o", Array.Empty<(string, string)>()), ("nh.o", [Preload]) })
             RunOk("gcc", ["-O2", "-Wall", "-c", source, "-o", Path.Combine(dir, name)], env, dir);
         Assert.Equal(File.ReadAllBytes(Path.Combine(dir, "glibc.o")), File.ReadAllBytes(Path.Combine(dir, "nh.o")));

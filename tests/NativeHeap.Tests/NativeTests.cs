@@ -3,7 +3,7 @@ using NativeHeap.Lab;
 
 namespace NativeHeap.Tests;
 
-/// <summary>The C programs of native-tests/ (built by `make -C native-tests`), run as glibc's reference.</summary>
+/// <summary>The C programs of native-tests/ (built by `make -C native-tests`, the tool's replayer among them), run as glibc's reference.</summary>
 internal static class NativeTests
 {
     internal static string RepoRoot
@@ -15,6 +15,12 @@ internal static class NativeTests
             return dir ?? throw new InvalidOperationException("NativeHeap.sln not found above " + AppContext.BaseDirectory);
         }
     }
+
+    /// <summary>The scenario traces the nativeheap command carries.</summary>
+    internal static string ScenarioTraces => Path.Combine(RepoRoot, "src", "NativeHeap.Cli", "scenarios");
+
+    /// <summary>The traces recorded from real programs (test data, with how they were recorded).</summary>
+    internal static string RecordedTraces => Path.Combine(RepoRoot, "native-tests", "traces", "recorded");
 
     internal static string Program(string name)
     {

@@ -3,7 +3,7 @@ using NativeHeap.Lab;
 namespace NativeHeap.Tests;
 
 /// <summary>
-/// Every trace under native-tests/traces (the scenarios and the recorded programs), replayed by
+/// Every trace, the tool's scenarios and the recorded programs, replayed by
 /// glibc in a fresh C process and by the nativeheap command in a fresh .NET process, tcache on
 /// and off: identical placement lines, and checkpoints whose anonymous RSS deltas agree within
 /// 2% + 512 KiB. A replay whose break someone else moved says so and does not pass.
@@ -15,10 +15,10 @@ public class TraceFileFidelityTests
     public static TheoryData<string, string> Traces()
     {
         var data = new TheoryData<string, string>();
-        string root = Path.Combine(NativeTests.RepoRoot, "native-tests", "traces");
-        foreach (string file in Directory.EnumerateFiles(root, "*.trace", SearchOption.AllDirectories).Order())
+        foreach (string file in new[] { NativeTests.ScenarioTraces, NativeTests.RecordedTraces }
+                     .SelectMany(dir => Directory.EnumerateFiles(dir, "*.trace")).Order())
         {
-            string relative = Path.GetRelativePath(root, file);
+            string relative = Path.GetRelativePath(NativeTests.RepoRoot, file);
             data.Add(relative, "on");
             data.Add(relative, "off");
         }
@@ -29,7 +29,7 @@ public class TraceFileFidelityTests
     [MemberData(nameof(Traces))]
     public void Trace_ReplaysAsOnGlibc(string trace, string tcache)
     {
-        string path = Path.Combine(NativeTests.RepoRoot, "native-tests", "traces", trace);
+        string path = Path.Combine(NativeTests.RepoRoot, trace);
         string glibc = NativeTests.Run("replay", [path],
             ("GLIBC_TUNABLES", tcache == "off" ? "glibc.malloc.tcache_count=0" : ""), ("REPLAY_ALIGN_BREAK", AlignBreak));
 

@@ -1,8 +1,8 @@
 /*
  * librecorder: an LD_PRELOAD library that records a program's allocation
- * calls as a trace that build/replay (src/replay.c) can run.
+ * calls as a trace that build/replay (replay.c) can run.
  *
- *   NH_TRACE=/tmp/prog-%p.trace LD_PRELOAD=native-tests/build/librecorder.so PROG
+ *   NH_TRACE=/tmp/prog-%p.trace LD_PRELOAD=src/NativeHeap.Cli/native/build/librecorder.so PROG
  *
  * "%p" in NH_TRACE is replaced by the pid. Every process writes its own file:
  * a forked child starts a trace of its own in its pthread_atfork child
