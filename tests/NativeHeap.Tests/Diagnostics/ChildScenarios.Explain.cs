@@ -3,6 +3,7 @@ using static NativeHeap.Tests.ChildMain;
 
 namespace NativeHeap.Tests;
 
+/// <summary>Scenarios of <see cref="ExplainTests"/> that need a process of their own.</summary>
 internal static unsafe partial class ChildScenarios
 {
     /// <summary>The facts of an explanation a test asserts on, as key=value lines under <paramref name="prefix"/>.</summary>

@@ -4,6 +4,7 @@ using static NativeHeap.Tests.ChildMain;
 
 namespace NativeHeap.Tests;
 
+/// <summary>Scenarios of <see cref="OsLayerTests"/> that need a process of their own.</summary>
 internal static unsafe partial class ChildScenarios
 {
     /// <summary>

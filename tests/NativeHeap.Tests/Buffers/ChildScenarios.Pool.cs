@@ -4,6 +4,7 @@ using static NativeHeap.Tests.ChildMain;
 
 namespace NativeHeap.Tests;
 
+/// <summary>Scenarios of <see cref="PoolTests"/> that need a process of their own.</summary>
 internal static partial class ChildScenarios
 {
     /// <summary>
