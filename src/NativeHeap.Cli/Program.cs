@@ -136,9 +136,9 @@ internal static class Program
     /// </summary>
     internal static void UseGlibcProfile()
     {
-        string? tunables = Environment.GetEnvironmentVariable("NATIVEHEAP_TUNABLES");
+        string? tunables = Environment.GetEnvironmentVariable(Tunables.Variable);
         if (tunables?.Contains("profile=") != true)
-            Environment.SetEnvironmentVariable("NATIVEHEAP_TUNABLES", "profile=glibc-2.36:" + tunables);
+            Environment.SetEnvironmentVariable(Tunables.Variable, "profile=glibc-2.36:" + tunables);
     }
 
     /// <summary>An error for the user, not a stack trace.</summary>

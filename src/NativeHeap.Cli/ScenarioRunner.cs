@@ -102,7 +102,7 @@ internal static class ScenarioRunner
         if (tcache == "off")
         {
             if (allocator == "glibc") env.Add((Replay.GlibcTunables, Replay.GlibcTcacheOff));
-            else env.Add(("NATIVEHEAP_TUNABLES", "tcache_count=0"));
+            else env.Add((Tunables.Variable, "tcache_count=0"));
         }
         ProcessResult r = ChildProcess.RunSelf(["replay", scenario.Name, "--allocator", allocator, "--checkpoints-only"],
             new ProcessOptions { Environment = env });

@@ -7,7 +7,7 @@ public class BreakAndRssTests
 
     private static string Dump(Dictionary<string, string> r) => string.Join(", ", r.Select(kv => $"{kv.Key}={kv.Value}"));
 
-    private static readonly (string, string) OnBreak = ("NATIVEHEAP_TUNABLES", "use_brk=1");
+    private static readonly (string, string) OnBreak = (Tunables.Variable, "use_brk=1");
 
     /// <summary>On the break, glibc's behaviour: memory below a live top block stays until Trim.</summary>
     [Fact]
@@ -38,7 +38,7 @@ public class BreakAndRssTests
     [InlineData("profile=glibc-2.36:use_brk=0", 2500)]
     public void OnHeaps_FreedMemoryBelowALiveBlock_ReturnsAfterThePurgeDelay(string tunables, int idleMs)
     {
-        var r = Child.Run(nameof(ChildScenarios.RssReturn), ("NATIVEHEAP_TUNABLES", tunables), ("NATIVEHEAP_TEST_IDLE_MS", idleMs.ToString()));
+        var r = Child.Run(nameof(ChildScenarios.RssReturn), (Tunables.Variable, tunables), ("NATIVEHEAP_TEST_IDLE_MS", idleMs.ToString()));
         string all = Dump(r);
         Assert.Equal("True", r["pin_above_blocks"]);
         Assert.InRange(L(r, "alloc_kib"), 64 * 1024 - 512, 64 * 1024 + 2048);

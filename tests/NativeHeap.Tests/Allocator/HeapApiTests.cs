@@ -195,11 +195,11 @@ public unsafe class HeapApiTests
     public void Tunables_FromTheEnvironment_ApplyBeforeFirstUse_AndABadValueStopsTheStart()
     {
         var on = Child.Run(nameof(ChildScenarios.TcacheOrFastbin));
-        var off = Child.Run(nameof(ChildScenarios.TcacheOrFastbin), ("NATIVEHEAP_TUNABLES", "glibc.malloc.tcache_count=0"));
+        var off = Child.Run(nameof(ChildScenarios.TcacheOrFastbin), (Tunables.Variable, "glibc.malloc.tcache_count=0"));
         Assert.Equal("0", on["fastbin_chunks"]);
         Assert.Equal("1", off["fastbin_chunks"]);
-        var bad = Child.Run(nameof(ChildScenarios.TcacheOrFastbin), ("NATIVEHEAP_TUNABLES", "tcache_count=70000"));
-        Assert.Contains("NATIVEHEAP_TUNABLES: 'tcache_count=70000': must be 0 to 65535", bad["error"]);
+        var bad = Child.Run(nameof(ChildScenarios.TcacheOrFastbin), (Tunables.Variable, "tcache_count=70000"));
+        Assert.Contains($"{Tunables.Variable}: 'tcache_count=70000': must be 0 to 65535", bad["error"]);
     }
 
     [Fact]

@@ -21,7 +21,7 @@ public class ExplainTests
     [Fact]
     public void Seed002_SevenTcacheChunksPinTheHeap_TrimReturnsWhatItEstimated()
     {
-        var r = Child.Run(nameof(ChildScenarios.ExplainSeed002), ("NATIVEHEAP_TUNABLES", "profile=glibc-2.36"));
+        var r = Child.Run(nameof(ChildScenarios.ExplainSeed002), (Tunables.Variable, "profile=glibc-2.36"));
         const long heap = 4000L * (52736 + 32);
         foreach (string p in new[] { "live_", "freed_", "trimmed_" }) AssertAddsUp(r, p);
 
@@ -53,7 +53,7 @@ public class ExplainTests
     {
         using var temp = new TempDirectory("nh-maps-");
         string dir = temp.Path;
-        Child.Run(nameof(ChildScenarios.ExplainSeed002), ("NATIVEHEAP_TUNABLES", "profile=glibc-2.36"), ("NATIVEHEAP_TEST_MAPS", dir));
+        Child.Run(nameof(ChildScenarios.ExplainSeed002), (Tunables.Variable, "profile=glibc-2.36"), ("NATIVEHEAP_TEST_MAPS", dir));
         string svg = File.ReadAllText(Path.Combine(dir, "seed-002.svg"));
         Assert.StartsWith("<svg", svg);
         Assert.Equal(7, CountOf(svg, "32 B cached in a tcache: frees"));
@@ -78,7 +78,7 @@ public class ExplainTests
     [InlineData("profile=nativeheap")]
     public void Threads_EachArenaWalked_TheirTcachesSeen(string tunables)
     {
-        var r = Child.Run(nameof(ChildScenarios.ExplainThreads), ("NATIVEHEAP_TUNABLES", tunables));
+        var r = Child.Run(nameof(ChildScenarios.ExplainThreads), (Tunables.Variable, tunables));
         AssertAddsUp(r, "");
         Assert.Equal("5", r["arenas"]);
         Assert.InRange(L(r, "tcache_chunks"), 4 * 7, 4 * 7 * 64);

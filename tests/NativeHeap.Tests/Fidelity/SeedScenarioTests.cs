@@ -16,7 +16,7 @@ public class SeedScenarioTests
         Dictionary<string, string> r = [];
         for (int attempt = 0; attempt < 5; attempt++)
         {
-            r = Child.Run(nameof(ChildScenarios.Seed002), [.. env, ("NATIVEHEAP_TUNABLES", tunables)]);
+            r = Child.Run(nameof(ChildScenarios.Seed002), [.. env, (Tunables.Variable, tunables)]);
             if (r["foreign_breaks"] == "0") return r;
         }
         Assert.Fail("glibc moved the break during every attempt: " + string.Join(", ", r));

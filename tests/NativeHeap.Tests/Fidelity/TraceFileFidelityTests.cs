@@ -37,7 +37,7 @@ public class TraceFileFidelityTests
         for (int attempt = 0; attempt < 3; attempt++)
         {
             ours = Cli.Run(["replay", path, "--align-break", AlignBreak],
-                ("NATIVEHEAP_TUNABLES", tcache == "off" ? "tcache_count=0" : ""));
+                (Tunables.Variable, tcache == "off" ? "tcache_count=0" : ""));
             Assert.True(ours.ExitCode == 0, ours.Error);
             if (!ours.Error.Contains("moved the program break")) break;
         }

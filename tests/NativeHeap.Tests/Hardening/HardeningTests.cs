@@ -347,7 +347,7 @@ public unsafe class HardeningTests
     [Fact]
     public void FailFast_EndsTheProcessWithGlibcsMessage()
     {
-        var r = Child.RunExpectingFailure(nameof(ChildScenarios.DoubleFree), ("NATIVEHEAP_TUNABLES", "fail_fast=1"));
+        var r = Child.RunExpectingFailure(nameof(ChildScenarios.DoubleFree), (Tunables.Variable, "fail_fast=1"));
         Assert.NotEqual(0, r.ExitCode);
         Assert.Contains("NativeHeap: free(): double free detected in tcache 2: 0x", r.Error);
         Assert.DoesNotContain("survived", r.Output);
@@ -412,7 +412,7 @@ public unsafe class HardeningTests
     [Fact]
     public void CheckedMode_CatchesAnOverflowAtTheNextCall()
     {
-        var r = Child.Run(nameof(ChildScenarios.CheckedModeCatchesAnOverflow), ("NATIVEHEAP_TUNABLES", "check=1"));
+        var r = Child.Run(nameof(ChildScenarios.CheckedModeCatchesAnOverflow), (Tunables.Variable, "check=1"));
         Assert.Equal("True", r["clean"]);
         Assert.StartsWith("heap check: ", r["caught"]);
     }

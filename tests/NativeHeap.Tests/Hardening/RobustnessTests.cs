@@ -26,7 +26,7 @@ public unsafe class RobustnessTests
     {
         foreach (string profile in Profiles)
         {
-            var r = Child.Run(nameof(ChildScenarios.LargeCallocChurn), ("NH_SEED", seed.ToString()), ("NATIVEHEAP_TUNABLES", profile));
+            var r = Child.Run(nameof(ChildScenarios.LargeCallocChurn), ("NH_SEED", seed.ToString()), (Tunables.Variable, profile));
             Assert.False(r.ContainsKey("failed"), $"seed {seed}, profile '{profile}': {r.GetValueOrDefault("failed")}");
             Assert.Equal("400", r["rounds"]);
         }
@@ -44,7 +44,7 @@ public unsafe class RobustnessTests
         Assert.True(File.Exists(preload), $"{preload} is missing: run `dotnet publish src/NativeHeap.Native -c Release -o artifacts/native`");
         foreach (string profile in Profiles)
         {
-            ProcessResult r = Child.RunProgram(program, [seed.ToString()], [("LD_PRELOAD", preload), ("NATIVEHEAP_TUNABLES", profile)]);
+            ProcessResult r = Child.RunProgram(program, [seed.ToString()], [("LD_PRELOAD", preload), (Tunables.Variable, profile)]);
             Assert.True(r.ExitCode == 0 && r.Output.Trim() == "ok", $"seed {seed}, profile '{profile}': exit {r.ExitCode}: {r.Output}{r.Error}");
         }
     }
@@ -70,7 +70,7 @@ public unsafe class RobustnessTests
         long glibc = Peak(Child.RunProgram(program, ["10000"], []));
         foreach (string profile in Profiles)
         {
-            long ours = Peak(Child.RunProgram(program, ["10000"], [("LD_PRELOAD", preload), ("NATIVEHEAP_TUNABLES", profile)]));
+            long ours = Peak(Child.RunProgram(program, ["10000"], [("LD_PRELOAD", preload), (Tunables.Variable, profile)]));
             Assert.True(ours <= glibc + 4096, $"profile '{profile}': peak {ours} KiB, glibc {glibc} KiB");
         }
     }

@@ -30,7 +30,7 @@ public class ExtremeSizeNativeTests
         ProcessResult glibc = Child.RunProgram(program, [family], [], timeoutSeconds: 120);
         Assert.True(glibc.ExitCode == 0, $"extremes {family} on glibc exited {glibc.ExitCode}: {glibc.Error}");
         var environment = new List<(string, string)> { NativeTests.Preload };
-        if (tunables.Length > 0) environment.Add(("NATIVEHEAP_TUNABLES", tunables));
+        if (tunables.Length > 0) environment.Add((Tunables.Variable, tunables));
         ProcessResult ours = Child.RunProgram(program, [family], environment, timeoutSeconds: 120);
 
         string[] expected = glibc.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries);

@@ -78,7 +78,7 @@ public unsafe class NativeAbiLayoutTests
     [InlineData("profile=glibc-2.36")]
     public void Sequence_LeavesTheSameTcacheThroughCAndManaged(string tunables)
     {
-        (string, string)[] env = [("NATIVEHEAP_TUNABLES", tunables)];
+        (string, string)[] env = [(Tunables.Variable, tunables)];
         string c = NativeTests.Run("tcache_abi-nh", ["sequence"], env);
         ProcessResult managed = Child.RunExpectingFailure(nameof(ChildScenarios.TcacheSequence), env);
         Assert.True(managed.ExitCode == 0, $"child exited {managed.ExitCode}: {managed.Error}");

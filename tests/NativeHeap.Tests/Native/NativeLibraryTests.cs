@@ -40,13 +40,13 @@ public class NativeLibraryTests
     {
         foreach (var (program, env) in new[]
         {
-            (NativeTests.Program("glibc_tests-nh"), new[] { ("NATIVEHEAP_TUNABLES", "tcache_count=0:bogus=1") }),
-            (NativeTests.Program("glibc_tests"), new[] { ("NATIVEHEAP_TUNABLES", "tcache_count=0:bogus=1"), Preload }),
+            (NativeTests.Program("glibc_tests-nh"), new[] { (Tunables.Variable, "tcache_count=0:bogus=1") }),
+            (NativeTests.Program("glibc_tests"), new[] { (Tunables.Variable, "tcache_count=0:bogus=1"), Preload }),
         })
         {
             ProcessResult r = Child.RunProgram(program, [], env);
             Assert.Equal(134, r.ExitCode); // SIGABRT
-            Assert.Contains("NATIVEHEAP_TUNABLES: 'bogus=1': unknown tunable 'bogus'", r.Error);
+            Assert.Contains($"{Tunables.Variable}: 'bogus=1': unknown tunable 'bogus'", r.Error);
         }
     }
 
@@ -62,8 +62,8 @@ public class NativeLibraryTests
         Dictionary<string, long> Parse(string output) => output.Split('\n', StringSplitOptions.RemoveEmptyEntries)
             .ToDictionary(l => l[..l.LastIndexOf(' ')], l => long.Parse(l[(l.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture));
         var glibc = Parse(RunOk(NativeTests.Program("seed002"), [], [("GLIBC_TUNABLES", tunable.Length == 0 ? "" : "glibc.malloc." + tunable)]).Output);
-        var onBreak = Parse(RunOk(NativeTests.Program("seed002-nh"), [], [("NATIVEHEAP_TUNABLES", "profile=glibc-2.36" + (tunable.Length == 0 ? "" : ":" + tunable))]).Output);
-        var onHeaps = Parse(RunOk(NativeTests.Program("seed002-nh"), [], [("NATIVEHEAP_TUNABLES", tunable)]).Output);
+        var onBreak = Parse(RunOk(NativeTests.Program("seed002-nh"), [], [(Tunables.Variable, "profile=glibc-2.36" + (tunable.Length == 0 ? "" : ":" + tunable))]).Output);
+        var onHeaps = Parse(RunOk(NativeTests.Program("seed002-nh"), [], [(Tunables.Variable, tunable)]).Output);
         Assert.Equal(4, glibc.Count);
         foreach (var (checkpoint, kib) in glibc)
         {
@@ -83,7 +83,7 @@ public class NativeLibraryTests
         string glibc = NativeTests.Run("replay", [path],
             ("GLIBC_TUNABLES", tcache == "off" ? "glibc.malloc.tcache_count=0" : ""), ("REPLAY_ALIGN_BREAK", AlignBreak));
         string ours = NativeTests.Run("replay-nh", [path],
-            ("NATIVEHEAP_TUNABLES", "profile=glibc-2.36" + (tcache == "off" ? ":tcache_count=0" : "")), ("REPLAY_ALIGN_BREAK", AlignBreak));
+            (Tunables.Variable, "profile=glibc-2.36" + (tcache == "off" ? ":tcache_count=0" : "")), ("REPLAY_ALIGN_BREAK", AlignBreak));
         NativeTests.AssertSameReplay(glibc, ours, $"{trace} (tcache {tcache}, libnativeheap)");
     }
 

@@ -35,10 +35,10 @@ public unsafe class ProfileTests
     {
         var byDefault = Child.Run(nameof(ChildScenarios.ProfileReport));
         Assert.Equal(("0", "0"), (byDefault["uses_brk"], byDefault["fastbin_chunks"]));
-        var glibc = Child.Run(nameof(ChildScenarios.ProfileReport), ("NATIVEHEAP_TUNABLES", "profile=glibc-2.36"));
+        var glibc = Child.Run(nameof(ChildScenarios.ProfileReport), (Tunables.Variable, "profile=glibc-2.36"));
         Assert.Equal(("1", "3"), (glibc["uses_brk"], glibc["fastbin_chunks"]));
         // Written after the single tunables, the profile still comes first and they win.
-        var mixed = Child.Run(nameof(ChildScenarios.ProfileReport), ("NATIVEHEAP_TUNABLES", "tcache_count=8:use_brk=0:profile=glibc-2.36"));
+        var mixed = Child.Run(nameof(ChildScenarios.ProfileReport), (Tunables.Variable, "tcache_count=8:use_brk=0:profile=glibc-2.36"));
         Assert.Equal(("0", "2"), (mixed["uses_brk"], mixed["fastbin_chunks"]));
     }
 
@@ -48,11 +48,11 @@ public unsafe class ProfileTests
     {
         var plain = Child.Run(nameof(ChildScenarios.ProfileSetByTheProgram));
         Assert.Equal(("1", "13"), (plain["uses_brk"], plain["fastbin_chunks"])); // glibc's 7-deep tcache
-        var deeper = Child.Run(nameof(ChildScenarios.ProfileSetByTheProgram), ("NATIVEHEAP_TUNABLES", "tcache_count=16"));
+        var deeper = Child.Run(nameof(ChildScenarios.ProfileSetByTheProgram), (Tunables.Variable, "tcache_count=16"));
         Assert.Equal(("1", "4"), (deeper["uses_brk"], deeper["fastbin_chunks"]));
-        var refused = Child.Run(nameof(ChildScenarios.ProfileSetByTheProgram), ("NATIVEHEAP_TUNABLES", "tcache_max=4096"));
+        var refused = Child.Run(nameof(ChildScenarios.ProfileSetByTheProgram), (Tunables.Variable, "tcache_max=4096"));
         Assert.Equal("1", refused["uses_brk"]);
-        Assert.StartsWith("Profile was set, but NATIVEHEAP_TUNABLES' 'tcache_max=4096' was not applied under it: must be 0 to 1032", refused["refused"]);
+        Assert.StartsWith($"Profile was set, but {Tunables.Variable}' 'tcache_max=4096' was not applied under it: must be 0 to 1032", refused["refused"]);
     }
 
     [Fact]

@@ -21,7 +21,7 @@ internal static class Child
     {
         ProcessResult r = ChildProcess.RunSelf(["child", scenario], new ProcessOptions
         {
-            RemoveEnvironment = ["NATIVEHEAP_TUNABLES"],
+            RemoveEnvironment = [Tunables.Variable],
             // Compile once, on first call: no background re-JIT mallocing while a scenario measures.
             Environment = [("DOTNET_TieredCompilation", "0"), .. environment],
             Timeout = TimeSpan.FromSeconds(ScenarioTimeoutSeconds),
@@ -50,7 +50,7 @@ internal static class Child
     {
         ProcessResult r = ChildProcess.Run(file, args, new ProcessOptions
         {
-            RemoveEnvironment = ["NATIVEHEAP_TUNABLES", "GLIBC_TUNABLES", "LD_PRELOAD"],
+            RemoveEnvironment = [Tunables.Variable, "GLIBC_TUNABLES", "LD_PRELOAD"],
             Environment = environment,
             WorkingDirectory = workingDirectory,
             Timeout = TimeSpan.FromSeconds(timeoutSeconds),
@@ -87,7 +87,7 @@ public static class ChildMain
                 Precompile.Type(typeof(ChildScenarios));
             }
             // And glibc's own malloc off the break: the scenarios measure NativeHeap's.
-            if (Environment.GetEnvironmentVariable("NATIVEHEAP_TUNABLES") is { } t && (t.Contains("use_brk=1") || t.Contains("profile=glibc-2.36")))
+            if (Environment.GetEnvironmentVariable(Tunables.Variable) is { } t && (t.Contains("use_brk=1") || t.Contains("profile=glibc-2.36")))
                 GlibcRoom.Make();
             method.Invoke(null, null);
             return 0;

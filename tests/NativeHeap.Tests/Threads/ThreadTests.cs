@@ -179,7 +179,7 @@ public unsafe class ThreadTests
     [Fact]
     public void ArenaMax2_EightThreads_ExactlyTwoArenas()
     {
-        var r = Child.Run(nameof(ChildScenarios.EightThreads), ("NATIVEHEAP_TUNABLES", "arena_max=2"));
+        var r = Child.Run(nameof(ChildScenarios.EightThreads), (Tunables.Variable, "arena_max=2"));
         Assert.Equal("2", r["arenas"]);
         Assert.Equal("8", r["threads_done"]);
     }

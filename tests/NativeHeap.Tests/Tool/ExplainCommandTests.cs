@@ -132,7 +132,7 @@ public class ExplainCommandTests
     public void RecordedTrace_BreakdownAddsUpAtEveryCheckpoint(string trace)
     {
         string path = Path.Combine(NativeTests.RecordedTraces, trace);
-        var r = Cli.Run(["explain-child", path, "--explain"], ("NATIVEHEAP_TUNABLES", "profile=glibc-2.36"));
+        var r = Cli.Run(["explain-child", path, "--explain"], (Tunables.Variable, "profile=glibc-2.36"));
         Assert.True(r.ExitCode == 0, r.Error);
         string[] lines = r.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.NotEmpty(lines);
