@@ -9,6 +9,7 @@ namespace NativeHeap.Tests;
 /// a request gets, where a split leaves the rest, what merges, when fastbins consolidate,
 /// when a request is mapped, and how realloc, memalign and calloc behave.
 /// </summary>
+[Trait(Traits.Category, Traits.Allocator)]
 public unsafe class AllocatorPathTests
 {
     [Fact]

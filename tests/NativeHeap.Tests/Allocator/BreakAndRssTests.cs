@@ -1,6 +1,7 @@
 namespace NativeHeap.Tests;
 
 /// <summary>Behaviour of the break and of resident memory, each scenario in a child process of its own.</summary>
+[Trait(Traits.Category, Traits.Allocator)]
 public class BreakAndRssTests
 {
     private static long L(Dictionary<string, string> r, string key) => long.Parse(r[key]);

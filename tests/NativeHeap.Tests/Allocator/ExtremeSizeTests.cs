@@ -8,6 +8,7 @@ namespace NativeHeap.Tests;
 /// otherwise) or the documented exception, never a crash or a wild write; the heap checks out
 /// afterwards. The C side of the same table is <see cref="ExtremeSizeNativeTests"/>.
 /// </summary>
+[Trait(Traits.Category, Traits.Allocator)]
 public unsafe class ExtremeSizeTests
 {
     private static readonly nuint PtrdiffMax = unchecked((nuint)long.MaxValue);

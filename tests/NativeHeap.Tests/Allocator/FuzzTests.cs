@@ -10,6 +10,7 @@ namespace NativeHeap.Tests;
 /// failing sequence and prints the seed that replays it. CI runs a short budget;
 /// <c>NATIVEHEAP_FUZZ_SECONDS=600 dotnet test --filter FuzzTests</c> runs longer.
 /// </summary>
+[Trait(Traits.Category, Traits.Allocator)]
 public unsafe class FuzzTests
 {
     private readonly record struct Op(int Kind, int Size, int Pick);

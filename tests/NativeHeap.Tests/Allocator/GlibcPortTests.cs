@@ -9,6 +9,7 @@ namespace NativeHeap.Tests;
 /// returns are .NET's OutOfMemoryException on the public API, and glibc semantics on the
 /// private heap's C-level calls.
 /// </summary>
+[Trait(Traits.Category, Traits.Allocator)]
 public unsafe class GlibcPortTests
 {
     /// <summary>tst-malloc-too-large: requests near SIZE_MAX and PTRDIFF_MAX fail, leak nothing, and leave blocks as they were.</summary>

@@ -6,6 +6,7 @@ using NativeHeap.Os;
 namespace NativeHeap.Tests;
 
 /// <summary>The public surface: C semantics where C has them, .NET's conventions for failure.</summary>
+[Trait(Traits.Category, Traits.Allocator)]
 public unsafe class HeapApiTests
 {
     [Fact]

@@ -8,6 +8,7 @@ namespace NativeHeap.Tests;
 /// The decayed purge on private heaps: which free pages go back, when, and that nothing else
 /// changes. The purge is called with a clock value, so no test waits for the delay.
 /// </summary>
+[Trait(Traits.Category, Traits.Allocator)]
 public unsafe class PurgeTests
 {
     private const nuint Block = 100 * 1024; // below the mmap threshold: from the heap

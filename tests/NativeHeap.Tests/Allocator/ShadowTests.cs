@@ -8,6 +8,7 @@ namespace NativeHeap.Tests;
 /// is reallocated, and the whole heap is checked every 10,000 operations. Seeded; the seed and
 /// operation number are in any failure.
 /// </summary>
+[Trait(Traits.Category, Traits.Allocator)]
 public unsafe class ShadowTests
 {
     private const int Operations = 1_000_000;

@@ -8,6 +8,7 @@ using NativeHeap.Buffers;
 namespace NativeHeap.Tests;
 
 /// <summary>NativeHeap.Buffers: the pool, typed buffers, the buffer writer and the SafeHandle, misuse included, and two real consumers.</summary>
+[Trait(Traits.Category, Traits.Allocator)]
 public unsafe partial class BuffersTests
 {
     [StructLayout(LayoutKind.Sequential, Size = 1 << 20)]
@@ -309,6 +310,7 @@ public unsafe partial class BuffersTests
 }
 
 /// <summary>A real consumer: System.IO.Pipelines with NativeHeap's pool.</summary>
+[Trait(Traits.Category, Traits.Allocator)]
 public class BuffersPipelineTests
 {
     private static ulong InUse() => BuffersTests.InUse();

@@ -7,6 +7,7 @@ using static NativeHeap.Tests.BuffersTests;
 namespace NativeHeap.Tests;
 
 /// <summary>NativeHeapMemoryPool: size classes, owner reuse and its version stamp, no GC allocation, eviction, forgotten owners, dead threads, metrics, disposal.</summary>
+[Trait(Traits.Category, Traits.Allocator)]
 public unsafe class PoolTests
 {
     [Fact]

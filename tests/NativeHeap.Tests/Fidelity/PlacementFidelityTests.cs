@@ -9,6 +9,7 @@ namespace NativeHeap.Tests;
 /// block at the same offset from the first heap block, with the same usable size, and map
 /// the same blocks. With the tcache on and off.
 /// </summary>
+[Trait(Traits.Category, Traits.Allocator)]
 public unsafe class PlacementFidelityTests
 {
     private const int Traces = 1000;

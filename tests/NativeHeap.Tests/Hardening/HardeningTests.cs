@@ -11,6 +11,7 @@ namespace NativeHeap.Tests;
 /// pointer), on a private heap: the exception carries glibc's words and the address, and
 /// the heap goes on serving afterwards.
 /// </summary>
+[Trait(Traits.Category, Traits.Allocator)]
 public unsafe class HardeningTests
 {
     private static nuint* SizeField(byte* mem) => (nuint*)mem - 1;

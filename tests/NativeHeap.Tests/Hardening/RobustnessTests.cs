@@ -9,6 +9,7 @@ namespace NativeHeap.Tests;
 /// Never a crash, never a false error, never a false out-of-memory: each case was a failure
 /// of NativeHeap's that glibc does not have (issue 12), met the way a program met it.
 /// </summary>
+[Trait(Traits.Category, Traits.Allocator)]
 public unsafe class RobustnessTests
 {
     private static readonly string[] Profiles = ["", "profile=glibc-2.36"];

@@ -9,6 +9,7 @@ namespace NativeHeap.Tests;
 /// The two profiles and what the default one changes from glibc 2.36: the tcache's depth and
 /// byte bound, calloc from the tcache, and malloc_trim emptying the caller's tcache.
 /// </summary>
+[Trait(Traits.Category, Traits.Allocator)]
 public unsafe class ProfileTests
 {
     /// <summary>A block of <paramref name="size"/> bytes, kept off top by a guard, freed into the tcache; returns its (freed) memory.</summary>

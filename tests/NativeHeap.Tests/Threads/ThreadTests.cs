@@ -5,6 +5,7 @@ using NativeHeap.Chunks;
 namespace NativeHeap.Tests;
 
 /// <summary>Many threads on the process heap: per-thread tcaches, arenas, frees across threads.</summary>
+[Trait(Traits.Category, Traits.Allocator)]
 public unsafe class ThreadTests
 {
     private const int Threads = 4;
