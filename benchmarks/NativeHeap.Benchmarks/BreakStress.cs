@@ -25,7 +25,7 @@ internal static unsafe class BreakStress
         // Not captured: the child's report and a crash's message come out as they happen.
         ProcessResult child = ChildProcess.RunSelf(["break-stress-child", seconds.ToString()], new ProcessOptions
         {
-            Environment = [("NATIVEHEAP_TUNABLES", $"use_brk={useBrk}:arena_max=1")],
+            Environment = [(Tunables.Variable, $"use_brk={useBrk}:arena_max=1")],
             CaptureOutput = false,
         }, typeof(BreakStress).Assembly);
         string verdict = child.ExitCode switch

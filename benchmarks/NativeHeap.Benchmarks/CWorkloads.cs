@@ -77,7 +77,7 @@ internal static class CWorkloads
         var environment = new List<(string Name, string Value)> { ("GLIBC_TUNABLES", Program.JemallocTunables) };
         if (preload != null) environment.Add(("LD_PRELOAD", preload));
         ProcessResult p = ChildProcess.Run(program, [workload],
-            new ProcessOptions { RemoveEnvironment = ["LD_PRELOAD", "NATIVEHEAP_TUNABLES"], Environment = environment });
+            new ProcessOptions { RemoveEnvironment = ["LD_PRELOAD", Tunables.Variable], Environment = environment });
         if (p.ExitCode != 0) throw new InvalidOperationException($"workloads {workload} under {preload ?? "glibc"} exited {p.ExitCode}: {p.Error}");
         var fields = p.Output.Trim().Split(' ').Skip(1).Select(f => f.Split('=')).ToDictionary(f => f[0], f => f[1]);
         return (double.Parse(fields["seconds"], CultureInfo.InvariantCulture), long.Parse(fields["peak_kib"], CultureInfo.InvariantCulture),

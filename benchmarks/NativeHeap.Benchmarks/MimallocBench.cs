@@ -198,7 +198,7 @@ internal static class MimallocBench
         string timeFile = Path.Combine(work, "time.txt");
         var args = new List<string> { "-f", "%e %M", "-o", timeFile, "/usr/bin/env" };
         if (a.Preload is not null) args.Add("LD_PRELOAD=" + Path.Combine(root, a.Preload));
-        if (a.Tunables is not null) args.Add("NATIVEHEAP_TUNABLES=" + a.Tunables);
+        if (a.Tunables is not null) args.Add(Tunables.Variable + "=" + a.Tunables);
         args.Add(program);
         args.AddRange(arguments.Split(' ', StringSplitOptions.RemoveEmptyEntries));
 
@@ -206,7 +206,7 @@ internal static class MimallocBench
         // %e has 10 ms steps): it adds time's and env's start, under a millisecond, alike for every allocator.
         ProcessResult p = ChildProcess.Run("/usr/bin/time", args, new ProcessOptions
         {
-            RemoveEnvironment = ["LD_PRELOAD", "NATIVEHEAP_TUNABLES", "GLIBC_TUNABLES", "MALLOC_ARENA_MAX"],
+            RemoveEnvironment = ["LD_PRELOAD", Tunables.Variable, "GLIBC_TUNABLES", "MALLOC_ARENA_MAX"],
             WorkingDirectory = work,
             Timeout = TimeSpan.FromMinutes(10),
         });

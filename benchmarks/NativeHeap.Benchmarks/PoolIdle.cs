@@ -27,7 +27,7 @@ internal static class PoolIdle
                 ProcessResult r = ChildProcess.RunSelf(["pool-idle-child", pool], new ProcessOptions
                 {
                     Environment = [("DOTNET_TieredCompilation", "0")],
-                    RemoveEnvironment = ["NATIVEHEAP_TUNABLES"],
+                    RemoveEnvironment = [Tunables.Variable],
                 }, typeof(PoolIdle).Assembly);
                 if (r.ExitCode != 0)
                 {

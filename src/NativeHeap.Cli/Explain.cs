@@ -109,7 +109,7 @@ internal static class Explain
         if (explain) args.Add("--explain");
         if (at is not null) args.AddRange(["--at", at]);
         if (idle) args.Add("--idle");
-        ProcessResult r = ChildProcess.RunSelf(args, new ProcessOptions { Environment = [("NATIVEHEAP_TUNABLES", tunables)] });
+        ProcessResult r = ChildProcess.RunSelf(args, new ProcessOptions { Environment = [(Tunables.Variable, tunables)] });
         if (r.ExitCode != 0)
         {
             error = $"the replay ({tunables}) failed with exit code {r.ExitCode}: {r.Error.Trim()}";

@@ -2,10 +2,10 @@ using NativeHeap.Lab;
 
 namespace NativeHeap.Cli;
 
-/// <summary>native-tests/build/replay: glibc's malloc in a fresh C process, whose heap starts empty.</summary>
+/// <summary>native/replay: glibc's malloc in a fresh C process, whose heap starts empty.</summary>
 internal static class NativeReplayer
 {
-    /// <summary>The replayer the tool carries, or native-tests/build's (see <see cref="NativeTools"/>).</summary>
+    /// <summary>The replayer the tool carries, or src/NativeHeap.Cli/native/build's (see <see cref="NativeTools"/>).</summary>
     internal static string? Find() => NativeTools.Find("replay");
 
     internal static (List<Checkpoint> Checkpoints, string Warnings, string? Error) Run(string replay, Scenario scenario, string tcache)

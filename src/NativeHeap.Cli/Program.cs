@@ -107,7 +107,7 @@ internal static class Program
         allocator.AcceptOnlyFromAmong("nativeheap", "glibc");
         var tcache = TcacheOption("Tcache on or off.", "on", "off");
         var checkpointsOnly = new Option<bool>("--checkpoints-only") { Description = "Print the checkpoints, not every placement." };
-        var alignBreak = new Option<ulong>("--align-break") { Description = "First move the program break to a multiple of this power of two (as native-tests/replay does with REPLAY_ALIGN_BREAK)." };
+        var alignBreak = new Option<ulong>("--align-break") { Description = "First move the program break to a multiple of this power of two (as native/replay does with REPLAY_ALIGN_BREAK)." };
         var command = new Command("replay", "Replay a trace and print each allocation's placement and each checkpoint.")
         {
             trace, allocator, tcache, checkpointsOnly, alignBreak,
@@ -136,9 +136,9 @@ internal static class Program
     /// </summary>
     internal static void UseGlibcProfile()
     {
-        string? tunables = Environment.GetEnvironmentVariable("NATIVEHEAP_TUNABLES");
+        string? tunables = Environment.GetEnvironmentVariable(Tunables.Variable);
         if (tunables?.Contains("profile=") != true)
-            Environment.SetEnvironmentVariable("NATIVEHEAP_TUNABLES", "profile=glibc-2.36:" + tunables);
+            Environment.SetEnvironmentVariable(Tunables.Variable, "profile=glibc-2.36:" + tunables);
     }
 
     /// <summary>An error for the user, not a stack trace.</summary>

@@ -4,7 +4,7 @@ using NativeHeap.Lab;
 namespace NativeHeap.Cli;
 
 /// <summary>
-/// `nativeheap record`: run a program with the recorder preloaded (native-tests/src/recorder.c,
+/// `nativeheap record`: run a program with the recorder preloaded (native/recorder.c,
 /// carried inside the tool) and say which trace files it wrote: one per process, with each
 /// call's thread and, every NH_TRACE_EVERY calls and at exit, the process's own statm.
 /// </summary>

@@ -3,7 +3,7 @@ using System.Text;
 
 namespace NativeHeap.Cli;
 
-/// <summary>A scenario: a trace from native-tests/traces, carried inside the command.</summary>
+/// <summary>A scenario: a trace from scenarios/, carried inside the command.</summary>
 internal sealed record Scenario(string Name, string Description, byte[] Trace)
 {
     private const string Prefix = "scenarios/";

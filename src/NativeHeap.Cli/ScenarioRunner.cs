@@ -12,7 +12,7 @@ namespace NativeHeap.Cli;
 /// </summary>
 /// <remarks>
 /// glibc runs twice: by P/Invoke in a fresh .NET process (what a .NET program gets), and in a
-/// fresh C process (native-tests/build/replay, when built), whose heap starts empty as
+/// fresh C process (native/replay, when built), whose heap starts empty as
 /// NativeHeap's does. The two differ: in a .NET process the runtime has already left holes
 /// in glibc's heap, small requests land in them, and neighbouring blocks then merge on free
 /// (in seed-002 with the tcache off, 223 of 4000 large blocks were adjacent and their frees
@@ -102,7 +102,7 @@ internal static class ScenarioRunner
         if (tcache == "off")
         {
             if (allocator == "glibc") env.Add((Replay.GlibcTunables, Replay.GlibcTcacheOff));
-            else env.Add(("NATIVEHEAP_TUNABLES", "tcache_count=0"));
+            else env.Add((Tunables.Variable, "tcache_count=0"));
         }
         ProcessResult r = ChildProcess.RunSelf(["replay", scenario.Name, "--allocator", allocator, "--checkpoints-only"],
             new ProcessOptions { Environment = env });
@@ -150,7 +150,7 @@ internal static class ScenarioRunner
         }
         if (run.NativeHeap.Count != reference.Count) disagreements++;
         AnsiConsole.Write(table);
-        if (withC) AnsiConsole.MarkupLine("[grey]glibc: a fresh C process (native-tests/replay). glibc*: glibc by P/Invoke in a fresh .NET process, whose heap the runtime has already used.[/]");
+        if (withC) AnsiConsole.MarkupLine("[grey]glibc: a fresh C process (native/replay). glibc*: glibc by P/Invoke in a fresh .NET process, whose heap the runtime has already used.[/]");
         if (run.Warnings.Length > 0) AnsiConsole.MarkupLineInterpolated($"[yellow]{run.Warnings.Trim()}[/]");
         AnsiConsole.WriteLine();
         return disagreements;

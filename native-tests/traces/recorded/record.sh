@@ -1,5 +1,5 @@
 #!/bin/sh
-# Re-records the traces in this folder with build/librecorder.so.
+# Re-records the traces in this folder with the tool's recorder (src/NativeHeap.Cli/native).
 #   sh native-tests/traces/recorded/record.sh
 # Needs gcc, perl, /usr/bin/python3, sort, mawk or any awk, and setarch (util-linux).
 # setarch -R turns address randomisation off and the hash seeds are pinned, so
@@ -9,8 +9,9 @@ set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
+make -s -C "$root/src/NativeHeap.Cli/native"
 make -s -C "$root/native-tests"
-lib=$root/native-tests/build/librecorder.so
+lib=$root/src/NativeHeap.Cli/native/build/librecorder.so
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$root"
@@ -34,7 +35,7 @@ save() {
 #    assembler write traces of their own; only cc1's is kept.
 mkdir "$tmp/gcc"
 NH_TRACE="$tmp/gcc/gcc-%p.trace" LD_PRELOAD="$lib" \
-    setarch -R gcc -O2 -c native-tests/src/replay.c -o "$tmp/replay.o"
+    setarch -R gcc -O2 -c src/NativeHeap.Cli/native/replay.c -o "$tmp/replay.o"
 save "$(pick "$tmp/gcc" '/cc1 ')" gcc-cc1-replay.trace
 
 # 2a. Python with PYTHONMALLOC=malloc (every object through malloc): a JSON

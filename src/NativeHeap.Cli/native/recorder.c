@@ -1,0 +1,849 @@
+/*
+ * librecorder: an LD_PRELOAD library that records a program's allocation
+ * calls as a trace that build/replay (replay.c) can run.
+ *
+ *   NH_TRACE=/tmp/prog-%p.trace LD_PRELOAD=src/NativeHeap.Cli/native/build/librecorder.so PROG
+ *
+ * "%p" in NH_TRACE is replaced by the pid. Every process writes its own file:
+ * a forked child starts a trace of its own in its pthread_atfork child
+ * handler, and a program started with exec loads the library again
+ * (LD_PRELOAD and NH_TRACE are inherited) and starts one from its
+ * constructor. A file is created at the first write (64 KiB of lines, or
+ * exit), with O_EXCL; if the name is taken (a rerun without %p, or the same
+ * pid after an exec), ".1", ".2", ... up to ".999" is appended. Without
+ * NH_TRACE the library only forwards; if the file cannot be created it says
+ * so on stderr once and only forwards from then on.
+ *
+ * Recorded, as trace lines (see replay.c for the format):
+ *   malloc                   m ID SIZE
+ *   calloc                   c ID COUNT SIZE
+ *   realloc                  r ID SIZE   (ID keeps naming the block)
+ *   realloc(p, 0) that frees r ID 0
+ *   memalign, aligned_alloc  a ID ALIGN SIZE
+ *   posix_memalign           a ID ALIGN SIZE
+ *   valloc                   a ID PAGESIZE SIZE
+ *   pvalloc                  a ID PAGESIZE SIZE-ROUNDED-UP-TO-A-PAGE
+ *   free                     f ID
+ * A failed call (NULL, or an error from posix_memalign) records nothing.
+ * Every successful allocation gets a new, increasing ID (from 1).
+ *
+ * Threads and memory, also as trace lines:
+ *   T TID    the next lines are thread TID's. TIDs count from 1 (the thread
+ *            that ran the constructor, normally main) in order of each
+ *            thread's first recorded line; a T line is written only when
+ *            the thread changes.
+ *   x TID    thread TID ended: written from a pthread key destructor, set at
+ *            the thread's first line and re-armed once, so that it runs in
+ *            a later destructor round than other libraries' destructors that
+ *            free. A thread that still calls after that gets "T TID" again
+ *            (the replay starts a fresh thread for it, which ends only at
+ *            a later x line: an approximation, see replay.c).
+ *            Threads alive at exit get none.
+ *   k call-N anon_kib=A rss_kib=R size_kib=S recorder_kib=Q
+ *            after every NH_TRACE_EVERY-th recorded call (default 100000,
+ *            0 for none), and "k exit ..." with the same keys from the exit
+ *            destructor: A, R and S are this process's own /proc/self/statm
+ *            (resident minus shared, resident, size; KiB). Q is the
+ *            recorder's own anonymous memory (its table mapping and its
+ *            output buffer), which A includes.
+ *   k before-trim-N ...  t PAD  k after-trim-N ...
+ *            around the program's N-th malloc_trim(PAD), with the same keys
+ *            (read before and after the trim runs): a replay trims where
+ *            the program did, and says what the trim really returned.
+ * A forked child starts TIDs (its forking thread is 1) and the call count
+ * afresh, in its own file.
+ *
+ * Not seen: anything allocated before this library's constructor ran (by
+ * ld.so, by libc's own start-up, by constructors of libraries initialised
+ * before this one) and anything a forked child inherited from its parent.
+ * Such blocks are "unknown": free of one records nothing; realloc of one is
+ * recorded as "r NEWID SIZE" on an ID never used before, which the replayer
+ * runs as realloc(NULL, SIZE), i.e. a fresh allocation (the unknown block
+ * just stays where it was, as far as the trace knows). That is the simplest
+ * honest mapping: the trace cannot name a block it never saw allocated.
+ * Page touching ("w" lines) is not recorded.
+ *
+ * How it avoids recursion and the heap:
+ *   - it forwards to glibc's exported __libc_malloc, __libc_calloc,
+ *     __libc_realloc, __libc_memalign and __libc_free, so no dlsym;
+ *   - a thread-local "inside" flag (initial-exec TLS, which never allocates)
+ *     makes any allocation call made while this thread is already in the
+ *     recorder just forward;
+ *   - the pointer->ID table lives in mmap'd memory (open addressing, linear
+ *     probing, tombstones; rebuilt into a new mapping when it fills up), the
+ *     output buffer is static, and numbers are formatted by hand.
+ *
+ * Threads: one pthread mutex guards the table, the ID and TID counters and
+ * the buffer; a line is appended whole under it and the buffer is written with
+ * write(2) under it too, so lines never interleave. The mutex is never held
+ * while calling into glibc's malloc, so it cannot deadlock with the arena
+ * locks. A free is recorded (and its pointer dropped from the table) before
+ * the block is released, and an allocation after it has been obtained, so
+ * when another thread gets the same address back the table never confuses
+ * the two blocks. A realloc takes its pointer out of the table before the
+ * call and puts the result in after it.
+ *
+ * The buffer is written out when it fills, and at exit from a destructor;
+ * after that every line is written at once (late frees from other
+ * destructors still land in the file). Lost: whatever is still buffered when
+ * the process dies from a signal, calls _exit, or replaces itself with exec.
+ */
+
+#define _GNU_SOURCE
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "rawio.h"
+
+/* glibc's own entry points (exported by libc.so.6 2.36, not in any header). */
+extern void *__libc_malloc(size_t size);
+extern void *__libc_calloc(size_t count, size_t size);
+extern void *__libc_realloc(void *ptr, size_t size);
+extern void *__libc_memalign(size_t align, size_t size);
+extern void __libc_free(void *ptr);
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* ------------------------------------------------------------------ state */
+
+static int active;    /* recording; set by the constructor / fork child */
+static int flushed;   /* the exit flush happened: write every line at once */
+static int trace_fd = -1; /* opened at the first write (see flush_locked) */
+static int open_failed;
+static char pattern[4096]; /* NH_TRACE, copied by the constructor */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+#define TLS __thread __attribute__((tls_model("initial-exec")))
+
+static TLS int inside;
+
+static uint64_t next_id = 1;
+static uint64_t n_unknown_free, n_unknown_realloc, n_stale;
+
+/* Threads. A thread's TID is valid while its my_gen is tid_gen, which a
+ * fork child bumps: the child's TIDs start afresh. */
+#define MAX_TID 1000000u
+static uint32_t next_tid = 1, last_tid, tid_gen = 1;
+static TLS uint32_t my_tid, my_gen;
+static TLS int my_armed; /* end_key is set for this thread */
+static pthread_key_t end_key;
+static int have_key;
+
+static uint64_t every = 100000; /* NH_TRACE_EVERY */
+static uint64_t n_calls;
+static uint64_t n_trims; /* malloc_trim calls recorded */
+
+static char buf[1 << 16];
+static size_t buf_len;
+
+/* ------------------------------------------------------------ the output */
+
+
+static int open_trace(void);
+static size_t recorder_bytes(void);
+
+/* The file is created only when there is something to write: a process
+ * image that is replaced by exec before its first write (its lines are lost
+ * anyway) leaves no empty file behind and does not take the name. */
+static void flush_locked(void)
+{
+    if (buf_len == 0)
+        return;
+    if (trace_fd < 0 && !open_failed) {
+        trace_fd = open_trace();
+        if (trace_fd < 0) {
+            open_failed = 1;
+            active = 0; /* nowhere to write: only forward from now on */
+        }
+    }
+    if (trace_fd >= 0)
+        write_all(trace_fd, buf, buf_len);
+    buf_len = 0;
+}
+
+static void put_bytes_locked(const char *p, size_t n)
+{
+    append_buffered(buf, sizeof buf, &buf_len, p, n, flush_locked);
+}
+
+/* Appends one whole line (so a file cut short ends with whole lines). */
+static void put_line_locked(const char *p, size_t n)
+{
+    if (buf_len + n > sizeof buf || flushed)
+        flush_locked();
+    put_bytes_locked(p, n);
+    if (flushed)
+        flush_locked();
+}
+
+/* Appends "C N\n" (T and x lines). */
+static void put_tid_line_locked(char kind, uint32_t tid)
+{
+    char line[32];
+    char *end = line + sizeof line, *p = end;
+    *--p = '\n';
+    p = fmt_u64(p, tid);
+    *--p = ' ';
+    *--p = kind;
+    put_line_locked(p, (size_t)(end - p));
+}
+
+/* Gives the calling thread a TID at its first line and writes a T line when
+ * it is not the previous line's thread. Returns 0 when TIDs ran out, which
+ * stops the recording (the trace so far stays valid). */
+static int switch_thread_locked(void)
+{
+    if (my_gen != tid_gen || my_tid == 0) {
+        if (next_tid > MAX_TID) {
+            write_all(2, "librecorder: more than 1000000 threads, recording stopped\n", 58);
+            active = 0;
+            return 0;
+        }
+        my_tid = next_tid++;
+        my_gen = tid_gen;
+        my_armed = 0;
+    }
+    if (my_tid != last_tid) {
+        put_tid_line_locked('T', my_tid);
+        last_tid = my_tid;
+    }
+    return 1;
+}
+
+/* Appends "k NAME anon_kib=A rss_kib=R size_kib=S recorder_kib=Q\n", NAME
+ * being name followed by num unless num is 0; just "k NAME" if statm cannot
+ * be read. */
+static void put_checkpoint_locked(const char *name, uint64_t num)
+{
+    char line[256];
+    size_t n = 0;
+    char tmp[32], *d;
+#define ADD(s, len) (memcpy(line + n, (s), (len)), n += (len))
+#define ADD_U64(v) (d = fmt_u64(tmp + sizeof tmp, (v)), ADD(d, (size_t)(tmp + sizeof tmp - d)))
+    ADD("k ", 2);
+    ADD(name, strlen(name));
+    if (num != 0)
+        ADD_U64(num);
+    uint64_t v[3]; /* size, resident, shared; in pages */
+    if (read_statm_pages(v) == 1) {
+        uint64_t kib = (uint64_t)getpagesize() / 1024;
+        ADD(" anon_kib=", 10);
+        ADD_U64((v[1] - v[2]) * kib);
+        ADD(" rss_kib=", 9);
+        ADD_U64(v[1] * kib);
+        ADD(" size_kib=", 10);
+        ADD_U64(v[0] * kib);
+        ADD(" recorder_kib=", 14);
+        ADD_U64(recorder_bytes() / 1024);
+    }
+    ADD("\n", 1);
+#undef ADD
+#undef ADD_U64
+    put_line_locked(line, n);
+}
+
+/* Appends "KIND ID A[ B]\n" (nargs = 1 or 2) or "f ID\n" (nargs = 0), after
+ * a T line if the thread changed, and counts it for the periodic
+ * checkpoints. */
+static void emit_locked(char kind, uint64_t id, size_t a, size_t b, int nargs)
+{
+    if (!switch_thread_locked())
+        return;
+    char line[96];
+    char *end = line + sizeof line, *p = end;
+    *--p = '\n';
+    if (nargs >= 2) {
+        p = fmt_u64(p, b);
+        *--p = ' ';
+    }
+    if (nargs >= 1) {
+        p = fmt_u64(p, a);
+        *--p = ' ';
+    }
+    p = fmt_u64(p, id);
+    *--p = ' ';
+    *--p = kind;
+    put_line_locked(p, (size_t)(end - p));
+    n_calls++;
+    if (every != 0 && n_calls % every == 0)
+        put_checkpoint_locked("call-", n_calls);
+}
+
+static void put_str_locked(const char *s)
+{
+    put_bytes_locked(s, strlen(s));
+}
+
+static void put_u64_locked(uint64_t v)
+{
+    char tmp[32];
+    char *p = fmt_u64(tmp + sizeof tmp, v);
+    put_bytes_locked(p, (size_t)(tmp + sizeof tmp - p));
+}
+
+/* ------------------------------------------- pointer -> ID, in mmap'd memory */
+
+struct slot {
+    uintptr_t key; /* EMPTY, TOMB or a block address */
+    uint64_t id;
+};
+
+#define EMPTY ((uintptr_t)0)
+#define TOMB ((uintptr_t)1) /* no block lives at address 1 */
+#define MIN_CAP ((size_t)1 << 14)
+
+static struct slot *tab;
+static size_t tab_cap;  /* a power of two, or 0 before the first insert */
+static size_t tab_live; /* slots holding a block */
+static size_t tab_used; /* live + tombstones */
+
+static size_t hash_ptr(uintptr_t key, size_t cap)
+{
+    uint64_t h = (uint64_t)key * 0x9E3779B97F4A7C15ull; /* Fibonacci hashing */
+    return (size_t)(h >> 32) & (cap - 1);
+}
+
+static struct slot *map_slots(size_t cap)
+{
+    void *p = mmap(NULL, cap * sizeof(struct slot), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* Rebuilds the table into a fresh mapping: twice the size when it is at
+ * least a quarter live, else the same size (only clearing tombstones). */
+static int rebuild_locked(void)
+{
+    size_t cap = tab_cap == 0 ? MIN_CAP
+                 : tab_live * 4 >= tab_cap ? tab_cap * 2 : tab_cap;
+    struct slot *t = map_slots(cap);
+    if (t == NULL)
+        return -1;
+    for (size_t i = 0; i < tab_cap; i++) {
+        uintptr_t k = tab[i].key;
+        if (k == EMPTY || k == TOMB)
+            continue;
+        size_t j = hash_ptr(k, cap);
+        while (t[j].key != EMPTY)
+            j = (j + 1) & (cap - 1);
+        t[j] = tab[i];
+    }
+    if (tab != NULL)
+        munmap(tab, tab_cap * sizeof(struct slot));
+    tab = t;
+    tab_cap = cap;
+    tab_used = tab_live;
+    return 0;
+}
+
+/* Removes key; returns its ID, or 0 if it is not in the table. */
+static uint64_t take_locked(uintptr_t key)
+{
+    if (tab_cap == 0)
+        return 0;
+    for (size_t i = hash_ptr(key, tab_cap);; i = (i + 1) & (tab_cap - 1)) {
+        if (tab[i].key == EMPTY)
+            return 0;
+        if (tab[i].key == key) {
+            tab[i].key = TOMB;
+            tab_live--;
+            return tab[i].id;
+        }
+    }
+}
+
+static void put_locked(uintptr_t key, uint64_t id)
+{
+    /* Keep at most half the slots used, so probes stay short and an
+     * EMPTY slot always ends a search. */
+    if ((tab_used + 1) * 2 > tab_cap && rebuild_locked() != 0) {
+        if (tab_cap == 0 || tab_used + 1 >= tab_cap)
+            return; /* out of memory: this block becomes unknown */
+    }
+    size_t i = hash_ptr(key, tab_cap);
+    struct slot *tomb = NULL;
+    for (;; i = (i + 1) & (tab_cap - 1)) {
+        if (tab[i].key == EMPTY)
+            break;
+        if (tab[i].key == TOMB) {
+            if (tomb == NULL)
+                tomb = &tab[i];
+        } else if (tab[i].key == key) {
+            /* Still listed: freed by a path we never saw. Its old ID just
+             * stays live (leaked) in the trace. */
+            tab[i].id = id;
+            n_stale++;
+            return;
+        }
+    }
+    struct slot *s = tomb != NULL ? tomb : &tab[i];
+    if (s == &tab[i])
+        tab_used++;
+    s->key = key;
+    s->id = id;
+    tab_live++;
+}
+
+/* The table mapping and the output buffer (the cmdline buffer is only
+ * touched once, for the header). */
+static size_t recorder_bytes(void)
+{
+    return tab_cap * sizeof(struct slot) + sizeof buf;
+}
+
+/* ------------------------------------------------------------- threads */
+
+/* end_key's destructor: writes "x TID". The first call only re-arms the key,
+ * so that the line comes a destructor round later, after other keys'
+ * destructors (which may still free) have run. */
+static void thread_end(void *v)
+{
+    if (v == (void *)1) {
+        pthread_setspecific(end_key, (void *)2);
+        return;
+    }
+    int was_inside = inside;
+    inside = 1;
+    int saved = errno;
+    pthread_mutex_lock(&lock);
+    if (active && my_tid != 0 && my_gen == tid_gen) {
+        put_tid_line_locked('x', my_tid);
+        if (last_tid == my_tid)
+            last_tid = 0; /* a later line of this thread is a new T */
+    }
+    my_armed = 0; /* a call after this arms it again (if a round is left) */
+    pthread_mutex_unlock(&lock);
+    errno = saved;
+    inside = was_inside;
+}
+
+/* Sets end_key for the calling thread after its first line (outside the
+ * lock: with a key index above 31 pthread_setspecific callocs, which then
+ * just forwards since inside is set). */
+static void arm_thread_end(void)
+{
+    if (have_key && !my_armed && my_tid != 0
+        && my_gen == __atomic_load_n(&tid_gen, __ATOMIC_RELAXED)) {
+        my_armed = 1;
+        pthread_setspecific(end_key, (void *)1);
+    }
+}
+
+/* ------------------------------------------------------------- recording */
+
+static void record_alloc(char kind, void *p, size_t a, size_t b, int nargs)
+{
+    int saved = errno;
+    pthread_mutex_lock(&lock);
+    if (active) {
+        uint64_t id = next_id++;
+        put_locked((uintptr_t)p, id);
+        emit_locked(kind, id, a, b, nargs);
+    }
+    pthread_mutex_unlock(&lock);
+    arm_thread_end();
+    errno = saved;
+}
+
+/* ------------------------------------------------ start, fork and exit */
+
+/* NH_TRACE with every "%p" replaced by the pid; 0 if it does not fit. */
+static int format_path(char *out, size_t cap, const char *pattern, pid_t pid)
+{
+    size_t n = 0;
+    for (const char *s = pattern; *s != '\0'; s++) {
+        if (s[0] == '%' && s[1] == 'p') {
+            char tmp[32];
+            char *d = fmt_u64(tmp + sizeof tmp, (uint64_t)pid);
+            size_t k = (size_t)(tmp + sizeof tmp - d);
+            if (n + k >= cap)
+                return 0;
+            memcpy(out + n, d, k);
+            n += k;
+            s++;
+        } else {
+            if (n + 1 >= cap)
+                return 0;
+            out[n++] = *s;
+        }
+    }
+    out[n] = '\0';
+    return 1;
+}
+
+static void complain(const char *what, const char *path)
+{
+    write_all(2, "librecorder: ", 13);
+    write_all(2, what, strlen(what));
+    write_all(2, path, strlen(path));
+    write_all(2, "\n", 1);
+}
+
+/* Opens this process's trace file (O_EXCL; ".N" suffixes on collision). */
+static int open_trace(void)
+{
+    char path[4096 + 8];
+    if (!format_path(path, 4096, pattern, getpid())) {
+        complain("NH_TRACE too long: ", pattern);
+        return -1;
+    }
+    size_t base_len = strlen(path);
+    for (unsigned n = 0; n < 1000; n++) {
+        if (n > 0) {
+            char tmp[32];
+            char *d = fmt_u64(tmp + sizeof tmp, n);
+            path[base_len] = '.';
+            memcpy(path + base_len + 1, d, (size_t)(tmp + sizeof tmp - d));
+            path[base_len + 1 + (size_t)(tmp + sizeof tmp - d)] = '\0';
+        }
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd >= 0)
+            return fd;
+        if (errno != EEXIST) {
+            complain("cannot create ", path);
+            return -1;
+        }
+    }
+    path[base_len] = '\0';
+    complain("every name is taken: ", path);
+    return -1;
+}
+
+/* "# recorded by librecorder: PROGRAM ARGS..." from /proc/self/cmdline. NULs
+ * become spaces, a newline becomes "\n", other control bytes '?'. */
+static void put_header_locked(void)
+{
+    static char cmd[16384];
+    ssize_t got = read_small_file("/proc/self/cmdline", cmd, sizeof cmd);
+    size_t len = got < 0 ? 0 : (size_t)got;
+    while (len > 0 && cmd[len - 1] == '\0')
+        len--;
+    put_str_locked("# recorded by librecorder:");
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && cmd[i] != '\0')
+            continue;
+        put_bytes_locked(" ", 1);
+        for (size_t j = start; j < i; j++) {
+            unsigned char c = (unsigned char)cmd[j];
+            if (c == '\n')
+                put_bytes_locked("\\n", 2);
+            else if (c < 0x20 || c == 0x7f)
+                put_bytes_locked("?", 1);
+            else
+                put_bytes_locked(&cmd[j], 1);
+        }
+        start = i + 1;
+    }
+    if (len == sizeof cmd)
+        put_str_locked(" ...");
+    put_str_locked("\n# pid ");
+    put_u64_locked((uint64_t)getpid());
+    put_str_locked("\n");
+}
+
+static void fork_prepare(void)
+{
+    inside = 1; /* anything this thread allocates until the fork just forwards */
+    pthread_mutex_lock(&lock);
+}
+
+static void fork_parent(void)
+{
+    pthread_mutex_unlock(&lock);
+    inside = 0;
+}
+
+/* The child starts a trace of its own: the blocks it inherited are unknown
+ * to it, like those allocated before the constructor ran. */
+static void fork_child(void)
+{
+    pthread_mutex_init(&lock, NULL);
+    int was_active = active;
+    active = 0;
+    buf_len = 0; /* the parent's unwritten lines are the parent's */
+    if (tab != NULL)
+        munmap(tab, tab_cap * sizeof(struct slot));
+    tab = NULL;
+    tab_cap = tab_live = tab_used = 0;
+    next_id = 1;
+    n_unknown_free = n_unknown_realloc = n_stale = 0;
+    tid_gen++; /* every thread's TID was the parent's */
+    my_tid = 1;
+    my_gen = tid_gen;
+    next_tid = 2;
+    last_tid = 1;
+    n_calls = 0;
+    flushed = 0;
+    trace_fd = -1; /* the parent's descriptor stays open; it is the parent's file */
+    open_failed = 0;
+    if (was_active) {
+        put_header_locked();
+        put_str_locked("# forked child; blocks inherited from the parent are unknown\n");
+        active = 1;
+    }
+    inside = 0;
+}
+
+__attribute__((constructor)) static void recorder_init(void)
+{
+    inside = 1;
+    const char *env = getenv("NH_TRACE");
+    if (env == NULL || env[0] == '\0') {
+        inside = 0;
+        return;
+    }
+    if (strlen(env) >= sizeof pattern) {
+        complain("NH_TRACE too long: ", env);
+    } else {
+        memcpy(pattern, env, strlen(env) + 1);
+        const char *ev = getenv("NH_TRACE_EVERY");
+        if (ev != NULL && ev[0] != '\0') {
+            uint64_t v = 0;
+            const char *c = ev;
+            for (; *c >= '0' && *c <= '9' && v < UINT64_MAX / 100; c++)
+                v = v * 10 + (uint64_t)(*c - '0');
+            if (*c == '\0')
+                every = v;
+            else
+                complain("NH_TRACE_EVERY is not a number (under 10^17), using 100000: ", ev);
+        }
+        have_key = pthread_key_create(&end_key, thread_end) == 0;
+        pthread_mutex_lock(&lock);
+        put_header_locked();
+        my_tid = 1; /* this thread's lines need no T line */
+        my_gen = tid_gen;
+        next_tid = 2;
+        last_tid = 1;
+        pthread_mutex_unlock(&lock);
+        pthread_atfork(fork_prepare, fork_parent, fork_child);
+        __atomic_store_n(&active, 1, __ATOMIC_RELEASE);
+        arm_thread_end();
+    }
+    inside = 0;
+}
+
+__attribute__((destructor)) static void recorder_fini(void)
+{
+    if (!active)
+        return;
+    int saved = errno;
+    pthread_mutex_lock(&lock);
+    if (switch_thread_locked())
+        put_checkpoint_locked("exit", 0);
+    put_str_locked("# exit: ");
+    put_u64_locked(next_id - 1);
+    put_str_locked(" allocations, ");
+    put_u64_locked(tab_live);
+    put_str_locked(" still live, ");
+    put_u64_locked(n_unknown_free);
+    put_str_locked(" frees and ");
+    put_u64_locked(n_unknown_realloc);
+    put_str_locked(" reallocs of unknown blocks, ");
+    put_u64_locked(n_stale);
+    put_str_locked(" stale table entries, ");
+    put_u64_locked(next_tid - 1);
+    put_str_locked(" threads\n");
+    flush_locked();
+    flushed = 1; /* later lines (other destructors) are written at once */
+    pthread_mutex_unlock(&lock);
+    errno = saved;
+}
+
+/* ------------------------------------------------------------ the API */
+
+static int recording(void)
+{
+    return __atomic_load_n(&active, __ATOMIC_ACQUIRE) && !inside;
+}
+
+EXPORT void *malloc(size_t size)
+{
+    if (!recording())
+        return __libc_malloc(size);
+    inside = 1;
+    void *p = __libc_malloc(size);
+    if (p != NULL)
+        record_alloc('m', p, size, 0, 1);
+    inside = 0;
+    return p;
+}
+
+EXPORT void *calloc(size_t count, size_t size)
+{
+    if (!recording())
+        return __libc_calloc(count, size);
+    inside = 1;
+    void *p = __libc_calloc(count, size);
+    if (p != NULL)
+        record_alloc('c', p, count, size, 2);
+    inside = 0;
+    return p;
+}
+
+EXPORT void free(void *ptr)
+{
+    if (ptr == NULL || !recording()) {
+        __libc_free(ptr);
+        return;
+    }
+    inside = 1;
+    int saved = errno;
+    /* Record before releasing: once released, another thread may get the
+     * same address back and must find no entry for it. */
+    pthread_mutex_lock(&lock);
+    if (active) {
+        uint64_t id = take_locked((uintptr_t)ptr);
+        if (id != 0)
+            emit_locked('f', id, 0, 0, 0);
+        else
+            n_unknown_free++;
+    }
+    pthread_mutex_unlock(&lock);
+    arm_thread_end();
+    errno = saved;
+    __libc_free(ptr);
+    inside = 0;
+}
+
+EXPORT void *realloc(void *ptr, size_t size)
+{
+    if (!recording())
+        return __libc_realloc(ptr, size);
+    inside = 1;
+    uint64_t id = 0;
+    if (ptr != NULL) {
+        pthread_mutex_lock(&lock);
+        id = take_locked((uintptr_t)ptr);
+        pthread_mutex_unlock(&lock);
+    }
+    void *q = __libc_realloc(ptr, size);
+    int saved = errno;
+    pthread_mutex_lock(&lock);
+    if (!active) {
+        /* cannot happen outside a fork race; nothing to do */
+    } else if (q != NULL) {
+        if (id == 0) {
+            /* realloc(NULL, n), or realloc of an unknown block: a fresh,
+             * never-used ID, which the replayer runs as realloc(NULL, n). */
+            id = next_id++;
+            if (ptr != NULL)
+                n_unknown_realloc++;
+        }
+        put_locked((uintptr_t)q, id);
+        emit_locked('r', id, size, 0, 1);
+    } else if (ptr != NULL && size == 0) {
+        /* glibc 2.36: realloc(p, 0) frees p and returns NULL. */
+        if (id != 0)
+            emit_locked('r', id, 0, 0, 1);
+        else
+            n_unknown_free++;
+    } else if (id != 0) {
+        put_locked((uintptr_t)ptr, id); /* failed: the old block stays */
+    }
+    pthread_mutex_unlock(&lock);
+    arm_thread_end();
+    errno = saved;
+    inside = 0;
+    return q;
+}
+
+EXPORT void *memalign(size_t align, size_t size)
+{
+    if (!recording())
+        return __libc_memalign(align, size);
+    inside = 1;
+    void *p = __libc_memalign(align, size);
+    if (p != NULL)
+        record_alloc('a', p, align, size, 2);
+    inside = 0;
+    return p;
+}
+
+/* glibc 2.36's aligned_alloc is an alias of memalign (no extra checks). */
+EXPORT void *aligned_alloc(size_t align, size_t size)
+{
+    return memalign(align, size);
+}
+
+/* As glibc: EINVAL unless ALIGN is a power-of-two multiple of sizeof(void *),
+ * without allocating; ENOMEM (and *out untouched) if the allocation fails. */
+EXPORT int posix_memalign(void **out, size_t align, size_t size)
+{
+    if (align == 0 || align % sizeof(void *) != 0
+        || ((align / sizeof(void *)) & (align / sizeof(void *) - 1)) != 0)
+        return EINVAL;
+    void *p = memalign(align, size);
+    if (p == NULL)
+        return ENOMEM;
+    *out = p;
+    return 0;
+}
+
+EXPORT void *valloc(size_t size)
+{
+    return memalign((size_t)getpagesize(), size);
+}
+
+/* As glibc: SIZE rounded up to a page (ENOMEM on overflow), page aligned. */
+EXPORT void *pvalloc(size_t size)
+{
+    size_t page = (size_t)getpagesize();
+    if (size > SIZE_MAX - (page - 1)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return memalign(page, (size + page - 1) & ~(page - 1));
+}
+
+/* glibc exports no __libc_ name for malloc_trim: the next definition, found
+ * once with dlsym (which may allocate: inside is set, so that just forwards). */
+static int (*next_malloc_trim)(size_t);
+
+EXPORT int malloc_trim(size_t pad)
+{
+    int (*next)(size_t) = __atomic_load_n(&next_malloc_trim, __ATOMIC_ACQUIRE);
+    if (next == NULL) {
+        int was = inside;
+        inside = 1;
+        next = (int (*)(size_t))dlsym(RTLD_NEXT, "malloc_trim");
+        inside = was;
+        if (next == NULL)
+            return 0;
+        __atomic_store_n(&next_malloc_trim, next, __ATOMIC_RELEASE);
+    }
+    if (!recording())
+        return next(pad);
+    inside = 1;
+    uint64_t n = 0;
+    pthread_mutex_lock(&lock);
+    if (active && switch_thread_locked()) {
+        n = ++n_trims;
+        put_checkpoint_locked("before-trim-", n);
+        char line[32];
+        char *end = line + sizeof line, *p = end;
+        *--p = '\n';
+        p = fmt_u64(p, pad);
+        *--p = ' ';
+        *--p = 't';
+        put_line_locked(p, (size_t)(end - p));
+    }
+    pthread_mutex_unlock(&lock);
+    int r = next(pad);
+    pthread_mutex_lock(&lock);
+    if (active && n != 0 && switch_thread_locked()) /* a T line if another thread wrote since */
+        put_checkpoint_locked("after-trim-", n);
+    pthread_mutex_unlock(&lock);
+    inside = 0;
+    return r;
+}
