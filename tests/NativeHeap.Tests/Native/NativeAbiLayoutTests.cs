@@ -43,6 +43,9 @@ public unsafe class NativeAbiLayoutTests
         Line("chunk.size_word", ((byte*)&chunk.Size - (byte*)&chunk) / sizeof(nuint));
         Line("chunk.prev_inuse", Chunk.PrevInuse);
         Line("chunk.is_mmapped", Chunk.IsMmapped);
+        Line("chunk.non_main_arena", Chunk.NonMainArena);
+        Line("chunk.size_bits", Chunk.SizeBits);
+        Line("chunk.unaligned_size_bit", Chunk.UnalignedSizeBit);
         Line("chunk.min", Chunk.MinSize);
         for (nuint idx = 0; idx < BinIndex.TcacheMaxBins; idx++)
             Line($"bin.{idx}", $"{BinIndex.TcacheChunkSize(idx)} {BinIndex.TcacheUsableSize(idx)}");

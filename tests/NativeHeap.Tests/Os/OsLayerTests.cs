@@ -1,27 +1,10 @@
-using System.Text.RegularExpressions;
 using NativeHeap.Os;
 
 namespace NativeHeap.Tests;
 
-/// <summary>The OS layer: the only folder that sees which libc binding a call uses, and Tmds.LibC's calls reporting errno as ours do.</summary>
-public unsafe partial class OsLayerTests
+/// <summary>The OS layer's calls report the errno of their failure (which folders may bind libc: <see cref="ArchitectureTests"/>).</summary>
+public unsafe class OsLayerTests
 {
-    [GeneratedRegex(@"\bTmds\.|\bLibc\.(Sbrk|Mmap|Munmap|Mremap|Madvise|Mprotect|Futex)\b|\bLibc\.(PROT_|MAP_|MADV_|MREMAP_)")]
-    private static partial Regex BindingUse();
-
-    [Fact]
-    public void OnlyTheOsLayerSeesTheBindings()
-    {
-        string library = Path.Combine(NativeTests.RepoRoot, "src", "NativeHeap");
-        var outside = Directory.EnumerateFiles(library, "*.cs", SearchOption.AllDirectories)
-            .Where(f => !f.Contains($"{Path.DirectorySeparatorChar}bin{Path.DirectorySeparatorChar}") && !f.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}"))
-            .Select(f => Path.GetRelativePath(library, f))
-            .Where(f => !f.StartsWith("Os" + Path.DirectorySeparatorChar) && !f.StartsWith("Interop" + Path.DirectorySeparatorChar))
-            .Where(f => BindingUse().IsMatch(File.ReadAllText(Path.Combine(library, f))))
-            .ToList();
-        Assert.Empty(outside);
-    }
-
     [Fact]
     public void Mincore_ThroughTmdsLibC_ReportsTheErrnoOfItsFailure()
     {

@@ -9,6 +9,7 @@ namespace NativeHeap.Tests;
 /// OptionTable is where an option is defined; HeapOption, nativeheap.h's NH_M_ names and
 /// README's options paragraph are written by hand and held to it here.
 /// </summary>
+[Trait(Traits.Category, Traits.Allocator)]
 public unsafe class OptionTableTests
 {
     private static readonly HeapOption[] Declared = typeof(HeapOption)
