@@ -2,7 +2,7 @@
  * One sequence of calls whose result shows the tcache's state: which freed block each
  * malloc returns, and what each freed block holds (the safe-linked next entry, the key).
  * Linked against libnativeheap (tcache_abi-nh) its frees and mallocs go through the C
- * fast paths (nativeheap.c); NativeAbiLayoutTests runs the same sequence through the
+ * fast paths (src/NativeHeap.Native/fast_path.h); NativeAbiLayoutTests runs the same sequence through the
  * managed allocator (ChildScenarios.TcacheSequence) and on glibc, and compares the lines.
  *   tcache_abi sequence         the sequence
  *   tcache_abi misuse KIND      a misuse that must abort with glibc's words (foreign, poisoned, unreadable)

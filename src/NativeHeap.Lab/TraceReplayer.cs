@@ -100,7 +100,7 @@ public sealed unsafe class ReplayCheckpoint
 
 /// <summary>
 /// Replays an allocation trace on an allocator and reports where each block landed, in the
-/// format native-tests/src/replay.c prints for glibc, so the two compare line by line.
+/// format src/NativeHeap.Cli/native/replay.c prints for glibc, so the two compare line by line.
 /// </summary>
 /// <remarks>
 /// <para>Trace, one operation per line, <c>#</c> comments:</para>

@@ -50,7 +50,7 @@ struct nhm_thread_locals {
 #define NHM_UNALIGNED_SIZE_BIT 8
 #define NHM_MIN_CHUNK 32
 
-/* The tcache bin of a request (csize2tidx of request2size; BinIndex.Tcache) and its chunks' size
+/* The tcache bin of a request (csize2tidx of request2size; BinIndex.TcacheForRequest) and its chunks' size
  * (BinIndex.TcacheChunkSize). */
 static inline size_t nhm_tcache_index(size_t request) { return request <= 8 ? 0 : (request + 8 + 15) / 16 - 2; }
 static inline size_t nhm_tcache_chunk_size(size_t index) { return index * 16 + NHM_MIN_CHUNK; }

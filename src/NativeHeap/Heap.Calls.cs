@@ -9,12 +9,10 @@ namespace NativeHeap;
 
 /// <summary>
 /// The allocator's calls, given the calling thread's <see cref="ThreadLocals"/>: a .NET
-/// thread's lives in native memory behind a thread static (Heap.cs, <c>Locals</c>); a C
+/// thread's lives in native memory behind a thread static (Heap.Threads.cs, <c>Locals</c>); a C
 /// thread's in libnativeheap's C thread-local. Both run the same fast paths here. Neither
-/// keeps a managed object per call, and a C thread none at all: with a managed cache per
-/// thread, every C thread that called in left an object and its allocation context in gen 0,
-/// and a program that makes many short threads (mleak: 50,000) kept the whole gen 0 budget
-/// resident (42 MiB against glibc's 2 MiB).
+/// keeps a managed object per call, and a C thread none at all: a managed object per C thread
+/// would keep gen 0 resident in a program of many short threads (docs/decisions.md).
 /// </summary>
 public static unsafe partial class Heap
 {
@@ -159,7 +157,7 @@ public static unsafe partial class Heap
         // The profile set every option: NATIVEHEAP_TUNABLES' single tunables override it again,
         // as at start-up. One the new profile refuses is said, not applied.
         if (refused is null && option == HeapOption.Profile && ApplyEnvTunables(ctx, ts) is (string entry, string envRefused))
-            refused = $"was set, but NATIVEHEAP_TUNABLES' '{entry}' was not applied under it: {envRefused}";
+            refused = $"was set, but {Tunables.Variable}' '{entry}' was not applied under it: {envRefused}";
         RefreshFastPath(ctx);
         return refused;
     }

@@ -70,8 +70,7 @@ internal unsafe struct MallocParams
     /// The nativeheap profile's tcache: 32 chunks a bin where glibc 2.36 keeps 7 (a batch of a
     /// few hundred live small blocks then stays in the thread's cache instead of taking the
     /// arena lock for most calls), bounded by 1 MiB of chunks a thread so that the deeper
-    /// cache cannot pin more than that. The random batch needs 28 (README); 64 was as fast
-    /// and kept more memory resident (mstress's peak 1.03 x glibc's, 1.00 at 32).
+    /// cache cannot pin more than that. 32 over 64 for memory (docs/decisions.md).
     /// </summary>
     internal const nuint NativeHeapTcacheCount = 32;
     internal const nuint NativeHeapTcacheBytes = 1024 * 1024;

@@ -11,7 +11,7 @@ namespace NativeHeap.Os;
 /// </summary>
 /// <remarks>
 /// It must not allocate a managed object, ever: under libnativeheap a fork may come at any
-/// moment of a call that did not pass the fork gate (nativeheap.c), and a .NET allocation in
+/// moment of a call that did not pass the fork gate (the C layer's gate.c), and a .NET allocation in
 /// progress then leaves the runtime's locks held in the child for ever; hence no SpinWait, whose
 /// Thread.Sleep creates the thread's Thread object (docs/decisions.md). Nor may it change the
 /// caller's errno.

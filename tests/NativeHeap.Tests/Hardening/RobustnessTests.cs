@@ -7,7 +7,7 @@ namespace NativeHeap.Tests;
 
 /// <summary>
 /// Never a crash, never a false error, never a false out-of-memory: each case was a failure
-/// of NativeHeap's that glibc does not have (issue 12), met the way a program met it.
+/// of NativeHeap's that glibc does not have, met the way a program met it.
 /// </summary>
 [Trait(Traits.Category, Traits.Allocator)]
 public unsafe class RobustnessTests
@@ -52,10 +52,9 @@ public unsafe class RobustnessTests
 
     /// <summary>
     /// mleak's shape: 10,000 C threads, one after another, each allocating a little and ending.
-    /// Each used to leave a managed cache object and its share of the GC's allocation context
-    /// behind, so peak RSS grew to the whole gen-0 budget (20,000 threads: 86 MiB, glibc 1.7
-    /// MiB); the C layer now keeps a C thread's state in C thread-local storage. Allowed: the
-    /// .NET runtime's fixed cost (about 2 MiB) and 2 MiB more.
+    /// A managed object per C thread would keep the whole gen-0 budget resident
+    /// (docs/decisions.md); the C layer keeps a C thread's state in C thread-local storage.
+    /// Allowed: the .NET runtime's fixed cost (about 2 MiB) and 2 MiB more.
     /// </summary>
     [Fact]
     public void ShortLivedCThreads_Preloaded_LeaveNothingBehind()

@@ -7,7 +7,7 @@ using NativeHeap.Lab;
 namespace NativeHeap.Tests;
 
 /// <summary>
-/// One layout, two readers: libnativeheap's C fast paths (src/NativeHeap.Native/nativeheap.c)
+/// One layout, two readers: libnativeheap's C fast paths (src/NativeHeap.Native/fast_path.h)
 /// serve tcache hits and frees on the tcache the managed allocator made. The C view
 /// (nativeheap-managed.h, printed by native-tests/src/abi_layout.c) must be the managed one,
 /// and one sequence of calls must leave the same tcache behind through either.
@@ -47,8 +47,14 @@ public unsafe class NativeAbiLayoutTests
         Line("chunk.size_bits", Chunk.SizeBits);
         Line("chunk.unaligned_size_bit", Chunk.UnalignedSizeBit);
         Line("chunk.min", Chunk.MinSize);
-        for (nuint idx = 0; idx < BinIndex.TcacheMaxBins; idx++)
-            Line($"bin.{idx}", $"{BinIndex.TcacheChunkSize(idx)} {BinIndex.TcacheUsableSize(idx)}");
+        // Each bin's chunk size and the largest request it serves, found the way abi_layout.c
+        // finds it: the request-to-bin formula (BinIndex.TcacheForRequest, nhm_tcache_index) held to its twin.
+        for (nuint idx = 0, request = 0; idx < BinIndex.TcacheMaxBins; idx++)
+        {
+            while (BinIndex.TcacheForRequest(request + 1) == idx) request++;
+            Assert.Equal(BinIndex.TcacheUsableSize(idx), request);
+            Line($"bin.{idx}", $"{BinIndex.TcacheChunkSize(idx)} {request}");
+        }
         Line("slot_shift", Ownership.SlotShift);
         Line("slots", Ownership.Slots);
         return view;
