@@ -75,7 +75,7 @@ internal unsafe struct MallocContext
         if (ctx == null)
             throw new OutOfMemoryException(OsMemory.LastFailure);
         ctx->Mp.SetDefaults(profile);
-        bool onBrk = useBrk ?? profile == HeapProfile.Glibc236;
+        bool onBrk = useBrk ?? OptionTable.Find(HeapOption.UseBrk)!.Default(profile) == 1;
         MallocState.Init(&ctx->Main, contiguous: onBrk);
         ctx->Main.Next = &ctx->Main;
         ctx->Main.AttachedThreads = 1;
