@@ -1,3 +1,4 @@
+using NativeHeap.Cli.Symbols;
 using NativeHeap.Diagnostics;
 using NativeHeap.Lab;
 
@@ -6,10 +7,12 @@ namespace NativeHeap.Cli;
 /// <summary>`nativeheap map`: replay a trace as glibc 2.36 in this process and draw the heap at a checkpoint.</summary>
 internal static class Map
 {
-    internal static int Run(string nameOrPath, string? at, string output)
+    internal static int Run(string nameOrPath, string? at, string output, string[] wrappers)
     {
         byte[]? trace = Program.LoadTrace(nameOrPath, out string label);
         if (trace is null || Program.Validate(trace, label) is not { } summary) return Program.UsageError;
+        TraceStacks stacks = TraceStacks.Parse(trace);
+        AllocationSites? sites = stacks.NodeCount > 0 ? new AllocationSites(stacks, new Symbolizer(stacks.JitCode), wrappers) : null;
         string extension = Path.GetExtension(output).ToLowerInvariant();
         if (extension is not (".svg" or ".png" or ".html"))
             return Program.Fail($"--out {output}: the picture's name must end in .svg, .png or .html");
@@ -43,7 +46,13 @@ internal static class Map
                     {
                         Title = $"{label} at {cp.Name} (line {cp.Line}), replayed as glibc 2.36",
                         Pinned = e.PinnedBy,
-                        Describe = c => cp.Owner(c.UserAddress) is { } o ? $"line {o.Line} (id {o.Id})" : null,
+                        Describe = c => cp.Owner(c.UserAddress) is { } o
+                            ? sites?.Of(stacks.StackOfLine(o.Line)) is { Frames.Count: > 0 } site ? $"line {o.Line} (id {o.Id}), at {site.Name}" : $"line {o.Line} (id {o.Id})"
+                            : null,
+                        // The whole stack, on hover only (one copy per stack in the page).
+                        Details = sites is null ? null : c => cp.Owner(c.UserAddress) is { } o && sites.Of(stacks.StackOfLine(o.Line)) is { Frames.Count: > 0 } site
+                            ? "allocated by:\n" + string.Join("\n", site.Frames.Select((f, k) => (k == site.SiteIndex ? "> " : "  ") + f))
+                            : null,
                     };
                     if (extension == ".png") MapPng.Write(e.Snapshot, file, options);
                     else HeapMap.Write(e.Snapshot, file, extension == ".svg" ? HeapMapFormat.Svg : HeapMapFormat.Html, options);

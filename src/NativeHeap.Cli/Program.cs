@@ -52,12 +52,17 @@ internal static class Program
     {
         var trace = new Argument<string>("TRACE") { Description = "A trace file, or the name of a scenario." };
         var at = AtOption();
-        var json = new Option<bool>("--json") { Description = "Print one JSON document instead of text." };
-        var command = new Command("explain", "Replay a trace as glibc 2.36 and explain every resident byte at its checkpoints: where it sits, what pins it, and what setting would give it back (each measured by a replay).")
+        var json = new Option<bool>("--json") { Description = "Print one JSON document instead of text (the same as --format json)." };
+        var format = new Option<string>("--format") { Description = "text, json, or pprof (a profile.proto per checkpoint, gzipped, written to --out).", DefaultValueFactory = _ => "text" };
+        format.AcceptOnlyFromAmong("text", "json", "pprof");
+        var output = new Option<string?>("--out") { Description = "With --format pprof: FILE.pb.gz (with several checkpoints, FILE.NAME.pb.gz each)." };
+        var wrapper = new Option<string[]>("--wrapper") { Description = "A function of the program that only wraps malloc (NAME, or PREFIX*): allocation sites are looked for past it. May be given more than once.", Arity = ArgumentArity.OneOrMore, AllowMultipleArgumentsPerToken = false };
+        var command = new Command("explain", "Replay a trace as glibc 2.36 and explain every resident byte at its checkpoints: where it sits, what pins it and which code allocated that, and what setting would give it back (each measured by a replay).")
         {
-            trace, at, json,
+            trace, at, json, format, output, wrapper,
         };
-        command.SetAction(result => Explain.Run(result.GetValue(trace)!, result.GetValue(at), result.GetValue(json)));
+        command.SetAction(result => Explain.Run(result.GetValue(trace)!, result.GetValue(at),
+            result.GetValue(json) ? "json" : result.GetValue(format)!, result.GetValue(output), result.GetValue(wrapper) ?? []));
         return command;
     }
 
@@ -77,12 +82,13 @@ internal static class Program
     {
         var trace = new Argument<string>("TRACE") { Description = "A trace file, or the name of a scenario." };
         var at = AtOption();
-        var output = new Option<string>("--out") { Description = "The picture: FILE.svg, FILE.png or FILE.html (zoom, pan, a chunk's details on hover).", Required = true };
-        var command = new Command("map", "Replay a trace as glibc 2.36 and draw its heap at a checkpoint: each arena's memory, chunks by state, resident pages, the chunks that pin free memory.")
+        var output = new Option<string>("--out") { Description = "The picture: FILE.svg, FILE.png or FILE.html (zoom, pan, a chunk's details and allocation stack on hover).", Required = true };
+        var wrapper = new Option<string[]>("--wrapper") { Description = "A function of the program that only wraps malloc (NAME, or PREFIX*). May be given more than once.", Arity = ArgumentArity.OneOrMore, AllowMultipleArgumentsPerToken = false };
+        var command = new Command("map", "Replay a trace as glibc 2.36 and draw its heap at a checkpoint: each arena's memory, chunks by state, resident pages, the chunks that pin free memory and where they were allocated.")
         {
-            trace, at, output,
+            trace, at, output, wrapper,
         };
-        command.SetAction(result => Map.Run(result.GetValue(trace)!, result.GetValue(at), result.GetValue(output)!));
+        command.SetAction(result => Map.Run(result.GetValue(trace)!, result.GetValue(at), result.GetValue(output)!, result.GetValue(wrapper) ?? []));
         return command;
     }
 

@@ -22,6 +22,12 @@ public sealed class HeapMapOptions
     /// <summary>More about a chunk for its hover text and its label (e.g. the trace line that allocated it), or null.</summary>
     public Func<HeapChunk, string?>? Describe { get; init; }
 
+    /// <summary>
+    /// Longer text for a chunk's hover only (e.g. the stack that allocated it), or null. Chunks
+    /// that get the same text share one copy in the page, so a stack costs its bytes once.
+    /// </summary>
+    public Func<HeapChunk, string?>? Details { get; init; }
+
     /// <summary>Chunks to mark and label on the map (the ones that pin memory).</summary>
     public IReadOnlyList<PinningChunk> Pinned { get; init; } = [];
 }
@@ -370,6 +376,7 @@ public static class HeapMap
         sb.Append("const strips=[\n");
         int chunkIndex = 0;
         var pinned = options.Pinned.ToDictionary(p => p.Chunk.Address);
+        var details = new Dictionary<string, int>(StringComparer.Ordinal);
         for (int s = 0; s < strips.Count; s++)
         {
             sb.Append(c, $"{{label:\"{Js(strips[s].Label)}\",start:{strips[s].Start},bytes:{strips[s].Bytes},chunks:[");
@@ -384,13 +391,16 @@ public static class HeapMap
                     string? more = options.Describe?.Invoke(ch);
                     if (pinned.TryGetValue(ch.Address, out PinningChunk p))
                         more = (more == null ? "" : more + "; ") + $"pins: frees {Sizes.Approximate((long)p.FreesBytes)}, {Sizes.Approximate((long)p.PinnedBytes)} with those above";
-                    sb.Append(c, $"[{offset + ch.Address - region.Start},{ch.Size},{(int)ch.State},{ch.ResidentBytes},\"0x{ch.Address:x}\",\"{Js(more ?? "")}\",{(pinned.ContainsKey(ch.Address) ? 1 : 0)}],");
+                    int detail = -1;
+                    if (options.Details?.Invoke(ch) is { } d && !details.TryGetValue(d, out detail)) details[d] = detail = details.Count;
+                    sb.Append(c, $"[{offset + ch.Address - region.Start},{ch.Size},{(int)ch.State},{ch.ResidentBytes},\"0x{ch.Address:x}\",\"{Js(more ?? "")}\",{(pinned.ContainsKey(ch.Address) ? 1 : 0)},{detail}],");
                 }
                 offset += region.Length;
             }
             sb.Append("]},\n");
         }
         sb.Append("];\n");
+        sb.Append("const details=[").Append(string.Join(",", details.OrderBy(kv => kv.Value).Select(kv => $"\"{Js(kv.Key)}\""))).Append("];\n");
         sb.Append(HtmlScript);
         sb.Append("</script></body></html>\n");
         return sb.ToString();
@@ -431,7 +441,7 @@ cv.addEventListener('mousemove',ev=>{
     const off=(Math.floor((py-top)/rowH)*width+px)*bpp; let lo=0,hi=s.chunks.length-1;
     while(lo<hi){const m=(lo+hi+1)>>1; if(s.chunks[m][0]<=off)lo=m; else hi=m-1;}
     const c=s.chunks[lo]; if(!c||off>=c[0]+c[1])break;
-    tip.textContent=`${c[4]}: ${fmt(c[1])}, ${states[c[2]][0]}, ${fmt(c[3])} resident${c[5]?'\n'+c[5]:''}`;
+    tip.textContent=`${c[4]}: ${fmt(c[1])}, ${states[c[2]][0]}, ${fmt(c[3])} resident${c[5]?'\n'+c[5]:''}${c[7]>=0?'\n'+details[c[7]]:''}`;
     tip.style.left=(ev.clientX+12)+'px'; tip.style.top=(ev.clientY+12)+'px'; tip.style.display='block'; return;
   }
   tip.style.display='none';
