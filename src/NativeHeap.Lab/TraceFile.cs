@@ -124,14 +124,52 @@ public static class TraceFile
                 }
                 int end = nl < 0 ? text.Length : at + nl;
                 _lineNo++;
-                Line(text[at..end]);
-                if (nl >= 0) _out.Byte((byte)'\n');
+                if (!Fast(text[at..end], nl >= 0)) // the recorder's lines; the rest, and errors:
+                {
+                    Line(text[at..end]);
+                    if (nl >= 0) _out.Byte((byte)'\n');
+                }
                 at = nl < 0 ? text.Length : end + 1;
             }
             return at;
         }
 
         internal byte[] Result() => _out.ToArray();
+
+        /// <summary>
+        /// An ID line as the recorder writes it ("m 0 8", "f 3", one blank, a plain number
+        /// followed by a blank or the end), decoded as <see cref="Line"/> does it; false for any
+        /// other line, which Line then decodes or reports.
+        /// </summary>
+        private bool Fast(ReadOnlySpan<byte> line, bool newline)
+        {
+            if (line.Length < 3 || line[1] != (byte)' ' || _version != 2) return false;
+            byte op = line[0];
+            if (op is not ((byte)'m' or (byte)'c' or (byte)'a' or (byte)'r' or (byte)'f' or (byte)'w')) return false;
+            int i = 2;
+            ulong d = 0;
+            for (; i < line.Length && i < 20; i++)
+            {
+                uint digit = (uint)(line[i] - '0');
+                if (digit > 9) break;
+                d = d * 10 + digit;
+            }
+            if (i == 2 || i == 20 || (i < line.Length && line[i] is not ((byte)' ' or (byte)'\t' or (byte)'\r'))) return false;
+            int id;
+            if (d == 0)
+            {
+                if (op is (byte)'f' or (byte)'w') return false;
+                id = _ids.New(_lineNo);
+            }
+            else
+            {
+                if (op is not ((byte)'r' or (byte)'f' or (byte)'w') || d >= (ulong)_ids.Next) return false;
+                bool frees = op == (byte)'f' || (op == (byte)'r' && IsZero(line[i..]));
+                id = _ids.Of(_ids.Next - (long)d, _lineNo, frees);
+            }
+            _out.IdLine(op, id, line[i..], newline);
+            return true;
+        }
 
         private void Line(ReadOnlySpan<byte> line)
         {
@@ -329,6 +367,21 @@ public static class TraceFile
             Reserve(11);
             Utf8Formatter.TryFormat(value, new Span<byte>(_buffer + _used, 11), out int written);
             _used += (nuint)written;
+        }
+
+        /// <summary>"OP ID" then <paramref name="rest"/>, and a newline if asked.</summary>
+        internal void IdLine(byte op, int id, ReadOnlySpan<byte> rest, bool newline)
+        {
+            Reserve(rest.Length + 14);
+            byte* p = _buffer + _used;
+            p[0] = op;
+            p[1] = (byte)' ';
+            Utf8Formatter.TryFormat(id, new Span<byte>(p + 2, 11), out int written);
+            p += 2 + written;
+            rest.CopyTo(new Span<byte>(p, rest.Length));
+            p += rest.Length;
+            if (newline) *p++ = (byte)'\n';
+            _used = (nuint)(p - _buffer);
         }
 
         private void Reserve(int n)
