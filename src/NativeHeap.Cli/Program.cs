@@ -154,11 +154,25 @@ internal static class Program
         return UsageError;
     }
 
-    /// <summary>A trace file's bytes, or a scenario's; null (after an error message) when neither exists.</summary>
+    /// <summary>
+    /// A trace file's text (decompressed, a version-2 trace's IDs made absolute: <see cref="TraceFile.Load"/>),
+    /// or a scenario's; null (after an error message) when neither exists or the file cannot be decoded.
+    /// </summary>
     internal static byte[]? LoadTrace(string nameOrPath, out string label)
     {
         label = nameOrPath;
-        if (File.Exists(nameOrPath)) return File.ReadAllBytes(nameOrPath);
+        if (File.Exists(nameOrPath))
+        {
+            try
+            {
+                return TraceFile.Load(nameOrPath);
+            }
+            catch (Exception e) when (e is TraceFormatException or InvalidDataException)
+            {
+                Fail($"{nameOrPath}: {e.Message}");
+                return null;
+            }
+        }
         if (Scenario.Find(nameOrPath) is { } scenario) return scenario.Trace;
         Fail($"cannot open {nameOrPath}: no such file, and no scenario of that name (scenarios: {string.Join(", ", Scenario.All.Select(s => s.Name))})");
         return null;

@@ -116,6 +116,10 @@ public sealed unsafe class ReplayCheckpoint
 /// T TID              the following lines are recorded thread TID's (1..1000000; before any T line, 1's)
 /// x TID              thread TID ended (its tcache and arena go back)
 /// </code>
+/// <para>Version 2's <c>s</c>, <c>M</c>, <c>J</c> lines and an allocation's trailing <c>@S</c>
+/// (docs/trace-format.md) are checked and skipped: they count as lines, not operations. Its
+/// relative IDs and compression are <see cref="TraceFile.Decode"/>'s, which Replay and Validate
+/// apply to bytes that need it.</para>
 /// <para>Output: <c>LINE ID heap OFFSET USABLE</c> (OFFSET from the first heap block), <c>LINE ID
 /// arena K OFFSET USABLE</c> for a block of another arena (K numbers them as they first appear,
 /// OFFSET from its 64 MiB-aligned heap), <c>LINE ID mmap - USABLE</c>, or <c>LINE ID null</c>
@@ -147,13 +151,16 @@ public static unsafe class TraceReplayer
 
     private const int BufferSize = 1 << 16;
 
-    private enum Op : byte { Malloc, Calloc, Realloc, Memalign, Free, Write, Trim, Checkpoint, Thread, Exit }
+    // Node and after: version 2's lines that a replay skips (counted as lines, not operations).
+    private enum Op : byte { Malloc, Calloc, Realloc, Memalign, Free, Write, Trim, Checkpoint, Thread, Exit, Node, Module, Jit, Version }
 
     /// <summary>What a check of the whole trace found.</summary>
     private readonly record struct Scanned(TraceSummary Summary, long MaxId, bool Threads);
 
     /// <summary>Check every line of a trace; throws <see cref="TraceFormatException"/> on the first bad one.</summary>
-    public static TraceSummary Validate(ReadOnlySpan<byte> trace) => Scan(trace).Summary;
+    /// <remarks>Compressed or version-2 bytes are decoded first (<see cref="TraceFile.Decode"/>).</remarks>
+    public static TraceSummary Validate(ReadOnlySpan<byte> trace) =>
+        Scan(TraceFile.NeedsDecoding(trace) ? TraceFile.Decode(trace.ToArray()) : trace).Summary;
 
     /// <summary>
     /// The trace up to line <paramref name="line"/> (a checkpoint), with malloc_trim(0) just
@@ -183,9 +190,28 @@ public static unsafe class TraceReplayer
         HashSet<long>? running = null;
         var seen = new HashSet<long> { 1 };
         long current = 1;
+        int nodes = 0; // version 2's stack nodes defined so far
         while (NextLine(ref trace, ref lineNo, out ReadOnlySpan<byte> line))
         {
             Op op = Parse(line, lineNo, args, out ReadOnlySpan<byte> name);
+            switch (op)
+            {
+                case Op.Node:
+                    TraceStacks.ParseNode(line[2..], lineNo, nodes, out _, out _);
+                    nodes++;
+                    continue;
+                case Op.Module:
+                    TraceStacks.CheckModule(line[2..], lineNo, out _, out _, out _, out _, out _);
+                    continue;
+                case Op.Jit:
+                    TraceStacks.CheckJit(line[2..], lineNo, out _, out _, out _);
+                    continue;
+                case Op.Version:
+                    throw new TraceFormatException(lineNo, "a v line comes before every other line but comments");
+                case Op.Malloc or Op.Calloc or Op.Realloc or Op.Memalign:
+                    TraceStacks.StackSuffix(line, lineNo, nodes);
+                    break;
+            }
             count++;
             switch (op)
             {
@@ -219,12 +245,14 @@ public static unsafe class TraceReplayer
         Replay(trace.ToArray(), target, output, new ReplayOptions { AlignBreak = alignBreak, Placements = placements });
 
     /// <summary>Replay <paramref name="trace"/> on <paramref name="target"/>, writing the report to <paramref name="output"/>.</summary>
+    /// <remarks>Compressed or version-2 bytes are decoded first (<see cref="TraceFile.Decode"/>).</remarks>
     /// <exception cref="TraceFormatException">A malformed line; nothing was replayed.</exception>
     public static ReplayResult Replay(ReadOnlyMemory<byte> trace, ReplayTarget target, Stream output, ReplayOptions options)
     {
         ArgumentNullException.ThrowIfNull(target);
         ArgumentNullException.ThrowIfNull(output);
         ArgumentNullException.ThrowIfNull(options);
+        if (TraceFile.NeedsDecoding(trace.Span)) trace = TraceFile.Decode(trace.ToArray());
         Scanned scanned = Scan(trace.Span);
         nuint tableBytes = OsMemory.AlignUp((nuint)(scanned.MaxId + 1) * (nuint)(sizeof(void*) + sizeof(int)), OsMemory.PageSize);
         var ids = (void**)OsMemory.Map(tableBytes);
@@ -291,6 +319,7 @@ public static unsafe class TraceReplayer
             {
                 _pos = trace.Length - rest.Length;
                 Op op = Parse(line, _lineNo, args, out ReadOnlySpan<byte> name);
+                if (op >= Op.Node) continue;
                 Operations++;
                 if (op is Op.Thread or Op.Exit) return (op == Op.Exit, (int)args[0]);
                 Execute(op, args, name);
@@ -534,6 +563,11 @@ public static unsafe class TraceReplayer
             case (byte)'t': op = Op.Trim; count = 1; break;
             case (byte)'T': op = Op.Thread; count = 1; break;
             case (byte)'x': op = Op.Exit; count = 1; break;
+            // Version 2's lines: Scan checks them (TraceStacks' parsers), a replay skips them.
+            case (byte)'s': return line.Length > 1 ? Op.Node : throw new TraceFormatException(lineNo, "'s' takes S P ADDR");
+            case (byte)'M': return line.Length > 1 ? Op.Module : throw new TraceFormatException(lineNo, "'M' takes LO HI BIAS BUILDID PATH");
+            case (byte)'J': return line.Length > 1 ? Op.Jit : throw new TraceFormatException(lineNo, "'J' takes START SIZE NAME");
+            case (byte)'v': return Op.Version;
             case (byte)'k':
                 name = rest.Trim(" \t"u8);
                 if (name.IsEmpty) throw new TraceFormatException(lineNo, "a checkpoint needs a name");
@@ -554,7 +588,9 @@ public static unsafe class TraceReplayer
             args[i] = (long)v;
             rest = end < 0 ? default : rest[end..];
         }
-        if (!rest.Trim(" \t"u8).IsEmpty)
+        rest = rest.Trim(" \t"u8);
+        // An allocation's call stack, " @S" (version 2): Scan checks S.
+        if (!rest.IsEmpty && !(op <= Op.Memalign && rest[0] == (byte)'@' && rest.IndexOfAny(" \t"u8) < 0))
             throw new TraceFormatException(lineNo, $"'{(char)line[0]}' takes {count} numbers, found more");
         if (op is Op.Thread or Op.Exit)
         {

@@ -12,7 +12,9 @@
  * replayer's own memory" below). The ID table and that buffer are touched
  * before the first operation, so checkpoints do not count them.
  *
- * Trace format (one operation per line; blank lines and '#' lines ignored):
+ * Trace format (one operation per line; blank lines and '#' lines ignored;
+ * a compressed or version-2 trace, docs/trace-format.md, is first decoded to
+ * this, see "compressed and version-2 traces" below):
  *   m ID SIZE          malloc(SIZE)
  *   c ID COUNT SIZE    calloc(COUNT, SIZE)
  *   r ID SIZE          realloc(ptr of ID, SIZE)
@@ -66,8 +68,9 @@
  * alone and starts no thread.
  */
 
-#define _GNU_SOURCE /* mremap */
+#define _GNU_SOURCE /* mremap, memfd_create */
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -79,6 +82,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "rawio.h"
@@ -213,6 +217,7 @@ void *realloc(void *p, size_t n)
 /* Static, so that buffering output never touches the heap. */
 static char out_buf[1 << 16];
 static size_t out_len;
+static int out_fd = 1; /* the decoding child's: its memfd */
 
 /* A failed write leaves nowhere to report to: exit 3. */
 static void write_or_exit(int fd, const char *p, size_t n)
@@ -223,7 +228,7 @@ static void write_or_exit(int fd, const char *p, size_t n)
 
 static void out_flush(void)
 {
-    write_or_exit(1, out_buf, out_len);
+    write_or_exit(out_fd, out_buf, out_len);
     out_len = 0;
 }
 
@@ -452,6 +457,13 @@ static int parse_line(const char *p, const char *end, size_t line,
 
     op->kind = t[0];
     switch (op->kind) {
+    case 's': /* version 2's stacks and modules: not for a replay */
+    case 'M':
+    case 'J':
+        return 0;
+    case 'v':
+        fail_line(line, "a v line comes before every other line but comments", NULL, 0);
+        break;
     case 'm':
     case 'r':
         op->id = parse_id(&c);
@@ -488,7 +500,15 @@ static int parse_line(const char *p, const char *end, size_t line,
     default:
         fail_line(line, "unknown operation", t, n);
     }
-    if (next_token(&c, &t) != 0)
+    n = next_token(&c, &t);
+    /* An allocation's call stack, " @S" (version 2). */
+    if (n > 1 && t[0] == '@' && (op->kind == 'm' || op->kind == 'c' || op->kind == 'r' || op->kind == 'a')) {
+        for (size_t i = 1; i < n; i++)
+            if ((unsigned)(t[i] - '0') > 9)
+                fail_line(line, "not a stack node (@S):", t, n);
+        n = next_token(&c, &t);
+    }
+    if (n != 0)
         fail_line(line, "unexpected extra field", t, (size_t)(c.end - t));
     return 1;
 }
@@ -508,6 +528,358 @@ static void for_each_op(const char *text, size_t len,
             fn(line, &op);
         p = nl != NULL ? nl + 1 : end;
     }
+}
+
+/* ------------------------------------------- compressed and version-2 traces */
+
+/*
+ * docs/trace-format.md: a file that starts with zstd's magic is compressed
+ * (one or more frames); a trace whose first line that is not blank or a
+ * comment is "v 2" has relative IDs. A child process decodes such a file into
+ * a memfd, as version-1 text, and the replay maps that: the replayer itself
+ * never loads libzstd nor touches the decoder's memory, and the text, shared
+ * memory, counts as "shared" in statm as a mapped plain file does, not in
+ * anon_kib.
+ *
+ * The decoded text keeps every line in its place ("v 2" becomes "# v 2"; s,
+ * M, J lines and " @S" stay, and the replay skips them). Relative IDs become
+ * compact ones: a new block takes the number freed most recently, or the
+ * next unused one (1 first), so the largest is the most blocks live at once.
+ * src/NativeHeap.Lab/TraceFile.cs decodes by the same rule (a test compares
+ * the two replays' IDs).
+ */
+
+/* libzstd's streaming decompression, declared here (no libzstd-dev needed)
+ * and found with dlopen("libzstd.so.1") at run time. */
+typedef struct {
+    const void *src;
+    size_t size, pos;
+} zstd_in_buffer;
+typedef struct {
+    void *dst;
+    size_t size, pos;
+} zstd_out_buffer;
+
+static const unsigned char zstd_magic[4] = { 0x28, 0xB5, 0x2F, 0xFD };
+
+static int dec_is_blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* Whether the trace needs the child: compressed, or a "v" line first. */
+static int needs_decoding(const char *text, size_t len)
+{
+    if (len >= 4 && memcmp(text, zstd_magic, 4) == 0)
+        return 1;
+    const char *p = text, *end = text + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *eol = nl != NULL ? nl : end;
+        while (p < eol && is_blank(*p))
+            p++;
+        if (p < eol && *p != '#')
+            return *p == 'v' && (p + 1 == eol || is_blank(p[1]));
+        p = nl != NULL ? nl + 1 : end;
+    }
+    return 0;
+}
+
+/* Grows an mmap'd array from *cap to at least want bytes (doubling). */
+static void *grow_mapping(void *p, size_t *cap, size_t want)
+{
+    size_t n = *cap == 0 ? 1 << 16 : *cap;
+    while (n < want)
+        n *= 2;
+    void *q = p == NULL ? mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                        : mremap(p, *cap, n, MREMAP_MAYMOVE);
+    if (q == MAP_FAILED)
+        fail_msg("out of memory decoding the trace", NULL);
+    *cap = n;
+    return q;
+}
+
+/* The live blocks: block number -> compact ID, open addressing with linear
+ * probing (key 0: empty), at most half full. */
+static uint64_t *live_key;
+static uint32_t *live_val;
+static size_t live_cap, live_count; /* slots (a power of two), entries */
+static uint32_t *free_ids;         /* freed compact IDs, most recent last */
+static size_t free_count, free_bytes;
+static uint32_t next_compact = 1;
+static uint64_t next_block = 1;    /* N */
+
+static size_t live_hash(uint64_t block)
+{
+    return (size_t)((block * 0x9E3779B97F4A7C15ull) >> 32);
+}
+
+static size_t live_slot(uint64_t block)
+{
+    size_t mask = live_cap - 1, i = live_hash(block) & mask;
+    while (live_key[i] != 0 && live_key[i] != block)
+        i = (i + 1) & mask;
+    return i;
+}
+
+static void live_grow(void)
+{
+    uint64_t *keys = live_key;
+    uint32_t *vals = live_val;
+    size_t cap = live_cap;
+    live_cap = cap == 0 ? 1024 : cap * 2;
+    live_key = mmap(NULL, live_cap * sizeof *live_key, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    live_val = mmap(NULL, live_cap * sizeof *live_val, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (live_key == MAP_FAILED || live_val == MAP_FAILED)
+        fail_msg("out of memory decoding the trace", NULL);
+    for (size_t k = 0; k < cap; k++) {
+        if (keys[k] == 0)
+            continue;
+        size_t i = live_slot(keys[k]);
+        live_key[i] = keys[k];
+        live_val[i] = vals[k];
+    }
+    if (cap != 0) {
+        munmap(keys, cap * sizeof *keys);
+        munmap(vals, cap * sizeof *vals);
+    }
+}
+
+static uint32_t new_block(size_t line)
+{
+    uint32_t id = free_count > 0 ? free_ids[--free_count] : next_compact++;
+    if (id > MAX_ID)
+        fail_line(line, "more than 10000000 blocks live at once", NULL, 0);
+    if (live_count * 2 >= live_cap)
+        live_grow();
+    size_t i = live_slot(next_block);
+    live_key[i] = next_block++;
+    live_val[i] = id;
+    live_count++;
+    return id;
+}
+
+/* Block's compact ID; frees: the line frees it (its number is reused first). */
+static uint32_t block_id(uint64_t block, size_t line, int frees)
+{
+    size_t i = live_cap == 0 ? 0 : live_slot(block);
+    if (live_cap == 0 || live_key[i] == 0)
+        fail_line(line, "names a block that is not live", NULL, 0);
+    uint32_t id = live_val[i];
+    if (!frees)
+        return id;
+    /* Empty slot i, moving back the entries that probed past it. */
+    size_t mask = live_cap - 1;
+    for (size_t j = (i + 1) & mask; live_key[j] != 0; j = (j + 1) & mask) {
+        size_t home = live_hash(live_key[j]) & mask;
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            live_key[i] = live_key[j];
+            live_val[i] = live_val[j];
+            i = j;
+        }
+    }
+    live_key[i] = 0;
+    live_count--;
+    if ((free_count + 1) * sizeof *free_ids > free_bytes)
+        free_ids = grow_mapping(free_ids, &free_bytes, (free_count + 1) * sizeof *free_ids);
+    free_ids[free_count++] = id;
+    return id;
+}
+
+static int dec_version;  /* 0 until the first line that is not blank or a comment */
+static size_t dec_line_no;
+
+/* A token's decimal value; 0 when it is not one (*ok = 0). */
+static uint64_t dec_number(const char *t, const char *end, int *ok)
+{
+    uint64_t v = 0;
+    *ok = t < end;
+    for (; t < end && *ok; t++) {
+        unsigned d = (unsigned)(*t - '0');
+        *ok = d <= 9 && v <= (UINT64_MAX - d) / 10;
+        v = v * 10 + d;
+    }
+    return v;
+}
+
+/* Decodes one line (without its '\n') to the output. */
+static void dec_line(const char *p, const char *eol)
+{
+    size_t line = ++dec_line_no;
+    const char *t = p;
+    while (t < eol && dec_is_blank(*t))
+        t++;
+    char op = t < eol ? *t : '#';
+    int one_letter = t + 1 == eol || (t + 1 < eol && dec_is_blank(t[1]));
+    if (op == 'v' && one_letter) {
+        if (dec_version != 0)
+            fail_line(line, "a v line comes before every other line but comments", NULL, 0);
+        const char *v = t + 1, *ve = eol;
+        while (v < ve && is_blank(*v))
+            v++;
+        while (ve > v && is_blank(ve[-1]))
+            ve--;
+        if (ve - v != 1 || *v != '2')
+            fail_line(line, "trace format version not known to this reader (1 or 2):", v, (size_t)(ve - v));
+        dec_version = 2;
+        out_bytes("# ", 2);
+        out_bytes(p, (size_t)(eol - p));
+        return;
+    }
+    int blank = 1;
+    for (const char *q = t; q < eol && blank; q++)
+        blank = *q == '\r';
+    if (op == '#' || blank || dec_version == 0 || !one_letter
+        || (op != 'm' && op != 'c' && op != 'a' && op != 'r' && op != 'f' && op != 'w')) {
+        if (op != '#' && !blank && dec_version == 0)
+            dec_version = 1; /* copied as it is from here on */
+        out_bytes(p, (size_t)(eol - p));
+        return;
+    }
+    /* The ID field. */
+    const char *f = t + 1;
+    while (f < eol && dec_is_blank(*f))
+        f++;
+    const char *fe = f;
+    while (fe < eol && !is_blank(*fe))
+        fe++;
+    if (fe == f)
+        fail_line(line, "missing ID", NULL, 0);
+    int ok;
+    uint64_t d = dec_number(f, fe, &ok);
+    if (!ok)
+        fail_line(line, "not a decimal number:", f, (size_t)(fe - f));
+    uint32_t id;
+    if (d == 0) {
+        if (op == 'f' || op == 'w')
+            fail_line(line, "ID 0 names no block (version 2: D >= 1)", NULL, 0);
+        id = new_block(line);
+    } else {
+        if (op != 'r' && op != 'f' && op != 'w')
+            fail_line(line, "a new block's ID field is 0 in version 2", NULL, 0);
+        if (d >= next_block)
+            fail_line(line, "D names a block before the first", NULL, 0);
+        /* realloc(p, 0) that freed p: "r D 0". */
+        int frees = op == 'f';
+        if (op == 'r') {
+            const char *s = fe;
+            while (s < eol && dec_is_blank(*s))
+                s++;
+            const char *se = s;
+            while (se < eol && !is_blank(*se))
+                se++;
+            frees = dec_number(s, se, &ok) == 0 && ok;
+        }
+        id = block_id(next_block - d, line, frees);
+    }
+    out_bytes(p, (size_t)(f - p));
+    out_u64(id);
+    out_bytes(fe, (size_t)(eol - fe));
+}
+
+/* Decodes complete lines of [p, end) (all of it when final); returns where it stopped. */
+static const char *dec_feed(const char *p, const char *end, int final)
+{
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (nl == NULL && !final)
+            break;
+        if (dec_version == 1) { /* version 1: every complete line in one go */
+            const char *last = end;
+            if (!final)
+                while (last[-1] != '\n')
+                    last--;
+            out_bytes(p, (size_t)(last - p));
+            return last;
+        }
+        const char *eol = nl != NULL ? nl : end;
+        dec_line(p, eol);
+        if (nl != NULL)
+            out_char('\n');
+        p = nl != NULL ? nl + 1 : end;
+    }
+    return p;
+}
+
+static void decompress(const char *text, size_t len)
+{
+    void *lib = dlopen("libzstd.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (lib == NULL)
+        fail_msg("compressed trace, and no libzstd.so.1 to read it: ", dlerror());
+    void *(*create)(void) = (void *(*)(void))dlsym(lib, "ZSTD_createDCtx");
+    size_t (*stream)(void *, zstd_out_buffer *, zstd_in_buffer *) =
+        (size_t (*)(void *, zstd_out_buffer *, zstd_in_buffer *))dlsym(lib, "ZSTD_decompressStream");
+    size_t (*out_size)(void) = (size_t (*)(void))dlsym(lib, "ZSTD_DStreamOutSize");
+    unsigned (*is_error)(size_t) = (unsigned (*)(size_t))dlsym(lib, "ZSTD_isError");
+    const char *(*error_name)(size_t) = (const char *(*)(size_t))dlsym(lib, "ZSTD_getErrorName");
+    size_t (*free_ctx)(void *) = (size_t (*)(void *))dlsym(lib, "ZSTD_freeDCtx");
+    if (!create || !stream || !out_size || !is_error || !error_name || !free_ctx)
+        fail_msg("libzstd.so.1 lacks the streaming decompression calls", NULL);
+    void *ctx = create();
+    if (ctx == NULL)
+        fail_msg("cannot create a zstd context", NULL);
+
+    /* buf: an unfinished line, then what zstd writes after it. */
+    size_t piece = out_size(), cap = 0, held = 0, ret = 0;
+    char *buf = grow_mapping(NULL, &cap, 2 * piece);
+    zstd_in_buffer in = { text, len, 0 };
+    while (in.pos < in.size || ret != 0) {
+        if (cap - held < piece)
+            buf = grow_mapping(buf, &cap, held + piece);
+        zstd_out_buffer out = { buf + held, piece, 0 };
+        ret = stream(ctx, &out, &in);
+        if (is_error(ret))
+            fail_msg("corrupt zstd data: ", error_name(ret));
+        if (out.pos == 0 && in.pos == in.size && ret != 0)
+            fail_msg("truncated zstd data", NULL);
+        held += out.pos;
+        const char *used = dec_feed(buf, buf + held, 0);
+        held -= (size_t)(used - buf);
+        memmove(buf, used, held);
+    }
+    dec_feed(buf, buf + held, 1);
+    free_ctx(ctx);
+}
+
+/* Replaces *text (*len bytes) with its decoded version-1 text, made by a child. */
+static const char *decode_trace(const char *text, size_t *len)
+{
+    int fd = memfd_create("trace", MFD_CLOEXEC);
+    if (fd < 0)
+        fail_msg("cannot create a memfd for the decoded trace", NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        fail_msg("cannot fork to decode the trace", NULL);
+    if (pid == 0) {
+        out_fd = fd;
+        if (*len >= 4 && memcmp(text, zstd_magic, 4) == 0)
+            decompress(text, *len);
+        else
+            dec_feed(text, text + *len, 1);
+        out_flush();
+        _exit(0);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            fail_msg("cannot wait for the decoding child", NULL);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 2); /* it said why */
+    if (*len > 0)
+        munmap((void *)text, *len);
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        fail_msg("cannot stat the decoded trace", NULL);
+    *len = (size_t)st.st_size;
+    if (*len == 0) {
+        close(fd);
+        return "";
+    }
+    void *p = mmap(NULL, *len, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED)
+        fail_msg("cannot map the decoded trace", NULL);
+    return p;
 }
 
 /* ------------------------------------------------------------- execution */
@@ -889,6 +1261,8 @@ int main(int argc, char **argv)
 
     size_t len;
     const char *text = load_file(argv[1], &len);
+    if (needs_decoding(text, len))
+        text = decode_trace(text, &len);
 
     /* Pass 1: validate every line before any allocation happens, and find
      * the largest ID so the table is only as big as the trace needs. */
