@@ -15,7 +15,7 @@ internal sealed class DwarfInfo
     private readonly List<Unit> _units = [];
     // Sorted code ranges of all units: start, end, unit index.
     private readonly (ulong Lo, ulong Hi, int Unit)[] _unitRanges;
-    private readonly Dictionary<ulong, Dictionary<ulong, Abbrev>> _abbrevTables = [];
+    private readonly Dictionary<ulong, AbbrevSet> _abbrevTables = [];
     private readonly Dictionary<ulong, string?> _names = [];
 
     public DwarfInfo(ElfImage elf)
@@ -120,18 +120,28 @@ internal sealed class DwarfInfo
 
     private sealed record Abbrev(ulong Tag, bool HasChildren, (ulong Attr, ulong Form, long Implicit)[] Specs);
 
-    private Dictionary<ulong, Abbrev> AbbrevTable(ulong offset)
+    /// <summary>One unit's abbreviations by code: codes are mostly 1, 2, 3..., so an array with a dictionary for the rest.</summary>
+    private sealed class AbbrevSet
+    {
+        public readonly List<Abbrev?> Dense = [null];
+        public readonly Dictionary<ulong, Abbrev> Sparse = [];
+
+        public Abbrev? Get(ulong code) => code < (ulong)Dense.Count ? Dense[(int)code] : Sparse.GetValueOrDefault(code);
+    }
+
+    private AbbrevSet AbbrevTable(ulong offset)
     {
         if (_abbrevTables.TryGetValue(offset, out var table)) return table;
-        table = [];
+        table = new AbbrevSet();
         var c = new DwarfCursor(_abbrev, checked((int)offset));
+        var specs = new List<(ulong, ulong, long)>();
         while (true)
         {
             ulong code = c.Uleb();
             if (code == 0) break;
             ulong tag = c.Uleb();
             bool children = c.U8() != 0;
-            var specs = new List<(ulong, ulong, long)>();
+            specs.Clear();
             while (true)
             {
                 ulong attr = c.Uleb(), form = c.Uleb();
@@ -139,7 +149,9 @@ internal sealed class DwarfInfo
                 if (attr == 0 && form == 0) break;
                 specs.Add((attr, form, implicitValue));
             }
-            table[code] = new Abbrev(tag, children, [.. specs]);
+            var abbrev = new Abbrev(tag, children, [.. specs]);
+            if (code == (ulong)table.Dense.Count) table.Dense.Add(abbrev);
+            else table.Sparse[code] = abbrev;
         }
         _abbrevTables[offset] = table;
         return table;
@@ -157,13 +169,13 @@ internal sealed class DwarfInfo
     }
 
     /// <summary>Reads the DIE at the cursor; false for a null entry (end of siblings).</summary>
-    private bool ReadDie(ref DwarfCursor c, Unit unit, Dictionary<ulong, Abbrev> abbrevs, out Die die)
+    private bool ReadDie(ref DwarfCursor c, Unit unit, AbbrevSet abbrevs, out Die die)
     {
         die = default;
         die.Offset = (ulong)c.Position;
         ulong code = c.Uleb();
         if (code == 0) return false;
-        if (!abbrevs.TryGetValue(code, out var abbrev)) throw new InvalidDataException($"DWARF: DIE at 0x{die.Offset:x} uses unknown abbreviation {code}");
+        if (abbrevs.Get(code) is not { } abbrev) throw new InvalidDataException($"DWARF: DIE at 0x{die.Offset:x} uses unknown abbreviation {code}");
         die.Tag = abbrev.Tag;
         die.HasChildren = abbrev.HasChildren;
         foreach (var (attr, form0, implicitValue) in abbrev.Specs)
@@ -522,8 +534,15 @@ internal sealed class DwarfInfo
         }
         _ = defaultIsStmt;
         // Sorted by address; at one address, a sequence's end before the rows of the next, and later rows win.
-        var order = Enumerable.Range(0, addresses.Count)
-            .OrderBy(i => addresses[i]).ThenBy(i => lines[i] == -1 ? 0 : 1).ThenBy(i => i).ToArray();
+        var order = new int[addresses.Count];
+        for (int i = 0; i < order.Length; i++) order[i] = i;
+        Array.Sort(order, (a, b) =>
+        {
+            int byAddress = addresses[a].CompareTo(addresses[b]);
+            if (byAddress != 0) return byAddress;
+            int byEnd = (lines[a] == -1 ? 0 : 1) - (lines[b] == -1 ? 0 : 1);
+            return byEnd != 0 ? byEnd : a - b;
+        });
         table.Address = [.. order.Select(i => addresses[i])];
         table.File = [.. order.Select(i => fileIndex[i])];
         table.Line = [.. order.Select(i => lines[i])];

@@ -19,14 +19,15 @@ internal sealed record SymbolizerOptions
 /// Turns recorded return addresses into function names, source lines and inlined frames, offline:
 /// ELF symbol tables (.symtab, else .dynsym) name functions; DWARF (in the binary or a separate
 /// debug file found by build-id or .gnu_debuglink) gives file:line and inlined frames; JIT code
-/// is named from the trace's J lines. Modules and addresses are cached. Not thread-safe.
+/// is named from the trace's J lines. Modules and addresses are cached. Not thread-safe; dispose
+/// it to end the c++filt it may have started.
 /// </summary>
 /// <remarks>
 /// A module's file is used only if its build-id is the one recorded (a file recorded without one
 /// is used only if it still has none); otherwise only a debug file carrying the recorded build-id
 /// names it, and without one its frames stay module+offset.
 /// </remarks>
-internal sealed class Symbolizer
+internal sealed class Symbolizer : IDisposable
 {
     private readonly SymbolizerOptions _options;
     private readonly ulong[] _jitStart;
@@ -44,6 +45,9 @@ internal sealed class Symbolizer
         _jitStart = [.. _jit.Select(j => j.Start)];
         _demangler = _options.Demangle ? Demangler.FromPath() : new Demangler(null);
     }
+
+    /// <summary>Ends the c++filt process, if one was started.</summary>
+    public void Dispose() => _demangler.Dispose();
 
     /// <summary>Why some modules give fewer names than they could (missing, changed since recording, unreadable DWARF).</summary>
     public IReadOnlyList<string> Warnings => _warnings;

@@ -77,18 +77,19 @@ public sealed class SymbolizerTests(SymbolizerTests.Fixture fx) : IClassFixture<
     /// The Symbolizer is internal to the tool, which this assembly does not reference: it is
     /// reached in the tool's built dll, as <see cref="Cli"/> runs it.
     /// </summary>
-    private sealed class Sym
+    private sealed class Sym : IDisposable
     {
         private static readonly Assembly Tool = Assembly.LoadFrom(Cli.Dll);
         private static readonly Type Type = Tool.GetType("NativeHeap.Cli.Symbols.Symbolizer", throwOnError: true)!;
         private readonly object _instance;
 
-        public Sym(IEnumerable<JitCode>? jit = null, string[]? debugDirectories = null, bool systemDebug = true)
+        public Sym(IEnumerable<JitCode>? jit = null, string[]? debugDirectories = null, bool systemDebug = true, bool demangle = true)
         {
             Type optionsType = Tool.GetType("NativeHeap.Cli.Symbols.SymbolizerOptions", throwOnError: true)!;
             object options = Activator.CreateInstance(optionsType)!;
             optionsType.GetProperty("DebugDirectories")!.SetValue(options, (IReadOnlyList<string>)(debugDirectories ?? []));
             if (!systemDebug) optionsType.GetProperty("SystemDebugDirectory")!.SetValue(options, null);
+            optionsType.GetProperty("Demangle")!.SetValue(options, demangle);
             _instance = Activator.CreateInstance(Type, [jit ?? [], options])!;
         }
 
@@ -97,6 +98,8 @@ public sealed class SymbolizerTests(SymbolizerTests.Fixture fx) : IClassFixture<
 
         public IReadOnlyList<IReadOnlyList<SymbolFrame>> SymbolizeAll(IEnumerable<RecordedFrame> frames) =>
             (IReadOnlyList<IReadOnlyList<SymbolFrame>>)Type.GetMethod("SymbolizeAll")!.Invoke(_instance, [frames])!;
+
+        public void Dispose() => ((IDisposable)_instance).Dispose();
 
         public IReadOnlyList<string> Warnings => (IReadOnlyList<string>)Type.GetProperty("Warnings")!.GetValue(_instance)!;
     }
@@ -209,6 +212,24 @@ public sealed class SymbolizerTests(SymbolizerTests.Fixture fx) : IClassFixture<
         Assert.Equal("Program.Main()", sym.Symbolize(new RecordedFrame(0x7f00_0000_1080, null))[0].Function); // return address just past its end: the call is inside
         Assert.Equal(new SymbolFrame(null, null, 0, "?", 0x7f00_0000_1081, false), Assert.Single(sym.Symbolize(new RecordedFrame(0x7f00_0000_1081, null))));
         Assert.Equal("?+0x7f0000001081", sym.Symbolize(new RecordedFrame(0x7f00_0000_1081, null))[0].ToString());
+    }
+
+    [Fact]
+    public void CppNames_AreDemangledWhereCppfiltIsInstalled()
+    {
+        string source = Path.Combine(fx.Dir, "symfixture.cpp");
+        File.Copy(Path.Combine(NativeTests.RepoRoot, "tests", "NativeHeap.Tests", "Tool", "fixtures", "symfixture.cpp"), source, overwrite: true);
+        string binary = Path.Combine(fx.Dir, "symfixture-cpp");
+        Fixture.Tool("g++", "-O2", "-g", "-o", binary, source);
+        string[] f = Fixture.Tool(binary).Trim().Split(' ');
+        ulong where = Convert.ToUInt64(f[1], 16), bias = Convert.ToUInt64(f[2], 16);
+        var module = new TraceModule(bias, bias + (1UL << 24), bias, Fixture.BuildIdOf(binary), binary);
+        using var demangling = new Sym();
+        using var plain = new Sym(demangle: false);
+        var frame = new RecordedFrame(where + 1, module);
+        bool cppfilt = File.Exists("/usr/bin/c++filt") || File.Exists("/bin/c++filt");
+        Assert.Equal(cppfilt ? "fixture::where(int)" : "_ZN7fixture5whereEi", demangling.Symbolize(frame)[^1].Function);
+        Assert.Equal("_ZN7fixture5whereEi", plain.Symbolize(frame)[^1].Function);
     }
 
     [Fact]
