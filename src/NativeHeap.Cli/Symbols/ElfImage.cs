@@ -8,7 +8,7 @@ namespace NativeHeap.Cli.Symbols;
 /// What the symbolizer needs from one ELF file (a binary or a separate debug file), read with
 /// ELFSharp: its build-id, .gnu_debuglink, function symbols and DWARF sections (decompressed).
 /// </summary>
-internal sealed class ElfImage
+internal sealed class ElfImage : IDisposable
 {
     private const uint ShfCompressed = 0x800;
 
@@ -66,6 +66,9 @@ internal sealed class ElfImage
             return null;
         }
     }
+
+    /// <summary>Closes the file (ELFSharp reads sections from it on demand).</summary>
+    public void Dispose() => _elf.Dispose();
 
     /// <summary>A section's bytes, decompressed if it is SHF_COMPRESSED (zlib); null if absent.</summary>
     public byte[]? SectionBytes(string name)

@@ -47,7 +47,12 @@ internal sealed class Symbolizer : IDisposable
     }
 
     /// <summary>Ends the c++filt process, if one was started.</summary>
-    public void Dispose() => _demangler.Dispose();
+    public void Dispose()
+    {
+        _demangler.Dispose();
+        foreach (var module in _modules.Values) module.Dispose();
+        _modules.Clear();
+    }
 
     /// <summary>Why some modules give fewer names than they could (missing, changed since recording, unreadable DWARF).</summary>
     public IReadOnlyList<string> Warnings => _warnings;
@@ -108,8 +113,9 @@ internal sealed class Symbolizer : IDisposable
     }
 
     /// <summary>One module's symbol sources, opened at its first address.</summary>
-    private sealed class ModuleSymbols
+    private sealed class ModuleSymbols : IDisposable
     {
+        private readonly ElfImage? _binary, _debug;
         private readonly string _path;
         private readonly ElfSymbols? _symbols;
         private readonly ElfImage? _dwarfSource;
@@ -122,9 +128,10 @@ internal sealed class Symbolizer : IDisposable
             _path = path;
             _warnings = warnings;
             ElfImage? binary = ElfImage.TryLoad(path, out string? why);
-            if (binary is not null && binary.BuildId != buildId)
+            if (binary is not null && !string.Equals(binary.BuildId, buildId, StringComparison.OrdinalIgnoreCase))
             {
                 why = $"its build-id is {binary.BuildId ?? "none"}, the trace recorded {buildId ?? "none"}: the file changed since";
+                binary.Dispose();
                 binary = null;
             }
             ElfImage? debug = FindDebugFile(path, buildId, binary, options);
@@ -135,16 +142,25 @@ internal sealed class Symbolizer : IDisposable
                 : binary is not null && (binary.HasSymtab || debug is null) ? binary.Symbols
                 : debug?.Symbols ?? binary?.Symbols;
             _dwarfSource = debug is { HasDwarf: true } ? debug : binary is { HasDwarf: true } ? binary : null;
+            (_binary, _debug) = (binary, debug);
+        }
+
+        public void Dispose()
+        {
+            _binary?.Dispose();
+            _debug?.Dispose();
         }
 
         private static ElfImage? FindDebugFile(string path, string? buildId, ElfImage? binary, SymbolizerOptions options)
         {
             var roots = options.DebugDirectories.Concat(options.SystemDebugDirectory is { } s ? [s] : Array.Empty<string>()).ToList();
+            buildId = buildId?.ToLowerInvariant();
             if (buildId is { Length: > 2 })
                 foreach (string root in roots)
                 {
                     var candidate = ElfImage.TryLoad(Path.Combine(root, ".build-id", buildId[..2], buildId[2..] + ".debug"), out _);
                     if (candidate?.BuildId == buildId) return candidate;
+                    candidate?.Dispose();
                 }
             if (binary?.DebugLink is { } link)
             {
@@ -158,6 +174,7 @@ internal sealed class Symbolizer : IDisposable
                     var candidate = ElfImage.TryLoad(place, out _);
                     // A debug file for another build would name the wrong functions.
                     if (candidate is not null && candidate.BuildId == binary.BuildId) return candidate;
+                    candidate?.Dispose();
                 }
             }
             return null;
