@@ -15,12 +15,14 @@ public class PprofTests
 {
     // The tests do not reference the command's project (they run it as a process), so the
     // writer's internal API is reached through its built assembly.
-    private static readonly Assembly Tool = Assembly.LoadFrom(Cli.Dll);
-    private static readonly Type PprofType = Tool.GetType("NativeHeap.Cli.Pprof", throwOnError: true)!;
-    private static readonly Type SampleType = Tool.GetType("NativeHeap.Cli.PprofSample", throwOnError: true)!;
-    private static readonly Type FrameType = Tool.GetType("NativeHeap.Cli.PprofFrame", throwOnError: true)!;
-    private static readonly Type LabelType = Tool.GetType("NativeHeap.Cli.PprofLabel", throwOnError: true)!;
-    private static readonly Type InfoType = Tool.GetType("NativeHeap.Cli.PprofInfo", throwOnError: true)!;
+    private static readonly Lazy<Assembly> Tool = new(() => Assembly.LoadFrom(Cli.Dll));
+    private static Type PprofType => ToolType("Pprof");
+    private static Type SampleType => ToolType("PprofSample");
+    private static Type FrameType => ToolType("PprofFrame");
+    private static Type LabelType => ToolType("PprofLabel");
+    private static Type InfoType => ToolType("PprofInfo");
+
+    private static Type ToolType(string name) => Tool.Value.GetType("NativeHeap.Cli." + name, throwOnError: true)!;
 
     private static object Invoke(Type type, string method, params object?[] args)
     {
