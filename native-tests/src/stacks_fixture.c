@@ -2,9 +2,10 @@
  * The recorder's stack test (tests/NativeHeap.Tests/Tool/RecorderStackTests.cs): allocations at
  * known depths, built -O2 -g -fomit-frame-pointer so that only the DWARF CFI can unwind it.
  *   main -> load_config -> remember_setting -> malloc(80)      (frames with big buffers)
+ *   main -> realloc(that, 800), then free(it)                 (an ID kept, then freed)
  *   a thread: worker_main -> worker_alloc -> calloc(3, 48)
  *   a forked child: child_work -> malloc(96), then exit
- * Sizes 80, 48 and 96 are used by nothing else the program does.
+ * Sizes 80, 800, 48 and 96 are used by nothing else the program does.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -58,6 +59,8 @@ NOINLINE void child_work(void)
 int main(void)
 {
     int r = load_config(5);
+    keep[0] = realloc(keep[0], 800);
+    free(keep[0]);
     pthread_t t;
     if (pthread_create(&t, NULL, worker_main, NULL) != 0 || pthread_join(t, NULL) != 0)
         return 2;
