@@ -1,10 +1,19 @@
 /*
  * librecorder: an LD_PRELOAD library that records a program's allocation
- * calls as a trace that build/replay (replay.c) can run.
+ * calls, with their call stacks, as a trace in format version 2
+ * (docs/trace-format.md): zstd-compressed text that build/replay
+ * (replay.c) and the tool's readers run.
  *
- *   NH_TRACE=/tmp/prog-%p.trace LD_PRELOAD=src/NativeHeap.Cli/native/build/librecorder.so PROG
+ *   NH_TRACE=/tmp/%n.%p.trace LD_PRELOAD=src/NativeHeap.Cli/native/build/librecorder.so PROG
  *
- * "%p" in NH_TRACE is replaced by the pid. Every process writes its own file:
+ * Settings, read by the constructor:
+ *   NH_TRACE              the file; "%p" is replaced by the pid, "%n" by the
+ *                         program's name (the last part of /proc/self/exe).
+ *   NH_TRACE_STACK_DEPTH  frames per stack, 0 to 256 (default 64; 0: none).
+ *   NH_TRACE_COMPRESS     zstd level 1 to 19 (default 9), 0 for plain text.
+ *   NH_TRACE_EVERY        calls between checkpoints (see k below).
+ *
+ * Every process writes its own file:
  * a forked child starts a trace of its own in its pthread_atfork child
  * handler, and a program started with exec loads the library again
  * (LD_PRELOAD and NH_TRACE are inherited) and starts one from its
@@ -14,18 +23,52 @@
  * NH_TRACE the library only forwards; if the file cannot be created it says
  * so on stderr once and only forwards from then on.
  *
- * Recorded, as trace lines (see replay.c for the format):
- *   malloc                   m ID SIZE
- *   calloc                   c ID COUNT SIZE
- *   realloc                  r ID SIZE   (ID keeps naming the block)
- *   realloc(p, 0) that frees r ID 0
- *   memalign, aligned_alloc  a ID ALIGN SIZE
- *   posix_memalign           a ID ALIGN SIZE
- *   valloc                   a ID PAGESIZE SIZE
- *   pvalloc                  a ID PAGESIZE SIZE-ROUNDED-UP-TO-A-PAGE
- *   free                     f ID
+ * Recorded, as trace lines (docs/trace-format.md; the header's "#" lines,
+ * then "v 2"):
+ *   malloc                   m 0 SIZE @S
+ *   calloc                   c 0 COUNT SIZE @S
+ *   realloc                  r D SIZE @S  (the block keeps its ID)
+ *   realloc(NULL, n)         r 0 SIZE @S
+ *   realloc(p, 0) that frees r D 0
+ *   memalign, aligned_alloc  a 0 ALIGN SIZE @S
+ *   posix_memalign           a 0 ALIGN SIZE @S
+ *   valloc                   a 0 PAGESIZE SIZE @S
+ *   pvalloc                  a 0 PAGESIZE SIZE-ROUNDED-UP-TO-A-PAGE @S
+ *   free                     f D
  * A failed call (NULL, or an error from posix_memalign) records nothing.
- * Every successful allocation gets a new, increasing ID (from 1).
+ * Every new block gets the next ID (from 1), which the pointer table keeps;
+ * lines name it relatively: D = (the ID the next new block would get) - ID,
+ * so that a loop's lines repeat byte for byte and compress.
+ *
+ * Stacks: every allocation's caller is unwound by unwind.c (our own DWARF
+ * CFI unwinder with a per-return-address rule cache and a frame-pointer
+ * fallback for code in no module, such as .NET's JIT code; unwind.h says
+ * what it assumes and where it stops), outside the lock, skipping this
+ * library's own frames. The stack's addresses are hashed; a table maps the
+ * hash to the stack's leaf node, confirmed by walking the nodes, so a stack
+ * seen before costs one hash, one probe and one walk. A new one is added to
+ * a trie of (parent node, address) -> node, root outermost, which writes
+ *   s S P ADDR   node S: return address ADDR called from node P (0: none)
+ * for each node it lacks, before the line that uses it; and before the first
+ * s line, and again whenever the unwinder has found new modules (dlopen),
+ *   M LO HI BIAS BUILDID PATH
+ * for each module (build-id from its NT_GNU_BUILD_ID note, the main
+ * program's path from /proc/self/exe). At exit, if the .NET runtime wrote
+ * /tmp/perf-PID.map (DOTNET_PerfMapEnabled), each of its lines becomes
+ *   J START SIZE NAME
+ * Code the runtime precompiled (ReadyToRun images, mapped without the
+ * loader) is in neither: such frames are addresses in no M and no J range.
+ *
+ * Compression: libzstd.so.1 is loaded at run time (dlopen; the few stable
+ * functions are declared here), its memory comes from mmap. The 64 KiB
+ * buffer is compressed as it fills; the frame ends at the exit flush, and
+ * each later line (frees from other destructors) is a small frame of its
+ * own (readers take concatenated frames). Level 9: on the Python JSON loop
+ * (57 M calls) it gave the smallest file for little more CPU than level 3.
+ * If libzstd.so.1 cannot be loaded the file is plain text and its header
+ * says "# not compressed: ..."; NH_TRACE_COMPRESS=0 asks for plain text.
+ * A process that dies from a signal, calls _exit or execs leaves its frame
+ * unended: `zstd -d` gives the text up to the last full block, then an error.
  *
  * Threads and memory, also as trace lines:
  *   T TID    the next lines are thread TID's. TIDs count from 1 (the thread
@@ -50,15 +93,15 @@
  *            around the program's N-th malloc_trim(PAD), with the same keys
  *            (read before and after the trim runs): a replay trims where
  *            the program did, and says what the trim really returned.
- * A forked child starts TIDs (its forking thread is 1) and the call count
- * afresh, in its own file.
+ * A forked child starts TIDs (its forking thread is 1), the call count, IDs,
+ * stack nodes and M lines afresh, in its own file and its own zstd frame.
  *
  * Not seen: anything allocated before this library's constructor ran (by
  * ld.so, by libc's own start-up, by constructors of libraries initialised
  * before this one) and anything a forked child inherited from its parent.
  * Such blocks are "unknown": free of one records nothing; realloc of one is
- * recorded as "r NEWID SIZE" on an ID never used before, which the replayer
- * runs as realloc(NULL, SIZE), i.e. a fresh allocation (the unknown block
+ * recorded as a new block, "r 0 SIZE", which the replayer runs as
+ * realloc(NULL, SIZE), i.e. a fresh allocation (the unknown block
  * just stays where it was, as far as the trace knows). That is the simplest
  * honest mapping: the trace cannot name a block it never saw allocated.
  * Page touching ("w" lines) is not recorded.
@@ -70,14 +113,18 @@
  *     makes any allocation call made while this thread is already in the
  *     recorder just forward;
  *   - the pointer->ID table lives in mmap'd memory (open addressing, linear
- *     probing, tombstones; rebuilt into a new mapping when it fills up), the
- *     output buffer is static, and numbers are formatted by hand.
+ *     probing, tombstones; rebuilt into a new mapping when it fills up), as
+ *     do the stack tables, the unwinder's tables and zstd's memory; the
+ *     output buffers are static, and numbers are formatted by hand.
  *
  * Threads: one pthread mutex guards the table, the ID and TID counters and
  * the buffer; a line is appended whole under it and the buffer is written with
  * write(2) under it too, so lines never interleave. The mutex is never held
- * while calling into glibc's malloc, so it cannot deadlock with the arena
- * locks. A free is recorded (and its pointer dropped from the table) before
+ * while calling into glibc's malloc (zstd, which compresses under it, gets
+ * its memory from mmap through ZSTD_createCCtx_advanced), so it cannot
+ * deadlock with the arena locks. Stacks are unwound before it is taken; the
+ * unwinder's own mutex (cache misses only) is taken under it just to count
+ * the unwinder's memory for k lines, never the other way round. A free is recorded (and its pointer dropped from the table) before
  * the block is released, and an allocation after it has been obtained, so
  * when another thread gets the same address back the table never confuses
  * the two blocks. A realloc takes its pointer out of the table before the
@@ -1090,6 +1137,25 @@ __attribute__((constructor)) static void recorder_init(void)
     inside = 0;
 }
 
+/* "J START SIZE NAME\n" from a perf map line "START SIZE NAME\n": the runtime
+ * writes START with "0x" and may write upper case; the trace's hex has neither. */
+static void put_perf_line_locked(const char *p, size_t n)
+{
+    put_bytes_locked("J ", 2);
+    size_t i = 0;
+    for (int field = 0; field < 2; field++) {
+        if (i + 1 < n && p[i] == '0' && (p[i + 1] == 'x' || p[i + 1] == 'X'))
+            i += 2;
+        for (; i < n && p[i] != ' '; i++) {
+            char c = p[i] >= 'A' && p[i] <= 'F' ? (char)(p[i] - 'A' + 'a') : p[i];
+            put_bytes_locked(&c, 1);
+        }
+        if (i < n)
+            put_bytes_locked(&p[i++], 1); /* the space */
+    }
+    put_bytes_locked(p + i, n - i);
+}
+
 /* "J START SIZE NAME" for each line of the .NET runtime's perf map, if it wrote one. */
 static void put_perf_map_locked(void)
 {
@@ -1114,10 +1180,8 @@ static void put_perf_map_locked(void)
         for (size_t i = 0; i < have; i++) {
             if (in[i] != '\n')
                 continue;
-            if (i > start) {
-                put_bytes_locked("J ", 2);
-                put_bytes_locked(in + start, i + 1 - start);
-            }
+            if (i > start)
+                put_perf_line_locked(in + start, i + 1 - start);
             start = i + 1;
         }
         if (start == 0 && have == sizeof in)
