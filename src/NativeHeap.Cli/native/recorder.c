@@ -538,6 +538,10 @@ static size_t trie_cap;
 static struct stack_slot *stacks;
 static size_t stacks_cap, n_stacks;
 static size_t mods_written; /* modules already written as M lines */
+/* dlclose calls seen (the dlclose wrapper below); the stack tables were
+ * emptied at seen_unloads: code loaded where unloaded code was has the same
+ * addresses, and must get new nodes after its own M line. */
+static unsigned unloads, seen_unloads;
 
 static void *map_bytes(size_t bytes)
 {
@@ -603,6 +607,8 @@ static int grow_nodes_locked(void)
     }
     if ((n_nodes + 1) * 2 > trie_cap) {
         size_t cap = trie_cap == 0 ? 8192 : trie_cap * 2;
+        while ((n_nodes + 1) * 2 > cap) /* after forget_stacks_locked, n_nodes kept growing */
+            cap *= 2;
         struct trie_slot *t = map_bytes(cap * sizeof *t);
         if (t == NULL)
             return 0;
@@ -729,12 +735,29 @@ static uint32_t edge_locked(uint32_t parent, uintptr_t addr)
     return id;
 }
 
+/* After a dlclose: no stack seen so far is reused (node IDs keep counting). */
+static void forget_stacks_locked(void)
+{
+    if (trie != NULL)
+        munmap(trie, trie_cap * sizeof *trie);
+    if (stacks != NULL)
+        munmap(stacks, stacks_cap * sizeof *stacks);
+    trie = NULL;
+    stacks = NULL;
+    trie_cap = stacks_cap = n_stacks = 0;
+}
+
 /* The leaf node of stack f[0..n) (innermost first), defining the nodes it lacks; 0 for none.
  * The common case: one hash, one probe, one walk up the trie to confirm. */
 static uint32_t intern_stack_locked(const uintptr_t *f, size_t n, uint64_t h)
 {
     if (n == 0)
         return 0;
+    unsigned u = __atomic_load_n(&unloads, __ATOMIC_ACQUIRE);
+    if (u != seen_unloads) {
+        seen_unloads = u;
+        forget_stacks_locked();
+    }
     if (stacks_cap != 0) {
         for (size_t i = mix(h, stacks_cap);; i = (i + 1) & (stacks_cap - 1)) {
             if (stacks[i].leaf == 0)
@@ -1376,6 +1399,33 @@ EXPORT void *pvalloc(size_t size)
         return NULL;
     }
     return memalign(page, (size + page - 1) & ~(page - 1));
+}
+
+/* dlclose, so that code later loaded at an unloaded module's addresses gets
+ * M and s lines of its own: the unwinder rescans the modules and the stack
+ * tables are emptied (see intern_stack_locked). */
+static int (*next_dlclose)(void *);
+
+EXPORT int dlclose(void *handle)
+{
+    int (*next)(void *) = __atomic_load_n(&next_dlclose, __ATOMIC_ACQUIRE);
+    int was = inside;
+    if (next == NULL) {
+        inside = 1;
+        next = (int (*)(void *))dlsym(RTLD_NEXT, "dlclose");
+        inside = was;
+        if (next == NULL)
+            return -1;
+        __atomic_store_n(&next_dlclose, next, __ATOMIC_RELEASE);
+    }
+    int r = next(handle);
+    if (stack_depth != 0 && __atomic_load_n(&active, __ATOMIC_ACQUIRE)) {
+        inside = 1;
+        nh_unwind_refresh();
+        __atomic_add_fetch(&unloads, 1, __ATOMIC_RELEASE);
+        inside = was;
+    }
+    return r;
 }
 
 /* glibc exports no __libc_ name for malloc_trim: the next definition, found

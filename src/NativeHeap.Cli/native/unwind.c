@@ -156,9 +156,13 @@ static int scan_callback(struct dl_phdr_info *info, size_t size, void *data)
     }
     if (hi == 0)
         return 0;
+    const char *name = info->dlpi_name;
     for (size_t i = 0; i < n_modules; i++) {
         struct nh_module *m = &modules[i];
-        if (m->alive && m->lo == lo && m->hi == hi && m->bias == info->dlpi_addr) {
+        /* the same span and name: the same module (another one loaded in its place
+         * after it was unloaded has at least another name or build-id; the name will do) */
+        if (m->alive && m->lo == lo && m->hi == hi && m->bias == info->dlpi_addr
+            && (is_first || strcmp(m->path, name == NULL ? "" : name) == 0)) {
             m->seen = scan_gen;
             return 0;
         }
@@ -170,7 +174,6 @@ static int scan_callback(struct dl_phdr_info *info, size_t size, void *data)
     m->lo = lo;
     m->hi = hi;
     m->bias = info->dlpi_addr;
-    const char *name = info->dlpi_name;
     if ((name == NULL || name[0] == '\0') && is_first) {
         char exe[4096];
         ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -229,17 +232,15 @@ static const struct nh_module *find_module(uintptr_t a)
     return NULL;
 }
 
-/* Under ulock: the module holding a, rescanning when the loader's counters moved. */
+/* Under ulock: the module holding a. The loader's counters are read first, on every
+ * cache miss (a cheap call that stops at the first module): a module that was unloaded
+ * must not be read, even where a new one now lies in its range. */
 static const struct nh_module *module_for_locked(uintptr_t a)
 {
-    const struct nh_module *m = find_module(a);
-    if (m != NULL)
-        return m;
     unsigned long long c[2] = {last_adds, last_subs};
     dl_iterate_phdr(counters_callback, c);
-    if (c[0] == last_adds && c[1] == last_subs)
-        return NULL;
-    rescan_locked();
+    if (c[0] != last_adds || c[1] != last_subs)
+        rescan_locked();
     return find_module(a);
 }
 
@@ -808,6 +809,16 @@ int nh_unwind_init(void)
     }
     pthread_mutex_unlock(&ulock);
     return ok ? 0 : -1;
+}
+
+void nh_unwind_refresh(void)
+{
+    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE))
+        return;
+    pthread_mutex_lock(&ulock);
+    rescan_locked();
+    clear_cache();
+    pthread_mutex_unlock(&ulock);
 }
 
 size_t nh_unwind_module_count(void)

@@ -34,9 +34,9 @@
  *     across dl_iterate_phdr (which takes the loader's list lock; neither ever allocates);
  *     the steady state takes no lock. A program that forks must call the nh_unwind_fork_*
  *     hooks from its pthread_atfork handlers.
- * The module list is scanned (dl_iterate_phdr) at nh_unwind_init and again only when an
- * address lies in no known module and the loader's adds/subs counters changed; any change
- * empties the rule cache.
+ * The module list is scanned (dl_iterate_phdr) at nh_unwind_init and again when a cache
+ * miss finds the loader's adds/subs counters changed (each miss reads them: an unloaded
+ * module must not be read); any change empties the rule cache.
  */
 #ifndef NH_UNWIND_H
 #define NH_UNWIND_H
@@ -68,6 +68,13 @@ int nh_unwind_init(void);
  * Returns how many.
  */
 size_t nh_backtrace(uintptr_t *out, size_t max);
+
+/**
+ * Rescans the modules and empties the rule cache now: for a caller that knows a module was
+ * unloaded (the recorder wraps dlclose). Without it, code loaded where unloaded code was is
+ * seen at the next cache miss, and cached rules for the old code's return addresses stay.
+ */
+void nh_unwind_refresh(void);
 
 /** Modules known so far: entries are only ever appended, so 0 .. count - 1 stay valid. */
 size_t nh_unwind_module_count(void);
