@@ -44,9 +44,12 @@
  * CFI unwinder with a per-return-address rule cache and a frame-pointer
  * fallback for code in no module, such as .NET's JIT code; unwind.h says
  * what it assumes and where it stops), outside the lock, skipping this
- * library's own frames. The stack's addresses are hashed; a table maps the
- * hash to the stack's leaf node, confirmed by walking the nodes, so a stack
- * seen before costs one hash, one probe and one walk. A new one is added to
+ * library's own frames. The stack's addresses are hashed (64 bits); a table
+ * maps the hash to the stack's leaf node, taken when the depth and the
+ * innermost address agree too, so a stack seen before costs one hash and one
+ * compare. (Two stacks alike in all three but different are not told apart:
+ * with a million distinct stacks, odds of about 1 in 10^7 per program run.
+ * Confirming by walking the nodes cost 30 ns a call, 13% of the recorder.) A new one is added to
  * a trie of (parent node, address) -> node, root outermost, which writes
  *   s S P ADDR   node S: return address ADDR called from node P (0: none)
  * for each node it lacks, before the line that uses it; and before the first
@@ -524,11 +527,11 @@ struct trie_slot {
     uint32_t id;
 };
 
-/* hash of a whole stack -> its leaf node. leaf 0: empty. */
+/* hash of a whole stack -> its leaf node (and its depth). leaf 0: empty. */
 struct stack_slot {
     uint64_t hash;
     uint32_t leaf;
-    uint32_t pad;
+    uint32_t depth;
 };
 
 static struct node *nodes;
@@ -748,7 +751,7 @@ static void forget_stacks_locked(void)
 }
 
 /* The leaf node of stack f[0..n) (innermost first), defining the nodes it lacks; 0 for none.
- * The common case: one hash, one probe, one walk up the trie to confirm. */
+ * The common case: one hash, one probe, one compare (hash, depth, innermost frame). */
 static uint32_t intern_stack_locked(const uintptr_t *f, size_t n, uint64_t h)
 {
     if (n == 0)
@@ -762,13 +765,7 @@ static uint32_t intern_stack_locked(const uintptr_t *f, size_t n, uint64_t h)
         for (size_t i = mix(h, stacks_cap);; i = (i + 1) & (stacks_cap - 1)) {
             if (stacks[i].leaf == 0)
                 break;
-            if (stacks[i].hash != h)
-                continue;
-            uint32_t cur = stacks[i].leaf;
-            size_t k = 0;
-            for (; k < n && cur != 0 && nodes[cur].addr == f[k]; k++)
-                cur = nodes[cur].parent;
-            if (k == n && cur == 0)
+            if (stacks[i].hash == h && stacks[i].depth == n && nodes[stacks[i].leaf].addr == f[0])
                 return stacks[i].leaf;
         }
     }
@@ -785,6 +782,7 @@ static uint32_t intern_stack_locked(const uintptr_t *f, size_t n, uint64_t h)
             i = (i + 1) & (stacks_cap - 1);
         stacks[i].hash = h;
         stacks[i].leaf = node;
+        stacks[i].depth = (uint32_t)n;
         n_stacks++;
     }
     return node;
