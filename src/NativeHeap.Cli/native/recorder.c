@@ -67,7 +67,8 @@
  * buffer is compressed as it fills; the frame ends at the exit flush, and
  * each later line (frees from other destructors) is a small frame of its
  * own (readers take concatenated frames). Level 9: on the Python JSON loop
- * (57 M calls) it gave the smallest file for little more CPU than level 3.
+ * (57 M calls, 64-frame stacks) it wrote 0.61 MB where level 3 wrote 1.9 MB,
+ * for the same CPU time within the runs' noise (12-16 s either way).
  * If libzstd.so.1 cannot be loaded the file is plain text and its header
  * says "# not compressed: ..."; NH_TRACE_COMPRESS=0 asks for plain text.
  * A process that dies from a signal, calls _exit or execs leaves its frame
