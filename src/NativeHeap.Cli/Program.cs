@@ -21,6 +21,7 @@ internal static class Program
         root.Add(ExplainCommand());
         root.Add(MapCommand());
         root.Add(ScenariosCommand());
+        root.Add(ScenariosChildCommand());
         root.Add(ReplayCommand());
         root.Add(InfoCommand());
         root.Add(ExplainChildCommand());
@@ -97,6 +98,15 @@ internal static class Program
         };
         command.SetAction(result => ScenarioRunner.Run(
             result.GetValue(names) ?? [], result.GetValue(tcache)!, result.GetValue(outDir)));
+        return command;
+    }
+
+    private static Command ScenariosChildCommand()
+    {
+        var name = new Argument<string>("NAME");
+        var command = new Command(ScenarioRunner.ChildCommand, "(internal) a scenario on the default profile, each checkpoint again once idle") { name };
+        command.Hidden = true;
+        command.SetAction(result => ScenarioRunner.DefaultChild(result.GetValue(name)!));
         return command;
     }
 
