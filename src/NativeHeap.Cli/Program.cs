@@ -37,9 +37,15 @@ internal static class Program
 
     private static Command RecordCommand()
     {
-        var output = new Option<string?>("--output", "-o") { Description = "The trace file; %p stands for each process's pid (default PROGRAM-%p.trace here)." };
+        var output = new Option<string?>("--output", "-o")
+        {
+            Description = "Where each process's trace goes. A directory (one that exists, or a name ending in /, made if missing): DIR/NAME.PID.trace, "
+                + "NAME the process's program. A name with %p (the pid) and %n (the program's name): as given. A file name without %p: "
+                + "the first process's trace, later ones FILE.1, FILE.2, ... (as is a name already taken). Default: %n.%p.trace here.",
+        };
         var program = new Argument<string[]>("PROGRAM") { Description = "The program and its arguments (after --).", Arity = ArgumentArity.OneOrMore };
-        var command = new Command("record", "Run a program with the allocation recorder preloaded: one trace per process, with each call's thread and the process's own memory at checkpoints.")
+        var command = new Command("record", "Run a program with the allocation recorder preloaded: one trace per process, with each call's thread and the process's own memory at checkpoints. "
+            + "A .NET program writes its perf map (DOTNET_PerfMapEnabled=3 unless set), so JIT-compiled frames can be named; record deletes the maps it caused.")
         {
             output, program,
         };
