@@ -85,6 +85,11 @@ internal static class Record
     {
         error = null;
         string pattern;
+        if (output is { Length: 0 })
+        {
+            error = "-o needs a file or a directory";
+            return null;
+        }
         if (output is null) pattern = Path.GetFullPath(PerProcessName);
         else if (output.EndsWith('/') || Directory.Exists(output))
         {
