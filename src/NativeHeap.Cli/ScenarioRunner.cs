@@ -161,7 +161,7 @@ internal static class ScenarioRunner
     /// NativeHeap, each checkpoint's line as `replay` prints it, then an "i" line with the same
     /// figures once <see cref="Heap.PurgeAsIfIdle"/> has released what the purge timer releases
     /// after purge_delay with no call. Then the replay goes on: the program paused at each
-    /// checkpoint. (Really waiting would cost the delay, 1 s, at each of 48 checkpoints.)
+    /// checkpoint. (Really waiting would cost the delay, 1 s, at each of the 60 checkpoints.)
     /// </summary>
     internal static int DefaultChild(string name)
     {
