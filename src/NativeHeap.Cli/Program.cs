@@ -21,6 +21,7 @@ internal static class Program
         root.Add(ExplainCommand());
         root.Add(MapCommand());
         root.Add(ScenariosCommand());
+        root.Add(ScenariosChildCommand());
         root.Add(ReplayCommand());
         root.Add(InfoCommand());
         root.Add(ExplainChildCommand());
@@ -36,9 +37,15 @@ internal static class Program
 
     private static Command RecordCommand()
     {
-        var output = new Option<string?>("--output", "-o") { Description = "The trace file; %p stands for each process's pid (default PROGRAM-%p.trace here)." };
+        var output = new Option<string?>("--output", "-o")
+        {
+            Description = "Where each process's trace goes. A directory (one that exists, or a name ending in /, made if missing): DIR/NAME.PID.trace, "
+                + "NAME the process's program. A name with %p (the pid) and %n (the program's name): as given. A file name without %p: "
+                + "the first process's trace, later ones FILE.1, FILE.2, ... (as is a name already taken). Default: %n.%p.trace here.",
+        };
         var program = new Argument<string[]>("PROGRAM") { Description = "The program and its arguments (after --).", Arity = ArgumentArity.OneOrMore };
-        var command = new Command("record", "Run a program with the allocation recorder preloaded: one trace per process, with each call's thread and the process's own memory at checkpoints.")
+        var command = new Command("record", "Run a program with the allocation recorder preloaded: one trace per process, with each call's thread and the process's own memory at checkpoints. "
+            + "A .NET program writes its perf map (DOTNET_PerfMapEnabled=3 unless set), so JIT-compiled frames can be named; record deletes the maps it caused.")
         {
             output, program,
         };
@@ -103,6 +110,15 @@ internal static class Program
         };
         command.SetAction(result => ScenarioRunner.Run(
             result.GetValue(names) ?? [], result.GetValue(tcache)!, result.GetValue(outDir)));
+        return command;
+    }
+
+    private static Command ScenariosChildCommand()
+    {
+        var name = new Argument<string>("NAME");
+        var command = new Command(ScenarioRunner.ChildCommand, "(internal) a scenario on the default profile, each checkpoint again once idle") { name };
+        command.Hidden = true;
+        command.SetAction(result => ScenarioRunner.DefaultChild(result.GetValue(name)!));
         return command;
     }
 

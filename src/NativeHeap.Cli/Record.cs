@@ -1,69 +1,218 @@
 using System.ComponentModel;
+using System.Globalization;
+using System.Text;
+using System.Text.RegularExpressions;
 using NativeHeap.Lab;
 
 namespace NativeHeap.Cli;
 
 /// <summary>
 /// `nativeheap record`: run a program with the recorder preloaded (native/recorder.c,
-/// carried inside the tool) and say which trace files it wrote: one per process, with each
-/// call's thread and, every NH_TRACE_EVERY calls and at exit, the process's own statm.
+/// carried inside the tool) and say which trace files it wrote: one per process, named after
+/// its program and pid unless told otherwise, with each call's thread and, every
+/// NH_TRACE_EVERY calls and at exit, the process's own statm. The closing hint names the
+/// trace with the most operations: a program started through a wrapper (a pyenv shim, a
+/// shell script) writes the wrapper's small traces too.
 /// </summary>
 internal static class Record
 {
+    /// <summary>Each process's trace when -o names no file: the recorder puts the program's name for %n, its pid for %p.</summary>
+    internal const string PerProcessName = "%n.%p.trace";
+
+    private const string PerfMapEnabled = "DOTNET_PerfMapEnabled";
+
+    /// <summary>
+    /// 3: the perf map only (/tmp/perf-PID.map, JIT-compiled code and stubs), not the jitdump
+    /// (1 writes both, 2 the jitdump alone). .NET 10's runtime writes no perfinfo-PID.map.
+    /// </summary>
+    private const string PerfMapOnly = "3";
+
     internal static int Run(string? output, string[] command)
     {
-        if (command.Length == 0) return Program.Fail("record needs a program to run: nativeheap record [-o FILE] -- PROGRAM ARGS...");
+        if (command.Length == 0) return Program.Fail("record needs a program to run: nativeheap record [-o FILE|DIR] -- PROGRAM ARGS...");
         string? recorder = NativeTools.Find("librecorder.so");
         if (recorder is null) return Program.Fail(NativeTools.Missing("librecorder.so"));
 
-        string pattern = Path.GetFullPath(output ?? $"{Path.GetFileName(command[0])}-%p.trace");
-        string? dir = Path.GetDirectoryName(pattern);
-        if (dir is null || !Directory.Exists(dir)) return Program.Fail($"cannot write {pattern}: no directory {dir}");
+        if (Pattern(output, out string? error) is not { } pattern) return Program.Fail(error!);
+        string dir = Path.GetDirectoryName(pattern)!;
         if (!CanWrite(dir)) return Program.Fail($"cannot write {pattern}: {dir} is not writable");
+        Regex names = NameRegex(Path.GetFileName(pattern));
+        Dictionary<string, (DateTime, long)> before = Matching(dir, names);
 
         string preload = Environment.GetEnvironmentVariable("LD_PRELOAD") is { Length: > 0 } p ? $"{recorder}:{p}" : recorder;
+        var environment = new List<(string, string)> { ("LD_PRELOAD", preload), ("NH_TRACE", pattern) };
+        // A .NET program's JIT-compiled frames are named from the runtime's perf map; one the user asked for is theirs to keep.
+        bool perfMaps = string.IsNullOrEmpty(Environment.GetEnvironmentVariable(PerfMapEnabled))
+            && string.IsNullOrEmpty(Environment.GetEnvironmentVariable("COMPlus_PerfMapEnabled"));
+        if (perfMaps) environment.Add((PerfMapEnabled, PerfMapOnly));
         DateTime started = DateTime.UtcNow;
         ProcessResult r;
         try
         {
-            r = ChildProcess.Run(command[0], command[1..], new ProcessOptions
-            {
-                CaptureOutput = false,
-                Environment = [("LD_PRELOAD", preload), ("NH_TRACE", pattern)],
-            });
+            r = ChildProcess.Run(command[0], command[1..], new ProcessOptions { CaptureOutput = false, Environment = environment });
         }
         catch (Win32Exception e)
         {
             return Program.Fail($"cannot run {command[0]}: {e.Message}");
         }
 
-        // The recorder names each process's file after the pattern (%p the pid; .1, .2 on a clash).
-        string name = Path.GetFileName(pattern);
-        int cut = name.IndexOf("%p", StringComparison.Ordinal);
-        string prefix = cut < 0 ? name : name[..cut];
-        var files = Directory.GetFiles(dir, prefix + "*")
-            .Where(f => File.GetLastWriteTimeUtc(f) >= started.AddSeconds(-1) && (cut >= 0 || Path.GetFileName(f).StartsWith(name, StringComparison.Ordinal)))
-            .OrderBy(f => f, StringComparer.Ordinal).ToList();
-        if (files.Count == 0)
+        // New files, or rewritten ones: the recorder opens with O_EXCL, so an old file is never reused.
+        var traces = Matching(dir, names)
+            .Where(f => !before.TryGetValue(f.Key, out var old) || old != f.Value)
+            .Select(f => Inspect(f.Key, names))
+            .OrderByDescending(t => t.Summary?.Operations ?? -1).ThenByDescending(t => t.Bytes).ThenBy(t => t.Path, StringComparer.Ordinal)
+            .ToList();
+        if (perfMaps) DeletePerfMaps(traces.Select(t => t.Pid), started);
+        if (traces.Count == 0)
         {
             Console.Error.WriteLine($"error: {command[0]} exited {r.ExitCode} and no trace was written (was it a static program, or one that never allocated?)");
             return r.ExitCode != 0 ? r.ExitCode : Program.UsageError;
         }
-        Console.Error.WriteLine($"{command[0]} exited {r.ExitCode}; {files.Count} trace file{(files.Count == 1 ? "" : "s")} (one per process):");
-        foreach (string f in files)
+        Console.Error.WriteLine($"{command[0]} exited {r.ExitCode}; {traces.Count} trace file{(traces.Count == 1 ? "" : "s")} (one per process), most operations first:");
+        foreach (Trace t in traces)
+        {
+            Console.Error.WriteLine(t.Summary is { } s
+                ? $"  {t.Path}: {s.Operations:N0} operation{(s.Operations == 1 ? "" : "s")}, {s.Threads} thread{(s.Threads == 1 ? "" : "s")}, {s.Checkpoints.Count} checkpoint{(s.Checkpoints.Count == 1 ? "" : "s")}"
+                : $"  {t.Path}: does not replay: {t.Error}");
+        }
+        string best = traces[0].Path;
+        Console.Error.WriteLine($"next: nativeheap explain {best}   (or nativeheap map {best} --out map.html)");
+        return r.ExitCode;
+    }
+
+    /// <summary>NH_TRACE for the recorder, as a full path, from -o (see the option's help); null and why when it cannot be.</summary>
+    internal static string? Pattern(string? output, out string? error)
+    {
+        error = null;
+        string pattern;
+        if (output is { Length: 0 })
+        {
+            error = "-o needs a file or a directory";
+            return null;
+        }
+        if (output is null) pattern = Path.GetFullPath(PerProcessName);
+        else if (output.EndsWith('/') || Directory.Exists(output))
         {
             try
             {
-                TraceSummary t = TraceReplayer.Validate(File.ReadAllBytes(f));
-                Console.Error.WriteLine($"  {f}: {t.Operations:N0} lines, {t.Threads} thread{(t.Threads == 1 ? "" : "s")}, {t.Checkpoints.Count} checkpoint{(t.Checkpoints.Count == 1 ? "" : "s")}");
+                Directory.CreateDirectory(output); // ending in /, it names a directory: made if missing
             }
-            catch (TraceFormatException e)
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
-                Console.Error.WriteLine($"  {f}: does not replay: {e.Message}");
+                error = $"cannot create the directory {output}: {e.Message}";
+                return null;
+            }
+            pattern = Path.Combine(Path.GetFullPath(output), PerProcessName);
+        }
+        else pattern = Path.GetFullPath(output);
+
+        string dir = Path.GetDirectoryName(pattern)!;
+        if (dir.Contains("%p", StringComparison.Ordinal) || dir.Contains("%n", StringComparison.Ordinal))
+            error = $"-o {output}: %p and %n may stand only in the file's name, not in its directory";
+        else if (!Directory.Exists(dir))
+            error = $"cannot write {pattern}: no directory {dir}";
+        return error is null ? pattern : null;
+    }
+
+    /// <summary>
+    /// The files the recorder may write for <paramref name="fileName"/>: %n any name, %p a pid
+    /// (the first one captured as "pid"), and ".N" after it when the name was taken.
+    /// </summary>
+    internal static Regex NameRegex(string fileName)
+    {
+        var sb = new StringBuilder("^");
+        bool pid = false;
+        for (int i = 0; i < fileName.Length; i++)
+        {
+            if (fileName[i] == '%' && i + 1 < fileName.Length && fileName[i + 1] is 'p' or 'n')
+            {
+                sb.Append(fileName[++i] == 'n' ? ".+" : pid ? "[0-9]+" : "(?<pid>[0-9]+)");
+                pid |= fileName[i] == 'p';
+            }
+            else sb.Append(Regex.Escape(fileName[i].ToString()));
+        }
+        return new Regex(sb.Append(@"(\.[0-9]+)?$").ToString(), RegexOptions.CultureInvariant);
+    }
+
+    private static Dictionary<string, (DateTime, long)> Matching(string dir, Regex names)
+    {
+        var files = new Dictionary<string, (DateTime, long)>();
+        foreach (FileInfo f in new DirectoryInfo(dir).EnumerateFiles())
+            if (names.IsMatch(f.Name)) files[f.FullName] = (f.LastWriteTimeUtc, f.Length);
+        return files;
+    }
+
+    /// <summary>A trace the run wrote: its summary, or why it does not replay.</summary>
+    private sealed record Trace(string Path, long Bytes, TraceSummary? Summary, string? Error, int? Pid);
+
+    /// <summary>A trace's size and operations, and its process's pid: from its name (%p), else from its "# pid" line.</summary>
+    private static Trace Inspect(string path, Regex names)
+    {
+        Match m = names.Match(System.IO.Path.GetFileName(path));
+        int? pid = m.Groups["pid"].Success ? int.Parse(m.Groups["pid"].Value, CultureInfo.InvariantCulture) : null;
+        var (summary, error, headerPid) = CountCalls(path);
+        return new Trace(path, new FileInfo(path).Length, summary, error, pid ?? headerPid);
+    }
+
+    /// <summary>A trace's operations (its lines that are not comments), threads and checkpoints, or why it does not replay; and its "# pid" line.</summary>
+    // TODO(integrator): TraceFile.Load: a trace may be zstd-compressed; read it with NativeHeap.Lab.TraceFile.Load(path) instead of File.ReadAllBytes.
+    private static (TraceSummary? Summary, string? Error, int? Pid) CountCalls(string path)
+    {
+        byte[] text;
+        try
+        {
+            text = File.ReadAllBytes(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return (null, e.Message, null);
+        }
+        try
+        {
+            return (TraceReplayer.Validate(text), null, HeaderPid(text));
+        }
+        catch (TraceFormatException e)
+        {
+            return (null, e.Message, HeaderPid(text));
+        }
+    }
+
+    /// <summary>The recorder's "# pid N" line, among the comments it starts with.</summary>
+    private static int? HeaderPid(byte[] text)
+    {
+        ReadOnlySpan<byte> rest = text;
+        while (rest.Length > 0 && rest[0] == (byte)'#')
+        {
+            int nl = rest.IndexOf((byte)'\n');
+            ReadOnlySpan<byte> line = nl < 0 ? rest : rest[..nl];
+            if (line.StartsWith("# pid "u8) && int.TryParse(line[6..], NumberStyles.None, CultureInfo.InvariantCulture, out int pid)) return pid;
+            if (nl < 0) break;
+            rest = rest[(nl + 1)..];
+        }
+        return null;
+    }
+
+    /// <summary>The perf maps the recorded processes wrote because this command asked for them.</summary>
+    private static void DeletePerfMaps(IEnumerable<int?> pids, DateTime started)
+    {
+        string dir = Environment.GetEnvironmentVariable("DOTNET_PerfMapJitDumpPath") is { Length: > 0 } d ? d : "/tmp";
+        foreach (int pid in pids.OfType<int>().Distinct())
+        {
+            foreach (string name in new[] { $"perf-{pid}.map", $"perfinfo-{pid}.map" })
+            {
+                var f = new FileInfo(Path.Combine(dir, name));
+                // Older than the run: another process of that pid wrote it, not one of ours.
+                if (!f.Exists || f.LastWriteTimeUtc < started.AddSeconds(-1)) continue;
+                try
+                {
+                    f.Delete();
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    Console.Error.WriteLine($"warning: cannot delete {f.FullName}: {e.Message}");
+                }
             }
         }
-        Console.Error.WriteLine($"next: nativeheap explain {files[0]}   (or nativeheap map {files[0]} --out map.html)");
-        return r.ExitCode;
     }
 
     private static bool CanWrite(string dir)

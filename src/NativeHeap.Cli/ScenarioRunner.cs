@@ -1,3 +1,7 @@
+using System.Globalization;
+using System.Text;
+using NativeHeap.Arenas;
+using NativeHeap.Diagnostics;
 using NativeHeap.Lab;
 using ScottPlot;
 using Spectre.Console;
@@ -8,7 +12,9 @@ namespace NativeHeap.Cli;
 /// `nativeheap scenarios`: every scenario under NativeHeap and under glibc, each replay in a
 /// fresh child process, checkpoints as deltas from the child's own first checkpoint, side by
 /// side. Anonymous resident memory (resident - shared) is what a heap owns and what is
-/// compared: they agree when within 2% + 512 KiB.
+/// compared: they agree when within 2% + 512 KiB. NativeHeap runs on its glibc-2.36 profile,
+/// held to glibc, and on its default profile, shown beside them and held to nothing: at each
+/// checkpoint, and again once its purge delay has passed idle (<see cref="DefaultChild"/>).
 /// </summary>
 /// <remarks>
 /// glibc runs twice: by P/Invoke in a fresh .NET process (what a .NET program gets), and in a
@@ -24,8 +30,19 @@ internal static class ScenarioRunner
     private const long ToleranceKib = 512;
     private const double ToleranceShare = 0.02;
 
+    /// <summary>The hidden command of the default profile's child (<see cref="DefaultChild"/>).</summary>
+    internal const string ChildCommand = "scenarios-default-child";
+
+    /// <summary>The second field of the child's line for a checkpoint once idle (replay's own lines have "k").</summary>
+    private const string IdleMark = "i";
+
+    private static string DefaultTunables(string tcache) => tcache == "off" ? "profile=nativeheap:tcache_count=0" : "profile=nativeheap";
+
+    /// <summary>How long the default profile waits before it purges (purge_delay), for the labels.</summary>
+    private static string PurgeDelay => $"{MallocParams.NativeHeapPurgeDelayMs / 1000.0:0.###} s";
+
     private sealed record ScenarioRun(Scenario Scenario, string Tcache, List<Checkpoint> NativeHeap, List<Checkpoint> Glibc,
-        List<Checkpoint>? GlibcC, string Warnings)
+        List<Checkpoint>? GlibcC, List<Checkpoint> Default, List<Checkpoint> DefaultIdle, string Warnings)
     {
         /// <summary>The glibc NativeHeap is held to: the fresh C process when there is one.</summary>
         public List<Checkpoint> Reference => GlibcC ?? Glibc;
@@ -43,9 +60,9 @@ internal static class ScenarioRunner
         string[] modes = tcache == "both" ? ["on", "off"] : [tcache];
         var jobs = scenarios.SelectMany(s => modes.Select(m => (Scenario: s, Tcache: m))).ToList();
         string? replayC = NativeReplayer.Find();
-        int steps = replayC is null ? 2 : 3;
+        int steps = replayC is null ? 3 : 4;
         // Redirected output gets 80 columns by default, which folds every table.
-        if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = Math.Max(AnsiConsole.Profile.Width, 150);
+        if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = Math.Max(AnsiConsole.Profile.Width, 180);
 
         var runs = new List<ScenarioRun>();
         string? failure = null;
@@ -56,23 +73,32 @@ internal static class ScenarioRunner
                 ProgressTask task = ctx.AddTask("scenarios", maxValue: jobs.Count * steps);
                 foreach (var (scenario, mode) in jobs)
                 {
-                    task.Description = $"{scenario.Name} (tcache {mode}): NativeHeap";
-                    var nh = ReplayInChild(scenario, "nativeheap", mode);
-                    task.Increment(1);
-                    task.Description = $"{scenario.Name} (tcache {mode}): glibc";
-                    var gl = ReplayInChild(scenario, "glibc", mode);
-                    task.Increment(1);
-                    (List<Checkpoint> Checkpoints, string Warnings, string? Error) c = ([], "", null);
-                    if (replayC is not null)
-                    {
-                        task.Description = $"{scenario.Name} (tcache {mode}): glibc in C";
-                        c = NativeReplayer.Run(replayC, scenario, mode);
-                        task.Increment(1);
-                    }
-                    failure = nh.Error ?? gl.Error ?? c.Error;
+                    task.Description = $"{scenario.Name} (tcache {mode})";
+                    // Two children at a time (each measures only its own memory): NativeHeap's
+                    // two profiles, then glibc's two. One job at a time, as native/replay's
+                    // temporary file is named after the scenario.
+                    (List<Checkpoint> Checkpoints, string Warnings, string? Error) nh = ([], "", null), gl = nh, c = nh;
+                    (List<Checkpoint> Checkpoints, List<Checkpoint> Idle, string? Error) def = ([], [], null);
+                    Parallel.Invoke(
+                        () =>
+                        {
+                            nh = ReplayInChild(scenario, "nativeheap", mode);
+                            task.Increment(1);
+                            gl = ReplayInChild(scenario, "glibc", mode);
+                            task.Increment(1);
+                        },
+                        () =>
+                        {
+                            def = DefaultInChild(scenario, mode);
+                            task.Increment(1);
+                            if (replayC is null) return;
+                            c = NativeReplayer.Run(replayC, scenario, mode);
+                            task.Increment(1);
+                        });
+                    failure = nh.Error ?? def.Error ?? gl.Error ?? c.Error;
                     if (failure is not null) return;
                     runs.Add(new ScenarioRun(scenario, mode, nh.Checkpoints, gl.Checkpoints,
-                        replayC is null ? null : c.Checkpoints, nh.Warnings + gl.Warnings));
+                        replayC is null ? null : c.Checkpoints, def.Checkpoints, def.Idle, nh.Warnings + gl.Warnings));
                 }
             });
         if (failure is not null) return Program.Fail(failure);
@@ -114,6 +140,52 @@ internal static class ScenarioRunner
         return (checkpoints, r.Error, null);
     }
 
+    /// <summary>The default profile's replay: its checkpoints, and each again once idle.</summary>
+    private static (List<Checkpoint> Checkpoints, List<Checkpoint> Idle, string? Error) DefaultInChild(Scenario scenario, string tcache)
+    {
+        ProcessResult r = ChildProcess.RunSelf([ChildCommand, scenario.Name],
+            new ProcessOptions { Environment = [(Tunables.Variable, DefaultTunables(tcache))] });
+        if (r.ExitCode != 0)
+            return ([], [], $"the default profile's replay of {scenario.Name} failed ({r.ExitCode}): {r.Error.Trim()}");
+        List<Checkpoint> checkpoints = Checkpoint.ParseAll(r.Output);
+        // The idle lines have the checkpoint lines' fields: read them as such.
+        List<Checkpoint> idle = Checkpoint.ParseAll(string.Join('\n', r.Output.Split('\n')
+            .Select(line => line.Split(' ', 3)).Where(f => f.Length == 3 && f[1] == IdleMark).Select(f => $"{f[0]} k {f[2]}")));
+        if (checkpoints.Count == 0 || idle.Count != checkpoints.Count)
+            return ([], [], $"the default profile's replay of {scenario.Name} printed {checkpoints.Count} checkpoint(s) and {idle.Count} idle one(s)");
+        return (checkpoints, idle, null);
+    }
+
+    /// <summary>
+    /// The default profile's child (NATIVEHEAP_TUNABLES set by the runner): the scenario on
+    /// NativeHeap, each checkpoint's line as `replay` prints it, then an "i" line with the same
+    /// figures once <see cref="Heap.PurgeAsIfIdle"/> has released what the purge timer releases
+    /// after purge_delay with no call. Then the replay goes on: the program paused at each
+    /// checkpoint. (Really waiting would cost the delay, 1 s, at each of the 60 checkpoints.)
+    /// </summary>
+    internal static int DefaultChild(string name)
+    {
+        if (Scenario.Find(name) is not { } scenario) return Program.Fail($"unknown scenario '{name}'");
+        var target = new NativeHeapTarget();
+        using Stream stdout = Console.OpenStandardOutput();
+        var options = new ReplayOptions
+        {
+            Placements = false,
+            Checkpoint = cp =>
+            {
+                Heap.PurgeAsIfIdle();
+                Statm s = Statm.Read();
+                HeapInfo info = target.GetInfo();
+                string line = string.Create(CultureInfo.InvariantCulture,
+                    $"{cp.Line} {IdleMark} {cp.Name} {s.AnonymousBytes / 1024} {s.ResidentBytes / 1024} {s.SizeBytes / 1024} {info.Arena} {info.Uordblks} {info.Fordblks} {info.Hblkhd}\n");
+                stdout.Write(Encoding.ASCII.GetBytes(line));
+                stdout.Flush();
+            },
+        };
+        TraceReplayer.Replay(scenario.Trace, target, stdout, options);
+        return 0;
+    }
+
     internal static bool Agree(long nativeHeapKib, long glibcKib) =>
         Math.Abs(nativeHeapKib - glibcKib) <= ToleranceShare * Math.Abs(glibcKib) + ToleranceKib;
 
@@ -129,12 +201,14 @@ internal static class ScenarioRunner
             .AddColumn(new TableColumn("anon glibc").RightAligned())
             .AddColumn(new TableColumn("agree").Centered());
         if (withC) table.AddColumn(new TableColumn("anon glibc*").RightAligned());
+        table.AddColumn(new TableColumn("anon default").RightAligned())
+            .AddColumn(new TableColumn("default, idle").RightAligned());
         table.AddColumn(new TableColumn("resident NH").RightAligned())
             .AddColumn(new TableColumn("resident glibc").RightAligned())
             .AddColumn(new TableColumn("size NH").RightAligned())
             .AddColumn(new TableColumn("size glibc").RightAligned());
         int disagreements = 0;
-        int n = Math.Min(run.NativeHeap.Count, Math.Min(run.Glibc.Count, reference.Count));
+        int n = Shown(run);
         for (int i = 0; i < n; i++)
         {
             Checkpoint a = run.NativeHeap[i], b = reference[i];
@@ -143,6 +217,9 @@ internal static class ScenarioRunner
             if (!agree) disagreements++;
             var cells = new List<string> { Markup.Escape(a.Name), $"{anonA:N0}", $"{anonB:N0}", agree ? "[green]yes[/]" : "[red]no[/]" };
             if (withC) cells.Add($"{run.Glibc[i].AnonKib - run.Glibc[0].AnonKib:N0}");
+            // Both over the default run's own start: the idle line is the same process, later.
+            cells.Add($"{run.Default[i].AnonKib - run.Default[0].AnonKib:N0}");
+            cells.Add($"{run.DefaultIdle[i].AnonKib - run.Default[0].AnonKib:N0}");
             cells.AddRange([
                 $"{a.ResidentKib - run.NativeHeap[0].ResidentKib:N0}", $"{b.ResidentKib - reference[0].ResidentKib:N0}",
                 $"{a.SizeKib - run.NativeHeap[0].SizeKib:N0}", $"{b.SizeKib - reference[0].SizeKib:N0}"]);
@@ -151,20 +228,25 @@ internal static class ScenarioRunner
         if (run.NativeHeap.Count != reference.Count) disagreements++;
         AnsiConsole.Write(table);
         if (withC) AnsiConsole.MarkupLine("[grey]glibc: a fresh C process (native/replay). glibc*: glibc by P/Invoke in a fresh .NET process, whose heap the runtime has already used.[/]");
+        AnsiConsole.MarkupLineInterpolated($"[grey]NH: NativeHeap's glibc-2.36 profile, held to glibc. default: its default profile (profile=nativeheap), shown, not compared; default, idle: the same process once its purge delay ({PurgeDelay}) has passed with no call (Heap.PurgeAsIfIdle), after which the replay goes on.[/]");
         if (run.Warnings.Length > 0) AnsiConsole.MarkupLineInterpolated($"[yellow]{run.Warnings.Trim()}[/]");
         AnsiConsole.WriteLine();
         return disagreements;
     }
 
+    /// <summary>The checkpoints every run reached.</summary>
+    private static int Shown(ScenarioRun run) =>
+        new[] { run.NativeHeap.Count, run.Glibc.Count, run.Reference.Count, run.Default.Count, run.DefaultIdle.Count }.Min();
+
     private static void Plot(ScenarioRun run, DirectoryInfo outDir)
     {
         outDir.Create();
         var plot = new Plot();
-        int n = Math.Min(run.NativeHeap.Count, Math.Min(run.Glibc.Count, run.Reference.Count));
+        int n = Shown(run);
         double[] xs = Enumerable.Range(0, n).Select(i => (double)i).ToArray();
         double Mib(long kib) => kib / 1024.0;
         var nh = plot.Add.Scatter(xs, run.NativeHeap.Take(n).Select(c => Mib(c.AnonKib - run.NativeHeap[0].AnonKib)).ToArray());
-        nh.LegendText = "NativeHeap";
+        nh.LegendText = "NativeHeap, glibc-2.36 profile";
         nh.LineWidth = 3;
         nh.MarkerSize = 9;
         var gl = plot.Add.Scatter(xs, run.Glibc.Take(n).Select(c => Mib(c.AnonKib - run.Glibc[0].AnonKib)).ToArray());
@@ -178,6 +260,17 @@ internal static class ScenarioRunner
             gc.LinePattern = LinePattern.Dotted;
             gc.MarkerSize = 6;
         }
+        var def = plot.Add.Scatter(xs, run.Default.Take(n).Select(c => Mib(c.AnonKib - run.Default[0].AnonKib)).ToArray());
+        def.LegendText = "NativeHeap, default profile";
+        def.LineWidth = 2;
+        def.MarkerSize = 7;
+        def.MarkerShape = MarkerShape.FilledSquare;
+        var idle = plot.Add.Scatter(xs, run.DefaultIdle.Take(n).Select(c => Mib(c.AnonKib - run.Default[0].AnonKib)).ToArray());
+        idle.LegendText = $"NativeHeap, default profile, {PurgeDelay} idle";
+        idle.LineWidth = 2;
+        idle.LinePattern = LinePattern.DenselyDashed;
+        idle.MarkerSize = 7;
+        idle.MarkerShape = MarkerShape.FilledDiamond;
         plot.Axes.Bottom.SetTicks(xs, run.NativeHeap.Take(n).Select(c => c.Name).ToArray());
         plot.Axes.Bottom.TickLabelStyle.Rotation = 25;
         plot.Axes.Bottom.TickLabelStyle.Alignment = Alignment.MiddleLeft;
@@ -186,7 +279,7 @@ internal static class ScenarioRunner
         plot.Axes.Margins(left: 0.03, right: 0.12, bottom: 0.05, top: 0.15);
         plot.Title($"{run.Scenario.Name} (tcache {run.Tcache})");
         plot.YLabel("anonymous RSS, MiB over start");
-        plot.ShowLegend(Alignment.UpperRight);
-        plot.SavePng(Path.Combine(outDir.FullName, $"{run.Scenario.Name}-tcache-{run.Tcache}.png"), 1000, 560);
+        plot.ShowLegend(Edge.Right); // outside: inside, it hid the lines at the last checkpoint
+        plot.SavePng(Path.Combine(outDir.FullName, $"{run.Scenario.Name}-tcache-{run.Tcache}.png"), 1250, 560);
     }
 }

@@ -1,3 +1,6 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+
 namespace NativeHeap.Tests;
 
 /// <summary>The nativeheap command: the main job, replay, info, and errors for the user.</summary>
@@ -10,6 +13,13 @@ public class CliTests
         var r = Cli.Run(["scenarios", "--out", dir]);
         Assert.True(r.ExitCode == 0, r.Output + r.Error);
         Assert.Contains("agree at every checkpoint", r.Output);
+        // The default profile beside them in every table: seed-002's 200 MiB that glibc keeps
+        // (seven tcache chunks pin the top) it gives back once its purge delay has passed.
+        Assert.Equal(12, Regex.Matches(r.Output, @"│\s*anon default\s*│\s*default, idle\s*│").Count);
+        long glibc = TableCell(r.Output, "seed-002 (tcache on)", "after-malloc-2000-free", "anon glibc");
+        long idle = TableCell(r.Output, "seed-002 (tcache on)", "after-malloc-2000-free", "default, idle");
+        Assert.True(glibc > 150 * 1024, $"glibc kept {glibc} KiB");
+        Assert.True(idle * 10 < glibc, $"the default profile once idle held {idle} KiB, glibc {glibc} KiB");
         foreach (string name in new[] { "seed-002", "seed-002-trim", "pinned-top", "module-unload", "mmap-threshold", "lazy-pages" })
         {
             foreach (string mode in new[] { "on", "off" })
@@ -20,6 +30,20 @@ public class CliTests
             }
         }
         Directory.Delete(dir, recursive: true);
+    }
+
+    /// <summary>A number in a `scenarios` table: the row of <paramref name="checkpoint"/>, the column headed <paramref name="column"/>.</summary>
+    private static long TableCell(string output, string title, string checkpoint, string column)
+    {
+        string[] lines = output.Split('\n');
+        int start = Array.FindIndex(lines, l => l.Contains($"{title}: KiB over"));
+        Assert.True(start >= 0, $"no table '{title}' in:\n{output}");
+        static string[] Cells(string line) => [.. line.Split('│').Select(c => c.Trim())];
+        string[] header = Cells(lines.Skip(start).First(l => l.Contains("│ checkpoint ")));
+        int at = Array.IndexOf(header, column);
+        Assert.True(at > 0, $"no column '{column}' in '{string.Join('|', header)}'");
+        string cell = Cells(lines.Skip(start).First(l => Cells(l) is { Length: > 1 } c && c[1] == checkpoint))[at];
+        return long.Parse(new string([.. cell.Where(ch => char.IsAsciiDigit(ch) || ch == '-')]), CultureInfo.InvariantCulture);
     }
 
     [Fact]
