@@ -155,15 +155,18 @@ internal static class Record
     }
 
     /// <summary>A trace's operations (its lines that are not comments), threads and checkpoints, or why it does not replay; and its "# pid" line.</summary>
-    // TODO(integrator): TraceFile.Load: a trace may be zstd-compressed; read it with NativeHeap.Lab.TraceFile.Load(path) instead of File.ReadAllBytes.
     private static (TraceSummary? Summary, string? Error, int? Pid) CountCalls(string path)
     {
         byte[] text;
         try
         {
-            text = File.ReadAllBytes(path);
+            text = TraceFile.Load(path);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
+        {
+            return (null, e.Message, null);
+        }
+        catch (TraceFormatException e)
         {
             return (null, e.Message, null);
         }

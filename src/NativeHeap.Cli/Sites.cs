@@ -54,7 +54,10 @@ internal sealed class AllocationSites(TraceStacks stacks, Symbolizer symbolizer,
         if (_cache.TryGetValue(node, out Site? site)) return site;
         var frames = new List<SymbolFrame>();
         foreach (RecordedFrame f in stacks.Frames(node)) frames.AddRange(symbolizer.Symbolize(f));
-        int index = frames.FindIndex(f => !IsAllocator(f));
+        // Code in no module and no perf map entry (.NET's precompiled ReadyToRun code, e.g.
+        // NativeMemory.Alloc in CoreLib) is passed over too: the site is the first frame a name says is the program's.
+        int index = frames.FindIndex(f => !IsAllocator(f) && !(f.Function is null && f.Module == "?"));
+        if (index < 0) index = frames.FindIndex(f => !IsAllocator(f));
         return _cache[node] = new Site(frames, index < 0 ? Math.Max(0, frames.Count - 1) : index);
     }
 

@@ -61,7 +61,17 @@ public class ToolPackageTests
             environment, work, timeoutSeconds: 60);
         Assert.True(record.ExitCode == 0, $"nativeheap record exited {record.ExitCode}:\n{record.Output}\n{record.Error}");
         string trace = Assert.Single(Directory.EnumerateFiles(work, "t-*.trace"));
-        Assert.Contains("# recorded by librecorder: /bin/true", File.ReadAllText(trace));
+        Assert.Contains("# recorded by librecorder: /bin/true", System.Text.Encoding.ASCII.GetString(TraceFile.Load(trace)));
+
+        // Who pins it, as a user gets it: a program built without frame pointers, recorded with
+        // stacks by the package's recorder, its pinning chunks named by function and line.
+        record = Child.RunProgram(tool, ["record", "-o", Path.Combine(work, "p-%p.trace"), "--", NativeTests.Program("pinning_fixture")],
+            environment, work, timeoutSeconds: 60);
+        Assert.True(record.ExitCode == 0, $"nativeheap record exited {record.ExitCode}:\n{record.Output}\n{record.Error}");
+        ProcessResult explain = Child.RunProgram(tool, ["explain", Assert.Single(Directory.EnumerateFiles(work, "p-*.trace")), "--at", "exit"],
+            environment, work, timeoutSeconds: 120);
+        Assert.True(explain.ExitCode == 0, $"nativeheap explain exited {explain.ExitCode}:\n{explain.Output}\n{explain.Error}");
+        Assert.Matches(@"allocated at remember_setting \S*native-tests/src/pinning_fixture\.c:\d+:", explain.Output);
 
         ProcessResult scenarios = Child.RunProgram(tool, ["scenarios", "seed-002", "--tcache", "on"], environment, work, timeoutSeconds: 120);
         Assert.True(scenarios.ExitCode == 0, $"nativeheap scenarios exited {scenarios.ExitCode}:\n{scenarios.Output}\n{scenarios.Error}");
