@@ -25,6 +25,10 @@ pick() {
     return 1
 }
 
+# Plain text without stacks: these traces are the replayers' test data (a stack's addresses
+# differ each run), and save() appends a line to them.
+export NH_TRACE_COMPRESS=0 NH_TRACE_STACK_DEPTH=0
+
 # Copies a recorded trace here with a final "k end" checkpoint.
 save() {
     { cat "$1"; echo "k end"; } > "$here/$2"

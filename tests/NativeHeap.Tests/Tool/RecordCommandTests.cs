@@ -30,7 +30,7 @@ public class RecordCommandTests
     private static string Hinted(ProcessResult r) => Regex.Match(r.Error, @"\nnext: nativeheap explain (\S+) ").Groups[1].Value;
 
     /// <summary>The recorder's "# pid N" line.</summary>
-    private static string HeaderPid(string trace) => Regex.Match(File.ReadAllText(trace), @"\n# pid (\d+)\n").Groups[1].Value;
+    private static string HeaderPid(string trace) => Regex.Match(System.Text.Encoding.ASCII.GetString(TraceFile.Load(trace)), @"\n# pid (\d+)\n").Groups[1].Value;
 
     [Theory]
     [InlineData(null, @"true\.(\d+)\.trace")] // default: here, after the program
