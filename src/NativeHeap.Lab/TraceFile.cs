@@ -13,9 +13,9 @@ namespace NativeHeap.Lab;
 /// number most recently freed, or the next unused one when none is free (1 first). So the largest
 /// number is the most blocks live at once. src/NativeHeap.Cli/native/replay.c decodes by the same
 /// rule (a test compares the two), so both replayers print the same IDs.</para>
-/// <para>Every line stays in its place: the <c>v 2</c> line becomes <c># v 2</c>, <c>s</c>,
-/// <c>M</c>, <c>J</c> lines and the <c> @S</c> suffix are kept, so "line N" is line N of the
-/// decompressed text.</para>
+/// <para>Every line stays in its place: the <c>v 2</c> line becomes <c># v 2</c> (a <c>v 1</c>
+/// line <c># v 1</c>), <c>s</c>, <c>M</c>, <c>J</c> lines and the <c> @S</c> suffix are kept,
+/// so "line N" is line N of the decompressed text.</para>
 /// </remarks>
 public static class TraceFile
 {
@@ -180,9 +180,9 @@ public static class TraceFile
             {
                 if (_version != 0) throw new TraceFormatException(_lineNo, "a v line comes before every other line but comments");
                 ReadOnlySpan<byte> v = t[1..].Trim(" \t\r"u8);
-                if (!v.SequenceEqual("2"u8))
+                if (!v.SequenceEqual("2"u8) && !v.SequenceEqual("1"u8))
                     throw new TraceFormatException(_lineNo, $"trace format version '{System.Text.Encoding.ASCII.GetString(v)}' is not one this reader knows (1 or 2)");
-                _version = 2;
+                _version = v[0] - '0';
                 _out.Write("# "u8);
                 _out.Write(line);
                 return;

@@ -541,8 +541,9 @@ static void for_each_op(const char *text, size_t len,
  * memory, counts as "shared" in statm as a mapped plain file does, not in
  * anon_kib.
  *
- * The decoded text keeps every line in its place ("v 2" becomes "# v 2"; s,
- * M, J lines and " @S" stay, and the replay skips them). Relative IDs become
+ * The decoded text keeps every line in its place ("v 2" becomes "# v 2", a
+ * "v 1" line "# v 1"; s, M, J lines and " @S" stay, and the replay skips
+ * them). Relative IDs become
  * compact ones: a new block takes the number freed most recently, or the
  * next unused one (1 first), so the largest is the most blocks live at once.
  * src/NativeHeap.Lab/TraceFile.cs decodes by the same rule (a test compares
@@ -719,9 +720,9 @@ static void dec_line(const char *p, const char *eol)
             v++;
         while (ve > v && is_blank(ve[-1]))
             ve--;
-        if (ve - v != 1 || *v != '2')
+        if (ve - v != 1 || (*v != '1' && *v != '2'))
             fail_line(line, "trace format version not known to this reader (1 or 2):", v, (size_t)(ve - v));
-        dec_version = 2;
+        dec_version = *v - '0';
         out_bytes("# ", 2);
         out_bytes(p, (size_t)(eol - p));
         return;

@@ -218,6 +218,17 @@ public class TraceV2Tests
     }
 
     [Fact]
+    public void AVersion1Line_LeavesTheIdsAsTheyAre()
+    {
+        const string trace = "# old\nv 1\nm 7 100\nf 7\n";
+        Assert.Equal("# old\n# v 1\nm 7 100\nf 7\n", Encoding.ASCII.GetString(TraceFile.Decode(Encoding.ASCII.GetBytes(trace))));
+        using var dir = new TempDirectory("nh-v1");
+        string file = Path.Combine(dir.Path, "v1.trace");
+        File.WriteAllText(file, trace);
+        Assert.Equal("3 7 heap 0 104\nend\n", NativeTests.Run("replay", [file]));
+    }
+
+    [Fact]
     public void CorruptOrTruncatedZstd_IsAnError()
     {
         byte[] whole = TwoFrames("v 2\nm 0 8\nf 1\n");
