@@ -10,8 +10,9 @@ namespace NativeHeap.Lab;
 /// </summary>
 /// <remarks>
 /// <para>A version-2 trace's relative IDs become compact absolute ones: each new block takes the
-/// number most recently freed, or the next unused one when none is free (1 first). So the largest
-/// number is the most blocks live at once. src/NativeHeap.Cli/native/replay.c decodes by the same
+/// number freed longest ago (first freed, first reused), or the next unused one when none is free
+/// (1 first). So the largest number is the most blocks live at once, and a freed block's number,
+/// by which explain names a chunk cached in a tcache, lives as long as it can. src/NativeHeap.Cli/native/replay.c decodes by the same
 /// rule (a test compares the two), so both replayers print the same IDs.</para>
 /// <para>Every line stays in its place: the <c>v 2</c> line becomes <c># v 2</c> (a <c>v 1</c>
 /// line <c># v 1</c>), <c>s</c>, <c>M</c>, <c>J</c> lines and the <c> @S</c> suffix are kept,
@@ -245,16 +246,16 @@ public static class TraceFile
     }
 
     /// <summary>
-    /// Version 2's blocks and their compact numbers: a new block takes the number freed last, or
-    /// the next unused one. The same rule as replay.c's (see <see cref="TraceFile"/>).
+    /// Version 2's blocks and their compact numbers: a new block takes the number freed longest
+    /// ago, or the next unused one. The same rule as replay.c's (see <see cref="TraceFile"/>).
     /// </summary>
     private sealed class CompactIds
     {
         private long[] _keys = new long[1024]; // open addressing, linear probing; 0: empty
         private int[] _values = new int[1024];
         private int _count;
-        private int[] _free = new int[256];
-        private int _freeCount;
+        private int[] _free = new int[256]; // freed numbers [_freeHead, _freeTail), oldest first
+        private int _freeHead, _freeTail;
         private int _next = 1;
 
         /// <summary>N: the number the next new block gets.</summary>
@@ -262,7 +263,7 @@ public static class TraceFile
 
         internal int New(int lineNo)
         {
-            int id = _freeCount > 0 ? _free[--_freeCount] : _next++;
+            int id = _freeHead < _freeTail ? _free[_freeHead++] : _next++;
             if (id > TraceReplayer.MaxId)
                 throw new TraceFormatException(lineNo, $"more than {TraceReplayer.MaxId} blocks live at once");
             if (_count * 2 >= _keys.Length) Grow();
@@ -282,8 +283,18 @@ public static class TraceFile
             int id = _values[i];
             if (!free) return id;
             Remove(i);
-            if (_freeCount == _free.Length) Array.Resize(ref _free, _free.Length * 2);
-            _free[_freeCount++] = id;
+            if (_freeTail == _free.Length)
+            {
+                // Move the queue to the front when half of the array is behind it, else grow.
+                if (_freeHead * 2 >= _free.Length)
+                {
+                    Array.Copy(_free, _freeHead, _free, 0, _freeTail - _freeHead);
+                    _freeTail -= _freeHead;
+                    _freeHead = 0;
+                }
+                else Array.Resize(ref _free, _free.Length * 2);
+            }
+            _free[_freeTail++] = id;
             return id;
         }
 

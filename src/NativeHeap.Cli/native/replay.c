@@ -544,8 +544,11 @@ static void for_each_op(const char *text, size_t len,
  * The decoded text keeps every line in its place ("v 2" becomes "# v 2", a
  * "v 1" line "# v 1"; s, M, J lines and " @S" stay, and the replay skips
  * them). Relative IDs become
- * compact ones: a new block takes the number freed most recently, or the
- * next unused one (1 first), so the largest is the most blocks live at once.
+ * compact ones: a new block takes the number freed longest ago (first freed,
+ * first reused), or the next unused one (1 first), so the largest is the most
+ * blocks live at once, and a freed block's number (which explain uses to name
+ * a chunk cached in a tcache by the line that allocated it) lives as long as
+ * it can.
  * src/NativeHeap.Lab/TraceFile.cs decodes by the same rule (a test compares
  * the two replays' IDs).
  */
@@ -605,8 +608,8 @@ static void *grow_mapping(void *p, size_t *cap, size_t want)
 static uint64_t *live_key;
 static uint32_t *live_val;
 static size_t live_cap, live_count; /* slots (a power of two), entries */
-static uint32_t *free_ids;         /* freed compact IDs, most recent last */
-static size_t free_count, free_bytes;
+static uint32_t *free_ids;         /* freed compact IDs [free_head, free_tail), oldest first */
+static size_t free_head, free_tail, free_bytes;
 static uint32_t next_compact = 1;
 static uint64_t next_block = 1;    /* N */
 
@@ -648,7 +651,7 @@ static void live_grow(void)
 
 static uint32_t new_block(size_t line)
 {
-    uint32_t id = free_count > 0 ? free_ids[--free_count] : next_compact++;
+    uint32_t id = free_head < free_tail ? free_ids[free_head++] : next_compact++;
     if (id > MAX_ID)
         fail_line(line, "more than 10000000 blocks live at once", NULL, 0);
     if (live_count * 2 >= live_cap)
@@ -660,7 +663,7 @@ static uint32_t new_block(size_t line)
     return id;
 }
 
-/* Block's compact ID; frees: the line frees it (its number is reused first). */
+/* Block's compact ID; frees: the line frees it (its number joins the queue). */
 static uint32_t block_id(uint64_t block, size_t line, int frees)
 {
     size_t i = live_cap == 0 ? 0 : live_slot(block);
@@ -681,9 +684,17 @@ static uint32_t block_id(uint64_t block, size_t line, int frees)
     }
     live_key[i] = 0;
     live_count--;
-    if ((free_count + 1) * sizeof *free_ids > free_bytes)
-        free_ids = grow_mapping(free_ids, &free_bytes, (free_count + 1) * sizeof *free_ids);
-    free_ids[free_count++] = id;
+    if ((free_tail + 1) * sizeof *free_ids > free_bytes) {
+        /* Move the queue to the front when half of the array is behind it, else grow. */
+        if (free_head > 0 && free_head * 2 >= free_bytes / sizeof *free_ids) {
+            memmove(free_ids, free_ids + free_head, (free_tail - free_head) * sizeof *free_ids);
+            free_tail -= free_head;
+            free_head = 0;
+        } else {
+            free_ids = grow_mapping(free_ids, &free_bytes, (free_tail + 1) * sizeof *free_ids);
+        }
+    }
+    free_ids[free_tail++] = id;
     return id;
 }
 

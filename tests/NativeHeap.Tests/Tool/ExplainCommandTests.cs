@@ -218,7 +218,7 @@ public class ExplainCommandTests
         Assert.True(r.ExitCode == 0, r.Output + r.Error);
         string trace = Assert.Single(Directory.GetFiles(dir));
         Assert.Contains("5 threads", r.Error);
-        string text = System.Text.Encoding.ASCII.GetString(TraceFile.Load(trace));
+        string text = System.Text.Encoding.ASCII.GetString(NativeHeap.Lab.TraceFile.Load(trace));
         Assert.Contains("\nT 2\n", text);
         Assert.Contains("\nx 2\n", text);
         Assert.Matches(@"\nk exit anon_kib=\d+ rss_kib=\d+ size_kib=\d+ recorder_kib=\d+", text);

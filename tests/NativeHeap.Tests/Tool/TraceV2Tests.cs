@@ -16,7 +16,7 @@ public class TraceV2Tests
 
     /// <summary>
     /// The same run twice: as version 1, with IDs given as the decoding rule gives them (a new
-    /// block takes the number freed last, else the next unused one), and as version 2. Lines
+    /// block takes the number freed longest ago, else the next unused one), and as version 2. Lines
     /// correspond one to one: version 2's v, s and M lines are comments in version 1.
     /// </summary>
     private static (string V1, string V2) Twins()
@@ -26,7 +26,7 @@ public class TraceV2Tests
         v2.Append("M 400000 401000 0 0123abcd /usr/bin/prog\n");
         v2.Append("M 7f0000000000 7f0000100000 7f0000000000 - /usr/lib/lib with space.so\n");
         var random = new Random(27);
-        var free = new Stack<int>();
+        var free = new Queue<int>();
         var live = new List<(long Block, int Id)>();
         int next = 1, nodes = 0, thread = 1;
         long n = 1; // the number the next new block gets
@@ -57,7 +57,7 @@ public class TraceV2Tests
             int roll = random.Next(10);
             if (live.Count < 5 || roll < 4)
             {
-                int id = free.Count > 0 ? free.Pop() : next++;
+                int id = free.Count > 0 ? free.Dequeue() : next++;
                 live.Add((n++, id));
                 int size = random.Next(50) == 0 ? 200_000 : random.Next(1, 2000);
                 (string a, string b) = random.Next(6) switch
@@ -80,7 +80,7 @@ public class TraceV2Tests
                 v1.Append(realloc0 ? $"r {which} 0\n" : $"f {which}\n");
                 v2.Append(realloc0 ? $"r {d} 0{stack}\n" : $"f {d}\n");
                 live.RemoveAt(k);
-                free.Push(which);
+                free.Enqueue(which);
             }
             else if (roll == 7)
             {
