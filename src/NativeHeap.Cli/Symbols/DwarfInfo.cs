@@ -36,8 +36,10 @@ internal sealed class DwarfInfo
         {
             int start = c.Position;
             var (length, is64) = c.InitialLength();
-            int end = checked(c.Position + (int)length);
+            if (length > (ulong)(_info.Length - c.Position)) throw new InvalidDataException($"DWARF: the unit at 0x{start:x} claims {length} bytes, past the end of .debug_info");
+            int end = c.Position + (int)length;
             ushort version = c.U16();
+            if (version is < 2 or > 5) throw new InvalidDataException($"DWARF: the unit at 0x{start:x} has version {version}");
             byte unitType = 1; // DW_UT_compile
             byte addrSize;
             ulong abbrevOffset;
@@ -49,12 +51,12 @@ internal sealed class DwarfInfo
                 if (unitType is 2 or 6) c.Skip(8 + (is64 ? 8UL : 4UL)); // type units: signature, type offset
                 else if (unitType is 4 or 5) c.Skip(8); // skeleton, split: dwo_id
             }
-            else if (version >= 2)
+            else
             {
                 abbrevOffset = is64 ? c.U64() : c.U32();
                 addrSize = c.U8();
             }
-            else throw new InvalidDataException($"DWARF: unit at 0x{start:x} has version {version}");
+            if (addrSize is not (4 or 8)) throw new InvalidDataException($"DWARF: the unit at 0x{start:x} has {addrSize}-byte addresses");
             var unit = new Unit(start, c.Position, end, version, is64, addrSize, abbrevOffset, unitType);
             _units.Add(unit);
             if (unitType is 1 or 3) // compile, partial
@@ -445,15 +447,17 @@ internal sealed class DwarfInfo
         if (_line is null || unit.StmtList < 0) return table;
         var c = new DwarfCursor(_line, checked((int)unit.StmtList));
         var (length, is64) = c.InitialLength();
-        int end = checked(c.Position + (int)length);
+        if (length > (ulong)(_line.Length - c.Position)) throw new InvalidDataException($"DWARF: the line table at 0x{unit.StmtList:x} claims {length} bytes, past the end of .debug_line");
+        int end = c.Position + (int)length;
         ushort version = c.U16();
+        if (version is < 2 or > 5) throw new InvalidDataException($"DWARF: the line table at 0x{unit.StmtList:x} has version {version}");
         int addressSize = unit.AddressSize;
         if (version >= 5) { addressSize = c.U8(); c.U8(); }
         ulong headerLength = is64 ? c.U64() : c.U32();
         int programStart = checked(c.Position + (int)headerLength);
         byte minInst = c.U8();
         if (version >= 4) c.U8(); // maximum_operations_per_instruction: 1 on the targets this reads
-        bool defaultIsStmt = c.U8() != 0;
+        c.U8(); // default_is_stmt: every row counts here
         sbyte lineBase = (sbyte)c.U8();
         byte lineRange = c.U8();
         byte opcodeBase = c.U8();
@@ -532,7 +536,6 @@ internal sealed class DwarfInfo
                     break;
             }
         }
-        _ = defaultIsStmt;
         // Sorted by address; at one address, a sequence's end before the rows of the next, and later rows win.
         var order = new int[addresses.Count];
         for (int i = 0; i < order.Length; i++) order[i] = i;

@@ -205,6 +205,33 @@ public sealed class SymbolizerTests(SymbolizerTests.Fixture fx) : IClassFixture<
     }
 
     [Fact]
+    public void BadFiles_GiveModulePlusOffsetOrNamesOnly_WithAWarning()
+    {
+        var sym = new Sym(systemDebug: false);
+        string garbage = Path.Combine(fx.Dir, "garbage.so");
+        File.WriteAllBytes(garbage, [.. Enumerable.Range(0, 4096).Select(i => (byte)(i * 7))]);
+        string truncated = Path.Combine(fx.Dir, "truncated");
+        File.WriteAllBytes(truncated, File.ReadAllBytes(fx.Binary)[..200]);
+        foreach (string path in new[] { garbage, truncated })
+        {
+            var module = fx.Module with { Path = path, BuildId = null };
+            SymbolFrame f = Assert.Single(sym.Symbolize(At("direct", module)));
+            Assert.Equal((null, path), (f.Function, f.Module));
+            Assert.Contains(sym.Warnings, w => w.StartsWith(path + ":"));
+        }
+
+        // DWARF whose units are nonsense: the symbol table still names the function.
+        string junk = Path.Combine(fx.Dir, "junk-info");
+        File.WriteAllBytes(junk, [.. Enumerable.Repeat((byte)0x41, 64)]);
+        string badDwarf = Path.Combine(fx.Dir, "symfixture-bad-dwarf");
+        Fixture.Tool("objcopy", $"--update-section=.debug_info={junk}", fx.Binary, badDwarf);
+        var bad = fx.Module with { Path = badDwarf, BuildId = Fixture.BuildIdOf(badDwarf) };
+        SymbolFrame named = Assert.Single(sym.Symbolize(At("direct", bad)));
+        Assert.Equal(("outer_function", (string?)null), (named.Function, named.File));
+        Assert.Contains(sym.Warnings, w => w.StartsWith(badDwarf + ":") && w.Contains("DWARF"));
+    }
+
+    [Fact]
     public void JitCode_IsNamedFromItsRange_AndAnAddressOutsideEverythingIsUnknown()
     {
         var sym = new Sym([new JitCode(0x7f00_0000_1000, 0x80, "Program.Main()"), new JitCode(0x7f00_0000_2000, 0x40, "Program.Alloc(Int32)")]);
