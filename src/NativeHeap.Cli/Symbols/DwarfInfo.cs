@@ -393,12 +393,20 @@ internal sealed class DwarfInfo
         return d.Offset;
     }
 
-    private static ulong RefOffset(Unit unit, (ulong Form, ulong Value) v) =>
-        v.Form == 0x10 ? v.Value : (ulong)unit.Start + v.Value;
+    /// <summary>Stands for a DIE in another file (dwz's supplementary file, a type unit): not named here.</summary>
+    private const ulong Elsewhere = ulong.MaxValue;
+
+    private static ulong RefOffset(Unit unit, (ulong Form, ulong Value) v) => v.Form switch
+    {
+        0x10 => v.Value, // ref_addr: from the start of .debug_info
+        0x11 or 0x12 or 0x13 or 0x14 or 0x15 => (ulong)unit.Start + v.Value,
+        _ => Elsewhere, // GNU_ref_alt, ref_sup4/8, ref_sig8: an offset into another file would name the wrong DIE
+    };
 
     /// <summary>The name of the DIE at an offset of .debug_info, following abstract origins and specifications.</summary>
     private string? NameOf(ulong offset)
     {
+        if (offset == Elsewhere) return null;
         if (_names.TryGetValue(offset, out var name)) return name;
         ulong key = offset;
         for (int hop = 0; hop < 8; hop++)
@@ -412,6 +420,7 @@ internal sealed class DwarfInfo
             if (d.HasOrigin) offset = RefOffset(unit, d.Origin);
             else if (d.HasSpecification) offset = RefOffset(unit, d.Specification);
             else break;
+            if (offset == Elsewhere) break;
         }
         _names[key] = name;
         return name;
