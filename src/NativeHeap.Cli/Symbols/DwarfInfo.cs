@@ -18,8 +18,13 @@ internal sealed class DwarfInfo
     private readonly Dictionary<ulong, AbbrevSet> _abbrevTables = [];
     private readonly Dictionary<ulong, string?> _names = [];
 
-    public DwarfInfo(ElfImage elf)
+    private readonly DwarfInfo? _alt;
+
+    /// <param name="elf">The file with the DWARF.</param>
+    /// <param name="alt">The DWARF of its dwz supplementary file (.gnu_debugaltlink), if found.</param>
+    public DwarfInfo(ElfImage elf, DwarfInfo? alt = null)
     {
+        _alt = alt;
         _info = elf.SectionBytes(".debug_info") ?? throw new InvalidDataException($"{elf.Path}: no .debug_info");
         _abbrev = elf.SectionBytes(".debug_abbrev") ?? throw new InvalidDataException($"{elf.Path}: no .debug_abbrev");
         _line = elf.SectionBytes(".debug_line");
@@ -247,7 +252,8 @@ internal sealed class DwarfInfo
         0x0e => _str is null ? null : DwarfCursor.CStringAt(_str, v.Value),
         0x1f => _lineStr is null ? null : DwarfCursor.CStringAt(_lineStr, v.Value),
         0x1a or 0x25 or 0x26 or 0x27 or 0x28 or 0x1f02 => StrIndex(unit, v.Value),
-        _ => null, // strp_sup / GNU_strp_alt: in a supplementary file this reader does not open
+        0x1d or 0x1f21 => _alt?._str is { } altStr ? DwarfCursor.CStringAt(altStr, v.Value) : null, // in dwz's supplementary file
+        _ => null,
     };
 
     private string? StrIndex(Unit unit, ulong index)
@@ -393,20 +399,25 @@ internal sealed class DwarfInfo
         return d.Offset;
     }
 
-    /// <summary>Stands for a DIE in another file (dwz's supplementary file, a type unit): not named here.</summary>
+    /// <summary>Stands for a DIE no file here holds (a type unit's signature): not named.</summary>
     private const ulong Elsewhere = ulong.MaxValue;
+
+    /// <summary>Marks an offset into the supplementary file's .debug_info.</summary>
+    private const ulong InAlt = 1UL << 62;
 
     private static ulong RefOffset(Unit unit, (ulong Form, ulong Value) v) => v.Form switch
     {
         0x10 => v.Value, // ref_addr: from the start of .debug_info
         0x11 or 0x12 or 0x13 or 0x14 or 0x15 => (ulong)unit.Start + v.Value,
-        _ => Elsewhere, // GNU_ref_alt, ref_sup4/8, ref_sig8: an offset into another file would name the wrong DIE
+        0x1f20 or 0x1c or 0x24 => InAlt | v.Value, // GNU_ref_alt, ref_sup4/8: in dwz's supplementary file
+        _ => Elsewhere,
     };
 
     /// <summary>The name of the DIE at an offset of .debug_info, following abstract origins and specifications.</summary>
     private string? NameOf(ulong offset)
     {
         if (offset == Elsewhere) return null;
+        if ((offset & InAlt) != 0) return _alt?.NameOf(offset & ~InAlt);
         if (_names.TryGetValue(offset, out var name)) return name;
         ulong key = offset;
         for (int hop = 0; hop < 8; hop++)
@@ -421,6 +432,7 @@ internal sealed class DwarfInfo
             else if (d.HasSpecification) offset = RefOffset(unit, d.Specification);
             else break;
             if (offset == Elsewhere) break;
+            if ((offset & InAlt) != 0) { name = _alt?.NameOf(offset & ~InAlt); break; }
         }
         _names[key] = name;
         return name;

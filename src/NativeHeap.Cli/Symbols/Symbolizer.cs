@@ -116,6 +116,8 @@ internal sealed class Symbolizer : IDisposable
     private sealed class ModuleSymbols : IDisposable
     {
         private readonly ElfImage? _binary, _debug;
+        private readonly List<string> _roots;
+        private ElfImage? _alt;
         private readonly string _path;
         private readonly ElfSymbols? _symbols;
         private readonly ElfImage? _dwarfSource;
@@ -127,6 +129,7 @@ internal sealed class Symbolizer : IDisposable
         {
             _path = path;
             _warnings = warnings;
+            _roots = DebugRoots(options);
             ElfImage? binary = ElfImage.TryLoad(path, out string? why);
             if (binary is not null && !string.Equals(binary.BuildId, buildId, StringComparison.OrdinalIgnoreCase))
             {
@@ -149,11 +152,15 @@ internal sealed class Symbolizer : IDisposable
         {
             _binary?.Dispose();
             _debug?.Dispose();
+            _alt?.Dispose();
         }
+
+        private static List<string> DebugRoots(SymbolizerOptions options) =>
+            [.. options.DebugDirectories, .. options.SystemDebugDirectory is { } s ? [s] : Array.Empty<string>()];
 
         private static ElfImage? FindDebugFile(string path, string? buildId, ElfImage? binary, SymbolizerOptions options)
         {
-            var roots = options.DebugDirectories.Concat(options.SystemDebugDirectory is { } s ? [s] : Array.Empty<string>()).ToList();
+            var roots = DebugRoots(options);
             buildId = buildId?.ToLowerInvariant();
             if (buildId is { Length: > 2 })
                 foreach (string root in roots)
@@ -193,12 +200,34 @@ internal sealed class Symbolizer : IDisposable
             return frames;
         }
 
+        /// <summary>dwz's supplementary file: by its path (relative to the debug file's folder), else by its build-id.</summary>
+        private DwarfInfo? AltDwarf()
+        {
+            if (_dwarfSource?.AltLink is not var (altPath, altId)) return null;
+            string dir = Path.GetDirectoryName(Path.GetFullPath(_dwarfSource.Path)) ?? "/";
+            var places = new List<string> { Path.Combine(dir, altPath) };
+            if (altId.Length > 2)
+                foreach (string root in _roots) places.Add(Path.Combine(root, ".build-id", altId[..2], altId[2..] + ".debug"));
+            foreach (string place in places)
+            {
+                var candidate = ElfImage.TryLoad(place, out _);
+                if (candidate is { HasDwarf: true } && candidate.BuildId == altId)
+                {
+                    _alt = candidate;
+                    return new DwarfInfo(candidate);
+                }
+                candidate?.Dispose();
+            }
+            _warnings.Add($"{_dwarfSource.Path}: its dwz file {altPath} is missing; inlined functions it names stay unnamed");
+            return null;
+        }
+
         private List<DwarfFrame> Dwarf(ulong pc)
         {
             if (_dwarfSource is null || _dwarfFailed) return [];
             try
             {
-                _dwarf ??= new DwarfInfo(_dwarfSource);
+                _dwarf ??= new DwarfInfo(_dwarfSource, AltDwarf());
                 return _dwarf.Lookup(pc);
             }
             catch (Exception e) when (e is InvalidDataException or OverflowException or ArgumentException or IndexOutOfRangeException)

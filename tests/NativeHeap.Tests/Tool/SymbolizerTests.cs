@@ -190,6 +190,35 @@ public sealed class SymbolizerTests(SymbolizerTests.Fixture fx) : IClassFixture<
     }
 
     [Fact]
+    public void DwzSupplementaryFile_NamesTheInlinedFunction_AndItsAbsenceNamesNone()
+    {
+        Assert.True(OnPath("dwz"), "dwz is missing: .ci/run installs it (Debian package dwz), as Debian's debug packages are made with it");
+        string dir = Path.Combine(fx.Dir, "dwz");
+        Directory.CreateDirectory(dir);
+        string a = Path.Combine(dir, "a"), b = Path.Combine(dir, "b");
+        File.Copy(fx.Binary, a);
+        File.Copy(fx.Binary, b);
+        // Both files' shared DIEs move to common.dwz; they refer to it as DW_FORM_GNU_ref_alt.
+        ProcessResult r = Child.RunProgram("dwz", ["-m", "common.dwz", "-M", "common.dwz", "a", "b"], [], workingDirectory: dir);
+        Assert.True(r.ExitCode == 0, r.Output + r.Error);
+        Assert.Contains(".gnu_debugaltlink", Fixture.Tool("readelf", "-S", a));
+        var module = fx.Module with { Path = a, BuildId = Fixture.BuildIdOf(a) };
+
+        AssertFullFrames(new Sym(systemDebug: false).Symbolize(At("inlined", module)), new Sym(systemDebug: false).Symbolize(At("direct", module)), a);
+
+        File.Move(Path.Combine(dir, "common.dwz"), Path.Combine(dir, "common.moved"));
+        var sym = new Sym(systemDebug: false);
+        var frames = sym.Symbolize(At("inlined", module));
+        Assert.Equal(2, frames.Count);
+        Assert.Equal((null, fx.Line("inlined-call"), true), (frames[0].Function, frames[0].Line, frames[0].Inlined));
+        Assert.Equal("outer_function", frames[1].Function);
+        Assert.Contains(sym.Warnings, w => w.Contains("common.dwz"));
+    }
+
+    private static bool OnPath(string tool) =>
+        (Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin").Split(':').Any(d => File.Exists(Path.Combine(d, tool)));
+
+    [Fact]
     public void ChangedOrMissingFile_GivesNoWrongNames()
     {
         var changed = fx.Module with { BuildId = new string('0', 40) };
@@ -254,7 +283,7 @@ public sealed class SymbolizerTests(SymbolizerTests.Fixture fx) : IClassFixture<
         using var demangling = new Sym();
         using var plain = new Sym(demangle: false);
         var frame = new RecordedFrame(where + 1, module);
-        bool cppfilt = File.Exists("/usr/bin/c++filt") || File.Exists("/bin/c++filt");
+        bool cppfilt = OnPath("c++filt");
         Assert.Equal(cppfilt ? "fixture::where(int)" : "_ZN7fixture5whereEi", demangling.Symbolize(frame)[^1].Function);
         Assert.Equal("_ZN7fixture5whereEi", plain.Symbolize(frame)[^1].Function);
     }
