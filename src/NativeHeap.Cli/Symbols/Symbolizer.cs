@@ -33,7 +33,7 @@ internal sealed class Symbolizer : IDisposable
     private readonly ulong[] _jitStart;
     private readonly JitCode[] _jit;
     private readonly Dictionary<(string Path, string? BuildId), ModuleSymbols> _modules = [];
-    private readonly Dictionary<(ModuleSymbols? Module, ulong Address), SymbolFrame[]> _cache = [];
+    private readonly Dictionary<(ModuleSymbols? Module, ulong Offset), SymbolFrame[]> _cache = [];
     private readonly Demangler _demangler;
     private readonly List<string> _warnings = [];
 
@@ -70,7 +70,8 @@ internal sealed class Symbolizer : IDisposable
         {
             RecordedFrame f = input[i];
             ModuleSymbols? module = f.Module is { } m ? Module(m) : null;
-            keys[i] = (module, f.Address);
+            // By offset in the module: one file may be loaded at two places over a trace (dlclose, dlopen).
+            keys[i] = (module, module is null ? f.Address : f.Address - f.Module!.Bias);
             if (!_cache.ContainsKey(keys[i]) && !fresh.ContainsKey(keys[i]))
                 fresh[keys[i]] = Resolve(f, module);
         }

@@ -141,6 +141,13 @@ public sealed class SymbolizerTests(SymbolizerTests.Fixture fx) : IClassFixture<
         var single = new Sym();
         Assert.Equal(frames.Length, batch.Count);
         for (int i = 0; i < frames.Length; i++) Assert.Equal(single.Symbolize(frames[i]), batch[i]);
+
+        // The same file loaded elsewhere later (dlclose, dlopen): its own offsets, not the first place's cache.
+        const ulong moved = 0x10_0000;
+        var elsewhere = fx.Module with { Low = fx.Module.Low + moved, High = fx.Module.High + moved, Bias = fx.Module.Bias + moved };
+        var both = single.SymbolizeAll([At("direct"), new RecordedFrame(fx.Address["direct"], elsewhere), new RecordedFrame(fx.Address["direct"] + moved, elsewhere)]);
+        Assert.Equal(both[0], both[2]);
+        Assert.Equal(fx.Address["direct"] - elsewhere.Bias, Assert.Single(both[1]).Offset);
     }
 
     [Fact]
