@@ -41,7 +41,8 @@ internal sealed class Symbolizer : IDisposable
     {
         ArgumentNullException.ThrowIfNull(jit);
         _options = options ?? new SymbolizerOptions();
-        _jit = [.. jit.OrderBy(j => j.Start)];
+        // Code memory can be reused: of two J lines at one start, the later one is in force.
+        _jit = [.. jit.Select((j, i) => (j, i)).GroupBy(x => x.j.Start).Select(g => g.MaxBy(x => x.i).j).OrderBy(j => j.Start)];
         _jitStart = [.. _jit.Select(j => j.Start)];
         _demangler = _options.Demangle ? Demangler.FromPath() : new Demangler(null);
     }

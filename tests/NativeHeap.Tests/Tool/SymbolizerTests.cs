@@ -270,7 +270,7 @@ public sealed class SymbolizerTests(SymbolizerTests.Fixture fx) : IClassFixture<
     [Fact]
     public void JitCode_IsNamedFromItsRange_AndAnAddressOutsideEverythingIsUnknown()
     {
-        var sym = new Sym([new JitCode(0x7f00_0000_1000, 0x80, "Program.Main()"), new JitCode(0x7f00_0000_2000, 0x40, "Program.Alloc(Int32)")]);
+        var sym = new Sym([new JitCode(0x7f00_0000_2000, 0x40, "Unloaded.Method()"), new JitCode(0x7f00_0000_1000, 0x80, "Program.Main()"), new JitCode(0x7f00_0000_2000, 0x40, "Program.Alloc(Int32)")]);
         Assert.Equal(new SymbolFrame("Program.Alloc(Int32)", null, 0, "[jit]", 0x7f00_0000_2010, false), Assert.Single(sym.Symbolize(new RecordedFrame(0x7f00_0000_2010, null))));
         Assert.Equal("Program.Main()", sym.Symbolize(new RecordedFrame(0x7f00_0000_1080, null))[0].Function); // return address just past its end: the call is inside
         Assert.Equal(new SymbolFrame(null, null, 0, "?", 0x7f00_0000_1081, false), Assert.Single(sym.Symbolize(new RecordedFrame(0x7f00_0000_1081, null))));
