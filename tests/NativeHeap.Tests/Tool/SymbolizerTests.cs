@@ -133,6 +133,27 @@ public sealed class SymbolizerTests(SymbolizerTests.Fixture fx) : IClassFixture<
         Assert.Empty(sym.Warnings);
     }
 
+    [Theory]
+    [InlineData("-gdwarf-4")]
+    [InlineData("-gdwarf-5")]
+    [InlineData("-gdwarf64")]
+    public void EachDwarfVersion_GivesTheSameFrames(string flag)
+    {
+        string binary = Path.Combine(fx.Dir, "symfixture" + flag);
+        Fixture.Tool("gcc", "-O2", "-g", flag, "-fomit-frame-pointer", "-o", binary, fx.Source);
+        var seen = Fixture.Tool(binary).Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split(' ')).ToDictionary(f => f[0]);
+        ulong bias = Convert.ToUInt64(seen["record_caller"][2], 16);
+        var module = new TraceModule(bias, bias + (1UL << 24), bias, Fixture.BuildIdOf(binary), binary);
+        var sym = new Sym(systemDebug: false);
+        var inlined = sym.Symbolize(new RecordedFrame(Convert.ToUInt64(seen["inlined"][1], 16), module));
+        var direct = sym.Symbolize(new RecordedFrame(Convert.ToUInt64(seen["direct"][1], 16), module));
+        Assert.Equal(
+            [("inlined_step", "symfixture.c", fx.Line("inlined-call"), true), ("outer_function", "symfixture.c", fx.Line("inline-site"), false)],
+            inlined.Select(f => (f.Function, Path.GetFileName(f.File), f.Line, f.Inlined)));
+        Assert.Equal([("outer_function", "symfixture.c", fx.Line("direct-call"), false)], direct.Select(f => (f.Function, Path.GetFileName(f.File), f.Line, f.Inlined)));
+        Assert.Empty(sym.Warnings);
+    }
+
     [Fact]
     public void Batch_GivesTheSameAsOneByOne()
     {
