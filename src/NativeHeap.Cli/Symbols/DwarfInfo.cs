@@ -18,8 +18,13 @@ internal sealed class DwarfInfo
     private readonly Dictionary<ulong, AbbrevSet> _abbrevTables = [];
     private readonly Dictionary<ulong, string?> _names = [];
 
-    public DwarfInfo(ElfImage elf)
+    private readonly DwarfInfo? _alt;
+
+    /// <param name="elf">The file with the DWARF.</param>
+    /// <param name="alt">The DWARF of its dwz supplementary file (.gnu_debugaltlink), if found.</param>
+    public DwarfInfo(ElfImage elf, DwarfInfo? alt = null)
     {
+        _alt = alt;
         _info = elf.SectionBytes(".debug_info") ?? throw new InvalidDataException($"{elf.Path}: no .debug_info");
         _abbrev = elf.SectionBytes(".debug_abbrev") ?? throw new InvalidDataException($"{elf.Path}: no .debug_abbrev");
         _line = elf.SectionBytes(".debug_line");
@@ -36,8 +41,10 @@ internal sealed class DwarfInfo
         {
             int start = c.Position;
             var (length, is64) = c.InitialLength();
-            int end = checked(c.Position + (int)length);
+            if (length > (ulong)(_info.Length - c.Position)) throw new InvalidDataException($"DWARF: the unit at 0x{start:x} claims {length} bytes, past the end of .debug_info");
+            int end = c.Position + (int)length;
             ushort version = c.U16();
+            if (version is < 2 or > 5) throw new InvalidDataException($"DWARF: the unit at 0x{start:x} has version {version}");
             byte unitType = 1; // DW_UT_compile
             byte addrSize;
             ulong abbrevOffset;
@@ -49,12 +56,12 @@ internal sealed class DwarfInfo
                 if (unitType is 2 or 6) c.Skip(8 + (is64 ? 8UL : 4UL)); // type units: signature, type offset
                 else if (unitType is 4 or 5) c.Skip(8); // skeleton, split: dwo_id
             }
-            else if (version >= 2)
+            else
             {
                 abbrevOffset = is64 ? c.U64() : c.U32();
                 addrSize = c.U8();
             }
-            else throw new InvalidDataException($"DWARF: unit at 0x{start:x} has version {version}");
+            if (addrSize is not (4 or 8)) throw new InvalidDataException($"DWARF: the unit at 0x{start:x} has {addrSize}-byte addresses");
             var unit = new Unit(start, c.Position, end, version, is64, addrSize, abbrevOffset, unitType);
             _units.Add(unit);
             if (unitType is 1 or 3) // compile, partial
@@ -245,7 +252,8 @@ internal sealed class DwarfInfo
         0x0e => _str is null ? null : DwarfCursor.CStringAt(_str, v.Value),
         0x1f => _lineStr is null ? null : DwarfCursor.CStringAt(_lineStr, v.Value),
         0x1a or 0x25 or 0x26 or 0x27 or 0x28 or 0x1f02 => StrIndex(unit, v.Value),
-        _ => null, // strp_sup / GNU_strp_alt: in a supplementary file this reader does not open
+        0x1d or 0x1f21 => _alt?._str is { } altStr ? DwarfCursor.CStringAt(altStr, v.Value) : null, // in dwz's supplementary file
+        _ => null,
     };
 
     private string? StrIndex(Unit unit, ulong index)
@@ -391,12 +399,25 @@ internal sealed class DwarfInfo
         return d.Offset;
     }
 
-    private static ulong RefOffset(Unit unit, (ulong Form, ulong Value) v) =>
-        v.Form == 0x10 ? v.Value : (ulong)unit.Start + v.Value;
+    /// <summary>Stands for a DIE no file here holds (a type unit's signature): not named.</summary>
+    private const ulong Elsewhere = ulong.MaxValue;
+
+    /// <summary>Marks an offset into the supplementary file's .debug_info.</summary>
+    private const ulong InAlt = 1UL << 62;
+
+    private static ulong RefOffset(Unit unit, (ulong Form, ulong Value) v) => v.Form switch
+    {
+        0x10 => v.Value, // ref_addr: from the start of .debug_info
+        0x11 or 0x12 or 0x13 or 0x14 or 0x15 => (ulong)unit.Start + v.Value,
+        0x1f20 or 0x1c or 0x24 => InAlt | v.Value, // GNU_ref_alt, ref_sup4/8: in dwz's supplementary file
+        _ => Elsewhere,
+    };
 
     /// <summary>The name of the DIE at an offset of .debug_info, following abstract origins and specifications.</summary>
     private string? NameOf(ulong offset)
     {
+        if (offset == Elsewhere) return null;
+        if ((offset & InAlt) != 0) return _alt?.NameOf(offset & ~InAlt);
         if (_names.TryGetValue(offset, out var name)) return name;
         ulong key = offset;
         for (int hop = 0; hop < 8; hop++)
@@ -410,6 +431,8 @@ internal sealed class DwarfInfo
             if (d.HasOrigin) offset = RefOffset(unit, d.Origin);
             else if (d.HasSpecification) offset = RefOffset(unit, d.Specification);
             else break;
+            if (offset == Elsewhere) break;
+            if ((offset & InAlt) != 0) { name = _alt?.NameOf(offset & ~InAlt); break; }
         }
         _names[key] = name;
         return name;
@@ -445,15 +468,17 @@ internal sealed class DwarfInfo
         if (_line is null || unit.StmtList < 0) return table;
         var c = new DwarfCursor(_line, checked((int)unit.StmtList));
         var (length, is64) = c.InitialLength();
-        int end = checked(c.Position + (int)length);
+        if (length > (ulong)(_line.Length - c.Position)) throw new InvalidDataException($"DWARF: the line table at 0x{unit.StmtList:x} claims {length} bytes, past the end of .debug_line");
+        int end = c.Position + (int)length;
         ushort version = c.U16();
+        if (version is < 2 or > 5) throw new InvalidDataException($"DWARF: the line table at 0x{unit.StmtList:x} has version {version}");
         int addressSize = unit.AddressSize;
         if (version >= 5) { addressSize = c.U8(); c.U8(); }
         ulong headerLength = is64 ? c.U64() : c.U32();
         int programStart = checked(c.Position + (int)headerLength);
         byte minInst = c.U8();
         if (version >= 4) c.U8(); // maximum_operations_per_instruction: 1 on the targets this reads
-        bool defaultIsStmt = c.U8() != 0;
+        c.U8(); // default_is_stmt: every row counts here
         sbyte lineBase = (sbyte)c.U8();
         byte lineRange = c.U8();
         byte opcodeBase = c.U8();
@@ -532,7 +557,6 @@ internal sealed class DwarfInfo
                     break;
             }
         }
-        _ = defaultIsStmt;
         // Sorted by address; at one address, a sequence's end before the rows of the next, and later rows win.
         var order = new int[addresses.Count];
         for (int i = 0; i < order.Length; i++) order[i] = i;

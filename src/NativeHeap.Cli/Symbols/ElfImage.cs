@@ -15,6 +15,8 @@ internal sealed class ElfImage : IDisposable
     public string Path { get; }
     public string? BuildId { get; }
     public string? DebugLink { get; }
+    /// <summary>.gnu_debugaltlink: dwz's supplementary file (path, build-id) that DIEs and strings refer into.</summary>
+    public (string Path, string BuildId)? AltLink { get; }
     /// <summary>Function symbols from .symtab, or from .dynsym if there is no .symtab with functions.</summary>
     public ElfSymbols Symbols { get; }
     public bool HasSymtab { get; }
@@ -43,6 +45,12 @@ internal sealed class ElfImage : IDisposable
             byte[] bytes = link.GetContents();
             int end = Array.IndexOf(bytes, (byte)0);
             if (end > 0) DebugLink = System.Text.Encoding.UTF8.GetString(bytes, 0, end);
+        }
+        if (_sections.TryGetValue(".gnu_debugaltlink", out var alt))
+        {
+            byte[] bytes = alt.GetContents();
+            int end = Array.IndexOf(bytes, (byte)0);
+            if (end > 0) AltLink = (System.Text.Encoding.UTF8.GetString(bytes, 0, end), Convert.ToHexStringLower(bytes, end + 1, bytes.Length - end - 1));
         }
         var fromSymtab = ElfSymbols.From(symtab);
         HasSymtab = fromSymtab.Count > 0;

@@ -33,7 +33,7 @@ internal sealed class Symbolizer : IDisposable
     private readonly ulong[] _jitStart;
     private readonly JitCode[] _jit;
     private readonly Dictionary<(string Path, string? BuildId), ModuleSymbols> _modules = [];
-    private readonly Dictionary<(ModuleSymbols? Module, ulong Address), SymbolFrame[]> _cache = [];
+    private readonly Dictionary<(ModuleSymbols? Module, ulong Offset), SymbolFrame[]> _cache = [];
     private readonly Demangler _demangler;
     private readonly List<string> _warnings = [];
 
@@ -41,7 +41,8 @@ internal sealed class Symbolizer : IDisposable
     {
         ArgumentNullException.ThrowIfNull(jit);
         _options = options ?? new SymbolizerOptions();
-        _jit = [.. jit.OrderBy(j => j.Start)];
+        // Code memory can be reused: of two J lines at one start, the later one is in force.
+        _jit = [.. jit.Select((j, i) => (j, i)).GroupBy(x => x.j.Start).Select(g => g.MaxBy(x => x.i).j).OrderBy(j => j.Start)];
         _jitStart = [.. _jit.Select(j => j.Start)];
         _demangler = _options.Demangle ? Demangler.FromPath() : new Demangler(null);
     }
@@ -70,7 +71,8 @@ internal sealed class Symbolizer : IDisposable
         {
             RecordedFrame f = input[i];
             ModuleSymbols? module = f.Module is { } m ? Module(m) : null;
-            keys[i] = (module, f.Address);
+            // By offset in the module: one file may be loaded at two places over a trace (dlclose, dlopen).
+            keys[i] = (module, module is null ? f.Address : f.Address - f.Module!.Bias);
             if (!_cache.ContainsKey(keys[i]) && !fresh.ContainsKey(keys[i]))
                 fresh[keys[i]] = Resolve(f, module);
         }
@@ -116,6 +118,8 @@ internal sealed class Symbolizer : IDisposable
     private sealed class ModuleSymbols : IDisposable
     {
         private readonly ElfImage? _binary, _debug;
+        private readonly List<string> _roots;
+        private ElfImage? _alt;
         private readonly string _path;
         private readonly ElfSymbols? _symbols;
         private readonly ElfImage? _dwarfSource;
@@ -127,6 +131,7 @@ internal sealed class Symbolizer : IDisposable
         {
             _path = path;
             _warnings = warnings;
+            _roots = DebugRoots(options);
             ElfImage? binary = ElfImage.TryLoad(path, out string? why);
             if (binary is not null && !string.Equals(binary.BuildId, buildId, StringComparison.OrdinalIgnoreCase))
             {
@@ -149,11 +154,15 @@ internal sealed class Symbolizer : IDisposable
         {
             _binary?.Dispose();
             _debug?.Dispose();
+            _alt?.Dispose();
         }
+
+        private static List<string> DebugRoots(SymbolizerOptions options) =>
+            [.. options.DebugDirectories, .. options.SystemDebugDirectory is { } s ? [s] : Array.Empty<string>()];
 
         private static ElfImage? FindDebugFile(string path, string? buildId, ElfImage? binary, SymbolizerOptions options)
         {
-            var roots = options.DebugDirectories.Concat(options.SystemDebugDirectory is { } s ? [s] : Array.Empty<string>()).ToList();
+            var roots = DebugRoots(options);
             buildId = buildId?.ToLowerInvariant();
             if (buildId is { Length: > 2 })
                 foreach (string root in roots)
@@ -193,12 +202,34 @@ internal sealed class Symbolizer : IDisposable
             return frames;
         }
 
+        /// <summary>dwz's supplementary file: by its path (relative to the debug file's folder), else by its build-id.</summary>
+        private DwarfInfo? AltDwarf()
+        {
+            if (_dwarfSource?.AltLink is not var (altPath, altId)) return null;
+            string dir = Path.GetDirectoryName(Path.GetFullPath(_dwarfSource.Path)) ?? "/";
+            var places = new List<string> { Path.Combine(dir, altPath) };
+            if (altId.Length > 2)
+                foreach (string root in _roots) places.Add(Path.Combine(root, ".build-id", altId[..2], altId[2..] + ".debug"));
+            foreach (string place in places)
+            {
+                var candidate = ElfImage.TryLoad(place, out _);
+                if (candidate is { HasDwarf: true } && candidate.BuildId == altId)
+                {
+                    _alt = candidate;
+                    return new DwarfInfo(candidate);
+                }
+                candidate?.Dispose();
+            }
+            _warnings.Add($"{_dwarfSource.Path}: its dwz file {altPath} is missing; inlined functions it names stay unnamed");
+            return null;
+        }
+
         private List<DwarfFrame> Dwarf(ulong pc)
         {
             if (_dwarfSource is null || _dwarfFailed) return [];
             try
             {
-                _dwarf ??= new DwarfInfo(_dwarfSource);
+                _dwarf ??= new DwarfInfo(_dwarfSource, AltDwarf());
                 return _dwarf.Lookup(pc);
             }
             catch (Exception e) when (e is InvalidDataException or OverflowException or ArgumentException or IndexOutOfRangeException)

@@ -133,6 +133,27 @@ public sealed class SymbolizerTests(SymbolizerTests.Fixture fx) : IClassFixture<
         Assert.Empty(sym.Warnings);
     }
 
+    [Theory]
+    [InlineData("-gdwarf-4")]
+    [InlineData("-gdwarf-5")]
+    [InlineData("-gdwarf64")]
+    public void EachDwarfVersion_GivesTheSameFrames(string flag)
+    {
+        string binary = Path.Combine(fx.Dir, "symfixture" + flag);
+        Fixture.Tool("gcc", "-O2", "-g", flag, "-fomit-frame-pointer", "-o", binary, fx.Source);
+        var seen = Fixture.Tool(binary).Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split(' ')).ToDictionary(f => f[0]);
+        ulong bias = Convert.ToUInt64(seen["record_caller"][2], 16);
+        var module = new TraceModule(bias, bias + (1UL << 24), bias, Fixture.BuildIdOf(binary), binary);
+        var sym = new Sym(systemDebug: false);
+        var inlined = sym.Symbolize(new RecordedFrame(Convert.ToUInt64(seen["inlined"][1], 16), module));
+        var direct = sym.Symbolize(new RecordedFrame(Convert.ToUInt64(seen["direct"][1], 16), module));
+        Assert.Equal(
+            [("inlined_step", "symfixture.c", fx.Line("inlined-call"), true), ("outer_function", "symfixture.c", fx.Line("inline-site"), false)],
+            inlined.Select(f => (f.Function, Path.GetFileName(f.File), f.Line, f.Inlined)));
+        Assert.Equal([("outer_function", "symfixture.c", fx.Line("direct-call"), false)], direct.Select(f => (f.Function, Path.GetFileName(f.File), f.Line, f.Inlined)));
+        Assert.Empty(sym.Warnings);
+    }
+
     [Fact]
     public void Batch_GivesTheSameAsOneByOne()
     {
@@ -141,6 +162,13 @@ public sealed class SymbolizerTests(SymbolizerTests.Fixture fx) : IClassFixture<
         var single = new Sym();
         Assert.Equal(frames.Length, batch.Count);
         for (int i = 0; i < frames.Length; i++) Assert.Equal(single.Symbolize(frames[i]), batch[i]);
+
+        // The same file loaded elsewhere later (dlclose, dlopen): its own offsets, not the first place's cache.
+        const ulong moved = 0x10_0000;
+        var elsewhere = fx.Module with { Low = fx.Module.Low + moved, High = fx.Module.High + moved, Bias = fx.Module.Bias + moved };
+        var both = single.SymbolizeAll([At("direct"), new RecordedFrame(fx.Address["direct"], elsewhere), new RecordedFrame(fx.Address["direct"] + moved, elsewhere)]);
+        Assert.Equal(both[0], both[2]);
+        Assert.Equal(fx.Address["direct"] - elsewhere.Bias, Assert.Single(both[1]).Offset);
     }
 
     [Fact]
@@ -190,6 +218,35 @@ public sealed class SymbolizerTests(SymbolizerTests.Fixture fx) : IClassFixture<
     }
 
     [Fact]
+    public void DwzSupplementaryFile_NamesTheInlinedFunction_AndItsAbsenceNamesNone()
+    {
+        Assert.True(OnPath("dwz"), "dwz is missing: .ci/run installs it (Debian package dwz), as Debian's debug packages are made with it");
+        string dir = Path.Combine(fx.Dir, "dwz");
+        Directory.CreateDirectory(dir);
+        string a = Path.Combine(dir, "a"), b = Path.Combine(dir, "b");
+        File.Copy(fx.Binary, a);
+        File.Copy(fx.Binary, b);
+        // Both files' shared DIEs move to common.dwz; they refer to it as DW_FORM_GNU_ref_alt.
+        ProcessResult r = Child.RunProgram("dwz", ["-m", "common.dwz", "-M", "common.dwz", "a", "b"], [], workingDirectory: dir);
+        Assert.True(r.ExitCode == 0, r.Output + r.Error);
+        Assert.Contains(".gnu_debugaltlink", Fixture.Tool("readelf", "-S", a));
+        var module = fx.Module with { Path = a, BuildId = Fixture.BuildIdOf(a) };
+
+        AssertFullFrames(new Sym(systemDebug: false).Symbolize(At("inlined", module)), new Sym(systemDebug: false).Symbolize(At("direct", module)), a);
+
+        File.Move(Path.Combine(dir, "common.dwz"), Path.Combine(dir, "common.moved"));
+        var sym = new Sym(systemDebug: false);
+        var frames = sym.Symbolize(At("inlined", module));
+        Assert.Equal(2, frames.Count);
+        Assert.Equal((null, fx.Line("inlined-call"), true), (frames[0].Function, frames[0].Line, frames[0].Inlined));
+        Assert.Equal("outer_function", frames[1].Function);
+        Assert.Contains(sym.Warnings, w => w.Contains("common.dwz"));
+    }
+
+    private static bool OnPath(string tool) =>
+        (Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin").Split(':').Any(d => File.Exists(Path.Combine(d, tool)));
+
+    [Fact]
     public void ChangedOrMissingFile_GivesNoWrongNames()
     {
         var changed = fx.Module with { BuildId = new string('0', 40) };
@@ -205,9 +262,36 @@ public sealed class SymbolizerTests(SymbolizerTests.Fixture fx) : IClassFixture<
     }
 
     [Fact]
+    public void BadFiles_GiveModulePlusOffsetOrNamesOnly_WithAWarning()
+    {
+        var sym = new Sym(systemDebug: false);
+        string garbage = Path.Combine(fx.Dir, "garbage.so");
+        File.WriteAllBytes(garbage, [.. Enumerable.Range(0, 4096).Select(i => (byte)(i * 7))]);
+        string truncated = Path.Combine(fx.Dir, "truncated");
+        File.WriteAllBytes(truncated, File.ReadAllBytes(fx.Binary)[..200]);
+        foreach (string path in new[] { garbage, truncated })
+        {
+            var module = fx.Module with { Path = path, BuildId = null };
+            SymbolFrame f = Assert.Single(sym.Symbolize(At("direct", module)));
+            Assert.Equal((null, path), (f.Function, f.Module));
+            Assert.Contains(sym.Warnings, w => w.StartsWith(path + ":"));
+        }
+
+        // DWARF whose units are nonsense: the symbol table still names the function.
+        string junk = Path.Combine(fx.Dir, "junk-info");
+        File.WriteAllBytes(junk, [.. Enumerable.Repeat((byte)0x41, 64)]);
+        string badDwarf = Path.Combine(fx.Dir, "symfixture-bad-dwarf");
+        Fixture.Tool("objcopy", $"--update-section=.debug_info={junk}", fx.Binary, badDwarf);
+        var bad = fx.Module with { Path = badDwarf, BuildId = Fixture.BuildIdOf(badDwarf) };
+        SymbolFrame named = Assert.Single(sym.Symbolize(At("direct", bad)));
+        Assert.Equal(("outer_function", (string?)null), (named.Function, named.File));
+        Assert.Contains(sym.Warnings, w => w.StartsWith(badDwarf + ":") && w.Contains("DWARF"));
+    }
+
+    [Fact]
     public void JitCode_IsNamedFromItsRange_AndAnAddressOutsideEverythingIsUnknown()
     {
-        var sym = new Sym([new JitCode(0x7f00_0000_1000, 0x80, "Program.Main()"), new JitCode(0x7f00_0000_2000, 0x40, "Program.Alloc(Int32)")]);
+        var sym = new Sym([new JitCode(0x7f00_0000_2000, 0x40, "Unloaded.Method()"), new JitCode(0x7f00_0000_1000, 0x80, "Program.Main()"), new JitCode(0x7f00_0000_2000, 0x40, "Program.Alloc(Int32)")]);
         Assert.Equal(new SymbolFrame("Program.Alloc(Int32)", null, 0, "[jit]", 0x7f00_0000_2010, false), Assert.Single(sym.Symbolize(new RecordedFrame(0x7f00_0000_2010, null))));
         Assert.Equal("Program.Main()", sym.Symbolize(new RecordedFrame(0x7f00_0000_1080, null))[0].Function); // return address just past its end: the call is inside
         Assert.Equal(new SymbolFrame(null, null, 0, "?", 0x7f00_0000_1081, false), Assert.Single(sym.Symbolize(new RecordedFrame(0x7f00_0000_1081, null))));
@@ -227,7 +311,7 @@ public sealed class SymbolizerTests(SymbolizerTests.Fixture fx) : IClassFixture<
         using var demangling = new Sym();
         using var plain = new Sym(demangle: false);
         var frame = new RecordedFrame(where + 1, module);
-        bool cppfilt = File.Exists("/usr/bin/c++filt") || File.Exists("/bin/c++filt");
+        bool cppfilt = OnPath("c++filt");
         Assert.Equal(cppfilt ? "fixture::where(int)" : "_ZN7fixture5whereEi", demangling.Symbolize(frame)[^1].Function);
         Assert.Equal("_ZN7fixture5whereEi", plain.Symbolize(frame)[^1].Function);
     }
