@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 using NativeHeap.Lab;
 
 namespace NativeHeap.Cli.Symbols;
@@ -87,6 +88,18 @@ internal sealed class Symbolizer : IDisposable
         return result;
     }
 
+    /// <summary>
+    /// A perf map's method name as people write it: "void* [Asm] Ns.Type::Method(args)[QuickJitted]"
+    /// loses its return type, assembly and tier; other entries (stubs) stay as they are.
+    /// </summary>
+    internal static string ManagedName(string perfMapName)
+    {
+        Match m = s_perfMapMethod.Match(perfMapName);
+        return m.Success ? m.Groups[1].Value : perfMapName;
+    }
+
+    private static readonly Regex s_perfMapMethod = new(@"^(?:\S.*? )?\[[^\]\s]+\] (\S.*?\))(?:\[[A-Za-z0-9]+\])?$", RegexOptions.CultureInvariant);
+
     private SymbolFrame[] Resolve(RecordedFrame frame, ModuleSymbols? module)
     {
         // A return address is just past its call: the call itself is at address − 1.
@@ -96,7 +109,7 @@ internal sealed class Symbolizer : IDisposable
             int i = Array.BinarySearch(_jitStart, pc);
             if (i < 0) i = ~i - 1;
             if (i >= 0 && pc - _jit[i].Start < _jit[i].Size)
-                return [new SymbolFrame(_jit[i].Name, null, 0, "[jit]", frame.Address, false)];
+                return [new SymbolFrame(ManagedName(_jit[i].Name), null, 0, "[jit]", frame.Address, false)];
             return [new SymbolFrame(null, null, 0, "?", frame.Address, false)];
         }
         ulong offset = frame.Address - frame.Module!.Bias;

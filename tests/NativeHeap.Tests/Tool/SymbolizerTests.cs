@@ -293,6 +293,11 @@ public sealed class SymbolizerTests(SymbolizerTests.Fixture fx) : IClassFixture<
     {
         var sym = new Sym([new JitCode(0x7f00_0000_2000, 0x40, "Unloaded.Method()"), new JitCode(0x7f00_0000_1000, 0x80, "Program.Main()"), new JitCode(0x7f00_0000_2000, 0x40, "Program.Alloc(Int32)")]);
         Assert.Equal(new SymbolFrame("Program.Alloc(Int32)", null, 0, "[jit]", 0x7f00_0000_2010, false), Assert.Single(sym.Symbolize(new RecordedFrame(0x7f00_0000_2010, null))));
+        // The runtime's own naming loses its return type, assembly and tier; a stub's stays.
+        var perfMap = new Sym([new JitCode(0x7f00_0000_3000, 0x40, "void* [App] App.Config::RememberSetting(int32)[QuickJitted]"),
+            new JitCode(0x7f00_0000_4000, 0x40, "stub<1> AllocateTemporaryEntryPoints<PRECODE_STUB>")]);
+        Assert.Equal("App.Config::RememberSetting(int32)", Assert.Single(perfMap.Symbolize(new RecordedFrame(0x7f00_0000_3010, null))).Function);
+        Assert.Equal("stub<1> AllocateTemporaryEntryPoints<PRECODE_STUB>", Assert.Single(perfMap.Symbolize(new RecordedFrame(0x7f00_0000_4010, null))).Function);
         Assert.Equal("Program.Main()", sym.Symbolize(new RecordedFrame(0x7f00_0000_1080, null))[0].Function); // return address just past its end: the call is inside
         Assert.Equal(new SymbolFrame(null, null, 0, "?", 0x7f00_0000_1081, false), Assert.Single(sym.Symbolize(new RecordedFrame(0x7f00_0000_1081, null))));
         Assert.Equal("?+0x7f0000001081", sym.Symbolize(new RecordedFrame(0x7f00_0000_1081, null))[0].ToString());
