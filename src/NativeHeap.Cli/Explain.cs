@@ -50,7 +50,8 @@ internal static class Explain
         byte[]? trace = Program.LoadTrace(nameOrPath, out string label);
         if (trace is null || Program.Validate(trace, label) is not { } summary) return Program.UsageError;
         TraceStacks stacks = TraceStacks.Parse(trace);
-        AllocationSites? sites = stacks.NodeCount > 0 ? new AllocationSites(stacks, new Symbolizer(stacks.JitCode), wrappers) : null;
+        using Symbolizer? symbolizer = stacks.NodeCount > 0 ? new Symbolizer(stacks.JitCode) : null;
+        AllocationSites? sites = symbolizer is null ? null : new AllocationSites(stacks, symbolizer, wrappers);
         var names = summary.Checkpoints;
         if (names.Count == 0) return Program.Fail($"{label}: the trace has no checkpoint ('k NAME' line) to explain");
         if (at is not null && !names.Any(c => c.Name == at))
@@ -105,10 +106,13 @@ internal static class Explain
 
             var shown = Enumerable.Range(0, base0.Count).Where(i => at is null || base0[i].Name == at).ToList();
             var context = new Context(label, base0, shown, savings, stacks, sites);
+            int status = 0;
             if (format == "json") WriteJson(context);
-            else if (format == "pprof") return WritePprof(context, output!);
+            else if (format == "pprof") status = WritePprof(context, output!);
             else WriteText(context);
-            return 0;
+            // Why a frame has no name: a module gone or rebuilt since it was recorded, unreadable debug data.
+            foreach (string warning in symbolizer?.Warnings ?? []) Console.Error.WriteLine($"warning: {warning}");
+            return status;
         }
         finally
         {

@@ -12,7 +12,8 @@ internal static class Map
         byte[]? trace = Program.LoadTrace(nameOrPath, out string label);
         if (trace is null || Program.Validate(trace, label) is not { } summary) return Program.UsageError;
         TraceStacks stacks = TraceStacks.Parse(trace);
-        AllocationSites? sites = stacks.NodeCount > 0 ? new AllocationSites(stacks, new Symbolizer(stacks.JitCode), wrappers) : null;
+        using Symbolizer? symbolizer = stacks.NodeCount > 0 ? new Symbolizer(stacks.JitCode) : null;
+        AllocationSites? sites = symbolizer is null ? null : new AllocationSites(stacks, symbolizer, wrappers);
         string extension = Path.GetExtension(output).ToLowerInvariant();
         if (extension is not (".svg" or ".png" or ".html"))
             return Program.Fail($"--out {output}: the picture's name must end in .svg, .png or .html");
@@ -61,6 +62,7 @@ internal static class Map
             });
             if (!drawn) return Program.Fail($"{label}: the replay never reached line {line}");
         }
+        foreach (string warning in symbolizer?.Warnings ?? []) Console.Error.WriteLine($"warning: {warning}");
         Console.Error.WriteLine($"wrote {output}");
         return 0;
     }
