@@ -13,7 +13,7 @@ internal static class Info
         {
             byte[]? trace = Program.LoadTrace(nameOrPath, out string label);
             if (trace is null || Program.Validate(trace, label) is null) return Program.UsageError;
-            TraceReplayer.Replay(trace, new NativeHeapTarget(), Stream.Null, placements: false);
+            TraceReplayer.Replay(trace, new NativeHeapTarget(), Stream.Null, new ReplayOptions { Placements = false });
         }
 
         HeapInfo info = Heap.GetInfo();

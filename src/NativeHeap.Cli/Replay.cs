@@ -31,7 +31,8 @@ internal static class Replay
         }
 
         using Stream stdout = Console.OpenStandardOutput();
-        ReplayResult result = TraceReplayer.Replay(trace, target, stdout, (nuint)alignBreak, placements);
+        // The Memory overload: the Span one copies the trace, which would double a large one in the measured process.
+        ReplayResult result = TraceReplayer.Replay(trace, target, stdout, new ReplayOptions { AlignBreak = (nuint)alignBreak, Placements = placements });
         if (result.ForeignBreaks > 0)
         {
             Console.Error.WriteLine($"warning: someone else (glibc's malloc in this process) moved the program break {result.ForeignBreaks} time(s) " +
