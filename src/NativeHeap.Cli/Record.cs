@@ -72,8 +72,8 @@ internal static class Record
         foreach (Trace t in traces)
         {
             Console.Error.WriteLine(t.Summary is { } s
-                ? $"  {t.Path}: {s.Operations:N0} operation{(s.Operations == 1 ? "" : "s")}, {s.Threads} thread{(s.Threads == 1 ? "" : "s")}, {s.Checkpoints.Count} checkpoint{(s.Checkpoints.Count == 1 ? "" : "s")}"
-                : $"  {t.Path}: does not replay: {t.Error}");
+                ? $"  {t.Path}: {s.Operations:N0} operation{(s.Operations == 1 ? "" : "s")}, {s.Threads} thread{(s.Threads == 1 ? "" : "s")}, {s.Checkpoints} checkpoint{(s.Checkpoints == 1 ? "" : "s")}"
+                : $"  {t.Path}: cannot be read: {t.Error}");
         }
         string best = traces[0].Path;
         Console.Error.WriteLine($"next: nativeheap explain {best}   (or nativeheap map {best} --out map.html)");
@@ -142,57 +142,26 @@ internal static class Record
         return files;
     }
 
-    /// <summary>A trace the run wrote: its summary, or why it does not replay.</summary>
-    private sealed record Trace(string Path, long Bytes, TraceSummary? Summary, string? Error, int? Pid);
+    /// <summary>A trace the run wrote: its counts, or why it cannot be read.</summary>
+    private sealed record Trace(string Path, long Bytes, TraceCounts? Summary, string? Error, int? Pid);
 
     /// <summary>A trace's size and operations, and its process's pid: from its name (%p), else from its "# pid" line.</summary>
     private static Trace Inspect(string path, Regex names)
     {
         Match m = names.Match(System.IO.Path.GetFileName(path));
         int? pid = m.Groups["pid"].Success ? int.Parse(m.Groups["pid"].Value, CultureInfo.InvariantCulture) : null;
-        var (summary, error, headerPid) = CountCalls(path);
-        return new Trace(path, new FileInfo(path).Length, summary, error, pid ?? headerPid);
-    }
-
-    /// <summary>A trace's operations (its lines that are not comments), threads and checkpoints, or why it does not replay; and its "# pid" line.</summary>
-    private static (TraceSummary? Summary, string? Error, int? Pid) CountCalls(string path)
-    {
-        byte[] text;
+        long bytes = new FileInfo(path).Length;
         try
         {
-            text = TraceFile.Load(path);
+            // Counted, not checked: checking a long trace costs as much as recording it, and
+            // explain, map and replay check it before they run.
+            TraceCounts counts = TraceFile.Count(path);
+            return new Trace(path, bytes, counts, null, pid ?? counts.Pid);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
         {
-            return (null, e.Message, null);
+            return new Trace(path, bytes, null, e.Message, pid);
         }
-        catch (TraceFormatException e)
-        {
-            return (null, e.Message, null);
-        }
-        try
-        {
-            return (TraceReplayer.Validate(text), null, HeaderPid(text));
-        }
-        catch (TraceFormatException e)
-        {
-            return (null, e.Message, HeaderPid(text));
-        }
-    }
-
-    /// <summary>The recorder's "# pid N" line, among the comments it starts with.</summary>
-    private static int? HeaderPid(byte[] text)
-    {
-        ReadOnlySpan<byte> rest = text;
-        while (rest.Length > 0 && rest[0] == (byte)'#')
-        {
-            int nl = rest.IndexOf((byte)'\n');
-            ReadOnlySpan<byte> line = nl < 0 ? rest : rest[..nl];
-            if (line.StartsWith("# pid "u8) && int.TryParse(line[6..], NumberStyles.None, CultureInfo.InvariantCulture, out int pid)) return pid;
-            if (nl < 0) break;
-            rest = rest[(nl + 1)..];
-        }
-        return null;
     }
 
     /// <summary>The perf maps the recorded processes wrote because this command asked for them.</summary>
