@@ -109,6 +109,27 @@ public class TraceV2Tests
     }
 
     [Fact]
+    public void Count_ReadingTheFileAsAStream_AgreesWithTheFullCheck()
+    {
+        (_, string v2) = Twins();
+        string text = "# recorded by librecorder: /bin/prog\n# pid 4242\n" + v2;
+        TraceSummary checkedOne = TraceReplayer.Validate(TraceFile.Decode(Encoding.ASCII.GetBytes(text)));
+        using var temp = new TempDirectory("nh-count-");
+        foreach (byte[] raw in new[] { Encoding.ASCII.GetBytes(text), TwoFrames(text) })
+        {
+            string path = Path.Combine(temp.Path, "t.trace");
+            File.WriteAllBytes(path, raw);
+            TraceCounts counts = TraceFile.Count(path);
+            // Neither counts comments or v, s and M lines as operations.
+            Assert.Equal(text.Split('\n').Count(l => l.Length > 0 && l[0] is not ('#' or 'v' or 's' or 'M' or 'J')), counts.Operations);
+            Assert.Equal(checkedOne.Operations, counts.Operations);
+            Assert.Equal(checkedOne.Threads, counts.Threads);
+            Assert.Equal(checkedOne.Checkpoints.Count, counts.Checkpoints);
+            Assert.Equal(4242, counts.Pid);
+        }
+    }
+
+    [Fact]
     public void Decode_KeepsEveryLineInPlace_AndGivesTheIdsVersion1Has()
     {
         (string v1, string v2) = Twins();
