@@ -127,8 +127,8 @@
  * while calling into glibc's malloc (zstd, which compresses under it, gets
  * its memory from mmap through ZSTD_createCCtx_advanced), so it cannot
  * deadlock with the arena locks. Stacks are unwound before it is taken; the
- * unwinder's own mutex (cache misses only) is taken under it just to count
- * the unwinder's memory for k lines, never the other way round. A free is recorded (and its pointer dropped from the table) before
+ * unwinder's own mutex is never waited for under it, except by fork_prepare
+ * (see the lock order at the lock's declaration). A free is recorded (and its pointer dropped from the table) before
  * the block is released, and an allocation after it has been obtained, so
  * when another thread gets the same address back the table never confuses
  * the two blocks. A realloc takes its pointer out of the table before the
@@ -173,6 +173,19 @@ static int flushed;   /* the exit flush happened: write every line at once */
 static int trace_fd = -1; /* opened at the first write (see flush_locked) */
 static int open_failed;
 static char pattern[4096]; /* NH_TRACE, copied by the constructor */
+/*
+ * lock guards everything of the recorder's below (the pointer table, the IDs,
+ * TIDs and counters, the stack tables, the buffers, zstd's context, the trace
+ * file) and the static buffers of open_trace and format_path. Lock order:
+ *   1. glibc's loader lock (dlopen/dlclose free and malloc under it, and so do
+ *      dl_iterate_phdr callbacks): it may be held when lock is taken;
+ *   2. lock;
+ *   3. the unwinder's ulock (unwind.c): taken under lock only by fork_prepare.
+ *      nh_unwind_memory_bytes (k lines, under lock) takes no lock at all, and
+ *      nothing done under ulock allocates, so no thread holding ulock ever
+ *      waits for lock.
+ * Under lock the recorder calls neither glibc's malloc nor dl_iterate_phdr.
+ */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 #define TLS __thread __attribute__((tls_model("initial-exec")))

@@ -47,6 +47,24 @@ struct cache_entry {
     uint64_t rule;
 };
 
+/*
+ * Locks, and their order (take them only in this order; never the other way round):
+ *
+ *   1. glibc's loader lock (dl_load_write_lock, recursive): taken by dl_iterate_phdr, and
+ *      held by dlopen/dlclose, which call malloc and free under it (so the recorder's
+ *      wrappers, and through them nh_backtrace, run with it held);
+ *   2. the recorder's lock (recorder.c), where there is one: held by its pthread_atfork
+ *      prepare handler when it calls nh_unwind_fork_prepare;
+ *   3. ulock, the unwinder's own mutex. It guards the module table (modules, n_modules,
+ *      names, last_adds / last_subs, scan_gen, n_unloads), the writers of the rule cache and
+ *      insert_clock. It is only ever taken inside a dl_iterate_phdr callback (so the loader
+ *      lock is already held: order 1 -> 3), or by init before any scan and by the fork hooks.
+ *      While it is held nothing allocates, calls dl_iterate_phdr, or takes another lock.
+ *
+ * The readers that take no lock: the rule cache (cache_get, see there), the module entries
+ * below n_modules (appended only, published with release) and nh_unwind_memory_bytes, which
+ * only measures mappings that are fixed once init made them.
+ */
 static pthread_mutex_t ulock = PTHREAD_MUTEX_INITIALIZER;
 static struct nh_module *modules;
 static size_t n_modules; /* published with release: entries below it are complete */
@@ -55,6 +73,7 @@ static size_t names_used;
 static struct cache_entry *cache;
 static unsigned long long last_adds = ~0ull, last_subs = ~0ull;
 static unsigned scan_gen;
+static unsigned n_unloads; /* modules found unloaded by a scan (nh_unwind_unloads) */
 static uintptr_t own_lo, own_hi;
 static int ready; /* 1: init succeeded */
 static unsigned insert_clock;
@@ -132,12 +151,10 @@ static void read_eh_hdr(struct nh_module *m, const uint8_t *hdr)
     m->fde_count = count;
 }
 
-static int scan_callback(struct dl_phdr_info *info, size_t size, void *data)
+/* Under ulock, inside dl_iterate_phdr: records info's module (if new) and returns it, or NULL
+ * (no PT_LOAD, or the table is full). is_first: the loader's first entry, the main program. */
+static struct nh_module *scan_entry(struct dl_phdr_info *info, int is_first)
 {
-    (void)size;
-    int *first = data;
-    int is_first = *first;
-    *first = 0;
     last_adds = info->dlpi_adds;
     last_subs = info->dlpi_subs;
     uintptr_t lo = UINTPTR_MAX, hi = 0;
@@ -155,7 +172,7 @@ static int scan_callback(struct dl_phdr_info *info, size_t size, void *data)
         }
     }
     if (hi == 0)
-        return 0;
+        return NULL;
     const char *name = info->dlpi_name;
     for (size_t i = 0; i < n_modules; i++) {
         struct nh_module *m = &modules[i];
@@ -164,18 +181,18 @@ static int scan_callback(struct dl_phdr_info *info, size_t size, void *data)
         if (m->alive && m->lo == lo && m->hi == hi && m->bias == info->dlpi_addr
             && (is_first || strcmp(m->path, name == NULL ? "" : name) == 0)) {
             m->seen = scan_gen;
-            return 0;
+            return m;
         }
     }
     if (n_modules == MAX_MODULES)
-        return 0;
+        return NULL;
     struct nh_module *m = &modules[n_modules];
     memset(m, 0, sizeof *m);
     m->lo = lo;
     m->hi = hi;
     m->bias = info->dlpi_addr;
     if ((name == NULL || name[0] == '\0') && is_first) {
-        char exe[4096];
+        static char exe[4096]; /* under ulock; static: a thread's stack may be small */
         ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
         exe[n > 0 ? n : 0] = '\0';
         m->path = keep_name(exe);
@@ -188,40 +205,13 @@ static int scan_callback(struct dl_phdr_info *info, size_t size, void *data)
     m->alive = 1;
     m->seen = scan_gen;
     __atomic_store_n(&n_modules, n_modules + 1, __ATOMIC_RELEASE);
-    return 0;
+    return m;
 }
 
 static void clear_cache(void)
 {
     for (size_t i = 0; i < (size_t)CACHE_SETS * CACHE_WAYS; i++)
         __atomic_store_n(&cache[i].key, 0, __ATOMIC_RELAXED);
-}
-
-/* Under ulock. */
-static void rescan_locked(void)
-{
-    size_t before = n_modules;
-    scan_gen++;
-    int first = 1;
-    dl_iterate_phdr(scan_callback, &first);
-    int changed = n_modules != before;
-    for (size_t i = 0; i < n_modules; i++) {
-        if (modules[i].alive && modules[i].seen != scan_gen) {
-            modules[i].alive = 0;
-            changed = 1;
-        }
-    }
-    if (changed && before != 0)
-        clear_cache();
-}
-
-static int counters_callback(struct dl_phdr_info *info, size_t size, void *data)
-{
-    (void)size;
-    unsigned long long *c = data;
-    c[0] = info->dlpi_adds;
-    c[1] = info->dlpi_subs;
-    return 1; /* the first entry is enough */
 }
 
 static const struct nh_module *find_module(uintptr_t a)
@@ -232,16 +222,82 @@ static const struct nh_module *find_module(uintptr_t a)
     return NULL;
 }
 
-/* Under ulock: the module holding a. The loader's counters are read first, on every
- * cache miss (a cheap call that stops at the first module): a module that was unloaded
- * must not be read, even where a new one now lies in its range. */
-static const struct nh_module *module_for_locked(uintptr_t a)
+static uint64_t rule_from_cfi(const struct nh_module *m, uintptr_t ra);
+static int cache_get_rule(uintptr_t ra, uint64_t *rule);
+
+/*
+ * Every look at the module list is one dl_iterate_phdr call whose callback takes ulock at the
+ * loader's first entry (lock order: loader lock, then ulock) and keeps it until the call has
+ * returned. While the loader lock is held no module can be unloaded, so the .eh_frame a rule
+ * is read from stays mapped. The loader's adds/subs counters (on every entry) say whether the
+ * list changed since the last scan; only then is it scanned whole (scan: 1 forces it).
+ */
+struct walk {
+    int scan;           /* in: scan even if the counters did not change */
+    uintptr_t ra;       /* in: 0, or a return address whose rule is wanted */
+    int locked;         /* out: ulock is held (released by walk_end) */
+    int scanning;       /* out: this walk rescans */
+    size_t before;      /* n_modules when the scan began */
+    int have_rule;
+    uint64_t rule;
+};
+
+static int walk_callback(struct dl_phdr_info *info, size_t size, void *data)
 {
-    unsigned long long c[2] = {last_adds, last_subs};
-    dl_iterate_phdr(counters_callback, c);
-    if (c[0] != last_adds || c[1] != last_subs)
-        rescan_locked();
-    return find_module(a);
+    (void)size;
+    struct walk *w = data;
+    if (!w->locked) { /* the first entry */
+        pthread_mutex_lock(&ulock);
+        w->locked = 1;
+        if (w->ra != 0 && cache_get_rule(w->ra, &w->rule)) {
+            w->have_rule = 1;
+            return 1;
+        }
+        if (!w->scan && info->dlpi_adds == last_adds && info->dlpi_subs == last_subs) {
+            if (w->ra != 0) {
+                const struct nh_module *m = find_module(w->ra - 1);
+                w->rule = m == NULL ? FP_RULE : rule_from_cfi(m, w->ra);
+                w->have_rule = 1;
+            }
+            return 1;
+        }
+        w->scanning = 1;
+        w->before = n_modules;
+        scan_gen++;
+        const struct nh_module *m = scan_entry(info, 1);
+        if (w->ra != 0 && m != NULL && w->ra - 1 >= m->lo && w->ra - 1 < m->hi) {
+            w->rule = rule_from_cfi(m, w->ra);
+            w->have_rule = 1;
+        }
+        return 0;
+    }
+    const struct nh_module *m = scan_entry(info, 0);
+    if (w->ra != 0 && !w->have_rule && m != NULL && w->ra - 1 >= m->lo && w->ra - 1 < m->hi) {
+        w->rule = rule_from_cfi(m, w->ra);
+        w->have_rule = 1;
+    }
+    return 0;
+}
+
+/* After dl_iterate_phdr(walk_callback, w) returned, still under ulock: a scan's modules that
+ * were not seen are unloaded; any change empties the cache. Returns 1 if any was unloaded. */
+static int walk_finish_locked(struct walk *w)
+{
+    if (!w->scanning)
+        return 0;
+    int changed = n_modules != w->before, gone = 0;
+    for (size_t i = 0; i < n_modules; i++) {
+        if (modules[i].alive && modules[i].seen != scan_gen) {
+            modules[i].alive = 0;
+            changed = 1;
+            gone = 1;
+        }
+    }
+    if (gone)
+        __atomic_add_fetch(&n_unloads, 1, __ATOMIC_RELEASE);
+    if (changed && w->before != 0)
+        clear_cache();
+    return gone;
 }
 
 /* ---------------------------------------------------------------- DWARF */
@@ -703,17 +759,27 @@ static void cache_put(uintptr_t ra, uint64_t rule)
     __atomic_store_n(&e[w].key, ra, __ATOMIC_RELEASE);
 }
 
+static int cache_get_rule(uintptr_t ra, uint64_t *rule)
+{
+    return cache_get(ra, rule);
+}
+
+/* A cache miss: the rule is computed (and the module list checked) inside dl_iterate_phdr,
+ * under the loader lock and then ulock (see walk_callback). */
 static uint64_t rule_slow(uintptr_t ra)
 {
-    pthread_mutex_lock(&ulock);
-    uint64_t rule;
-    if (!cache_get(ra, &rule)) {
-        const struct nh_module *m = module_for_locked(ra - 1);
-        rule = m == NULL ? FP_RULE : rule_from_cfi(m, ra);
-        cache_put(ra, rule);
+    struct walk w = {0, ra, 0, 0, 0, 0, FP_RULE};
+    dl_iterate_phdr(walk_callback, &w);
+    if (!w.locked)
+        return FP_RULE; /* no entry at all: cannot happen */
+    if (w.scanning) {
+        walk_finish_locked(&w);
+        cache_put(ra, w.have_rule ? w.rule : FP_RULE);
+    } else if (w.have_rule) {
+        cache_put(ra, w.rule);
     }
     pthread_mutex_unlock(&ulock);
-    return rule;
+    return w.have_rule ? w.rule : FP_RULE;
 }
 
 /* ------------------------------------------------------------- the walk */
@@ -786,39 +852,57 @@ __attribute__((noinline)) size_t nh_backtrace(uintptr_t *out, size_t max)
 
 int nh_unwind_init(void)
 {
+    /* The mappings, under ulock alone (no loader lock is needed for them). */
     pthread_mutex_lock(&ulock);
     int ok = 1;
+    if (modules == NULL)
+        modules = map_zero(MAX_MODULES * sizeof *modules);
+    if (names == NULL)
+        names = map_zero(NAMES_BYTES);
+    if (cache == NULL)
+        cache = map_zero((size_t)CACHE_SETS * CACHE_WAYS * sizeof *cache);
+    if (modules == NULL || names == NULL || cache == NULL)
+        ok = 0;
+    int done = __atomic_load_n(&ready, __ATOMIC_ACQUIRE);
+    pthread_mutex_unlock(&ulock);
+    if (!ok || done)
+        return ok ? 0 : -1;
+    /* The scan: loader lock, then ulock (walk_callback). */
+    struct walk w = {1, 0, 0, 0, 0, 0, 0};
+    dl_iterate_phdr(walk_callback, &w);
+    if (!w.locked)
+        return -1;
+    walk_finish_locked(&w);
     if (!ready) {
-        if (modules == NULL)
-            modules = map_zero(MAX_MODULES * sizeof *modules);
-        if (names == NULL)
-            names = map_zero(NAMES_BYTES);
-        if (cache == NULL)
-            cache = map_zero((size_t)CACHE_SETS * CACHE_WAYS * sizeof *cache);
-        if (modules == NULL || names == NULL || cache == NULL) {
-            ok = 0;
-        } else {
-            rescan_locked();
-            const struct nh_module *own = find_module((uintptr_t)&nh_backtrace);
-            if (own != NULL) {
-                own_lo = own->lo;
-                own_hi = own->hi;
-            }
-            __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+        const struct nh_module *own = find_module((uintptr_t)&nh_backtrace);
+        if (own != NULL) {
+            own_lo = own->lo;
+            own_hi = own->hi;
         }
+        __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&ulock);
-    return ok ? 0 : -1;
+    return 0;
 }
 
-void nh_unwind_refresh(void)
+int nh_unwind_refresh(void)
 {
     if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE))
-        return;
-    pthread_mutex_lock(&ulock);
-    rescan_locked();
-    clear_cache();
+        return 0;
+    /* Rescans only if the loader's counters changed since the last look (a dlclose that
+     * unloaded nothing, or dlopen(NULL), leaves them as they were). */
+    struct walk w = {0, 0, 0, 0, 0, 0, 0};
+    dl_iterate_phdr(walk_callback, &w);
+    if (!w.locked)
+        return 0;
+    int gone = walk_finish_locked(&w);
     pthread_mutex_unlock(&ulock);
+    return gone;
+}
+
+unsigned nh_unwind_unloads(void)
+{
+    return __atomic_load_n(&n_unloads, __ATOMIC_ACQUIRE);
 }
 
 size_t nh_unwind_module_count(void)
@@ -831,10 +915,12 @@ const struct nh_module *nh_unwind_module(size_t i)
     return &modules[i];
 }
 
-/* Resident bytes of one mapping (its untouched pages cost nothing). */
+/* Resident bytes of one mapping (its untouched pages cost nothing). No lock: the mappings are
+ * made once by init and never change; the vector is the caller's (this runs under the
+ * recorder's lock, which must not wait for ulock: see the lock order above). */
 static size_t resident(const void *p, size_t bytes)
 {
-    static unsigned char vec[1024];
+    unsigned char vec[256];
     size_t page = (size_t)getpagesize(), pages = (bytes + page - 1) / page, total = 0;
     for (size_t i = 0; i < pages; i += sizeof vec) {
         size_t k = pages - i < sizeof vec ? pages - i : sizeof vec;
@@ -850,11 +936,8 @@ size_t nh_unwind_memory_bytes(void)
 {
     if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE))
         return 0;
-    pthread_mutex_lock(&ulock);
-    size_t n = resident(modules, MAX_MODULES * sizeof *modules) + resident(names, NAMES_BYTES)
-               + resident(cache, (size_t)CACHE_SETS * CACHE_WAYS * sizeof *cache);
-    pthread_mutex_unlock(&ulock);
-    return n;
+    return resident(modules, MAX_MODULES * sizeof *modules) + resident(names, NAMES_BYTES)
+           + resident(cache, (size_t)CACHE_SETS * CACHE_WAYS * sizeof *cache);
 }
 
 void nh_unwind_fork_prepare(void)

@@ -30,13 +30,17 @@
  *     (datarel | sdata4), else the module is treated as having no CFI;
  *   - the caller makes malloc re-entrant for the calling thread during nh_backtrace (the
  *     recorder's "inside" flag): pthread_getattr_np, called once per thread, may allocate;
- *   - locks: nh_backtrace takes the unwinder's own mutex only on a cache miss, and holds it
- *     across dl_iterate_phdr (which takes the loader's list lock; neither ever allocates);
- *     the steady state takes no lock. A program that forks must call the nh_unwind_fork_*
- *     hooks from its pthread_atfork handlers.
+ *   - locks: nh_backtrace takes the unwinder's own mutex only on a cache miss, and only inside
+ *     a dl_iterate_phdr callback, i.e. after the loader's lock (glibc calls malloc and free
+ *     with that lock held, in dlclose and in dl_iterate_phdr callbacks, so the order must be
+ *     loader lock -> unwinder mutex, never the reverse); the rule is read from .eh_frame there,
+ *     while no module can be unloaded. Nothing under the unwinder mutex allocates or takes
+ *     another lock; nh_unwind_memory_bytes takes no lock (a caller may hold its own lock).
+ *     The steady state takes no lock. A program that forks must call the nh_unwind_fork_*
+ *     hooks from its pthread_atfork handlers (after its own lock, if it has one).
  * The module list is scanned (dl_iterate_phdr) at nh_unwind_init and again when a cache
- * miss finds the loader's adds/subs counters changed (each miss reads them: an unloaded
- * module must not be read); any change empties the rule cache.
+ * miss (or nh_unwind_refresh) finds the loader's adds/subs counters changed (each miss reads
+ * them: an unloaded module must not be read); any change empties the rule cache.
  */
 #ifndef NH_UNWIND_H
 #define NH_UNWIND_H
@@ -70,11 +74,16 @@ int nh_unwind_init(void);
 size_t nh_backtrace(uintptr_t *out, size_t max);
 
 /**
- * Rescans the modules and empties the rule cache now: for a caller that knows a module was
- * unloaded (the recorder wraps dlclose). Without it, code loaded where unloaded code was is
- * seen at the next cache miss, and cached rules for the old code's return addresses stay.
+ * Rescans the modules and empties the rule cache now if the loader's adds/subs counters
+ * changed since the last scan: for a caller that knows a module may have been unloaded (the
+ * recorder wraps dlclose). Without it, code loaded where unloaded code was is seen at the next
+ * cache miss, and cached rules for the old code's return addresses stay. Returns 1 if a
+ * module was found unloaded. Must not be called with a lock held that malloc/free take.
  */
-void nh_unwind_refresh(void);
+int nh_unwind_refresh(void);
+
+/** How many scans so far found a module unloaded (by nh_unwind_refresh or a cache miss). */
+unsigned nh_unwind_unloads(void);
 
 /** Modules known so far: entries are only ever appended, so 0 .. count - 1 stay valid. */
 size_t nh_unwind_module_count(void);
