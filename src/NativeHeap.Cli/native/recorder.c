@@ -890,7 +890,9 @@ static int format_path(char *out, size_t cap, const char *pattern, pid_t pid)
     size_t n = 0;
     for (const char *s = pattern; *s != '\0'; s++) {
         if (s[0] == '%' && (s[1] == 'p' || s[1] == 'n')) {
-            char tmp[4096];
+            /* static: a thread with a small stack (16 KiB) may be the first to write;
+             * guarded by lock, which open_trace's callers hold */
+            static char tmp[4096];
             char *d;
             size_t k;
             if (s[1] == 'p') {
@@ -934,7 +936,9 @@ static void complain(const char *what, const char *path)
 /* Opens this process's trace file (O_EXCL; ".N" suffixes on collision). */
 static int open_trace(void)
 {
-    char path[4096 + 8];
+    /* static, not 4 KiB of a thread's stack that may be 16 KiB in all; guarded
+     * by lock (open_trace is only called from flush_frame_locked) */
+    static char path[4096 + 8];
     if (!format_path(path, 4096, pattern, getpid())) {
         complain("NH_TRACE too long: ", pattern);
         return -1;
