@@ -152,6 +152,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "rawio.h"
@@ -1003,8 +1004,17 @@ static void put_header_locked(void)
     }
 }
 
+/* A fork from a signal handler that interrupted this thread inside the
+ * recorder (which may hold lock, or the unwinder's mutex): the locks are not
+ * taken (that would deadlock), the parent goes on where it was and the child,
+ * whose copy of the recorder's state may be half updated, stops recording. */
+static TLS int fork_was_inside;
+
 static void fork_prepare(void)
 {
+    fork_was_inside = inside;
+    if (fork_was_inside)
+        return;
     inside = 1; /* anything this thread allocates until the fork just forwards */
     pthread_mutex_lock(&lock);
     nh_unwind_fork_prepare();
@@ -1012,6 +1022,8 @@ static void fork_prepare(void)
 
 static void fork_parent(void)
 {
+    if (fork_was_inside)
+        return; /* nothing was locked; inside stays set for the interrupted call */
     nh_unwind_fork_parent();
     pthread_mutex_unlock(&lock);
     inside = 0;
@@ -1023,6 +1035,15 @@ static void fork_child(void)
 {
     nh_unwind_fork_child();
     pthread_mutex_init(&lock, NULL);
+    if (fork_was_inside) {
+        /* forked from a signal handler inside the recorder: its state may be
+         * half updated, so the child only forwards (inside stays set for the
+         * interrupted call, as in the parent) */
+        __atomic_store_n(&active, 0, __ATOMIC_RELEASE);
+        trace_fd = -1; /* the parent's */
+        open_failed = 1;
+        return;
+    }
     int was_active = active;
     active = 0;
     buf_len = 0; /* the parent's unwritten lines are the parent's */
@@ -1237,8 +1258,30 @@ __attribute__((destructor)) static void recorder_fini(void)
         return;
     int saved = errno;
     int was_inside = inside;
+    if (was_inside) {
+        /* exit() from a signal handler that interrupted this thread in the
+         * recorder, which may hold lock: locking again would hang. */
+        write_all(2, "librecorder: exit from inside the recorder (a signal handler?), trace not flushed\n", 82);
+        errno = saved;
+        return;
+    }
     inside = 1; /* zstd and the unwinder may allocate: forward */
-    pthread_mutex_lock(&lock);
+    /* Another thread may hold lock for good (it was stopped in a signal
+     * handler that called exit, say): a bounded wait, then no flush. */
+    int got = 0;
+    for (int i = 0; i < 2000 && !got; i++) {
+        got = pthread_mutex_trylock(&lock) == 0;
+        if (!got) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    if (!got) {
+        write_all(2, "librecorder: the recorder's lock is held at exit, trace not flushed\n", 68);
+        inside = was_inside;
+        errno = saved;
+        return;
+    }
     if (switch_thread_locked())
         put_checkpoint_locked("exit", 0);
     put_str_locked("# exit: ");
