@@ -127,8 +127,8 @@
  * while calling into glibc's malloc (zstd, which compresses under it, gets
  * its memory from mmap through ZSTD_createCCtx_advanced), so it cannot
  * deadlock with the arena locks. Stacks are unwound before it is taken; the
- * unwinder's own mutex is never waited for under it, except by fork_prepare
- * (see the lock order at the lock's declaration). A free is recorded (and its pointer dropped from the table) before
+ * unwinder's own mutex is never waited for under it (see the lock order at
+ * the lock's declaration). A free is recorded (and its pointer dropped from the table) before
  * the block is released, and an allocation after it has been obtained, so
  * when another thread gets the same address back the table never confuses
  * the two blocks. A realloc takes its pointer out of the table before the
@@ -181,10 +181,12 @@ static char pattern[4096]; /* NH_TRACE, copied by the constructor */
  *   1. glibc's loader lock (dlopen/dlclose free and malloc under it, and so do
  *      dl_iterate_phdr callbacks): it may be held when lock is taken;
  *   2. lock;
- *   3. the unwinder's ulock (unwind.c): taken under lock only by fork_prepare.
+ *   3. the unwinder's ulock (unwind.c): never taken under lock.
  *      nh_unwind_memory_bytes (k lines, under lock) takes no lock at all, and
  *      nothing done under ulock allocates, so no thread holding ulock ever
- *      waits for lock.
+ *      waits for lock. fork_prepare takes ulock (nh_unwind_fork_prepare, once
+ *      no unwinder walk is in flight), then lock: no thread holding lock ever
+ *      waits for ulock, so that is no cycle either.
  * Under lock the recorder calls neither glibc's malloc nor dl_iterate_phdr.
  */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -1016,16 +1018,18 @@ static void fork_prepare(void)
     if (fork_was_inside)
         return;
     inside = 1; /* anything this thread allocates until the fork just forwards */
-    pthread_mutex_lock(&lock);
+    /* first, without lock: it waits for the unwinder's walks in flight, which
+     * may wait for a loader lock whose holder's free waits for lock */
     nh_unwind_fork_prepare();
+    pthread_mutex_lock(&lock);
 }
 
 static void fork_parent(void)
 {
     if (fork_was_inside)
         return; /* nothing was locked; inside stays set for the interrupted call */
-    nh_unwind_fork_parent();
     pthread_mutex_unlock(&lock);
+    nh_unwind_fork_parent();
     inside = 0;
 }
 

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #define TLS __thread __attribute__((tls_model("initial-exec")))
@@ -53,13 +54,17 @@ struct cache_entry {
  *   1. glibc's loader lock (dl_load_write_lock, recursive): taken by dl_iterate_phdr, and
  *      held by dlopen/dlclose, which call malloc and free under it (so the recorder's
  *      wrappers, and through them nh_backtrace, run with it held);
- *   2. the recorder's lock (recorder.c), where there is one: held by its pthread_atfork
- *      prepare handler when it calls nh_unwind_fork_prepare;
+ *   2. the recorder's lock (recorder.c), where there is one. It and ulock are nested only in
+ *      the recorder's pthread_atfork prepare handler: nh_unwind_fork_prepare (which takes ulock
+ *      once no walk is in flight, see walks and forking), then the recorder's lock. No thread
+ *      holding the recorder's lock waits for ulock (nh_unwind_memory_bytes takes no lock);
  *   3. ulock, the unwinder's own mutex. It guards the module table (modules, n_modules,
  *      names, last_adds / last_subs, scan_gen, n_unloads), the writers of the rule cache and
  *      insert_clock. It is only ever taken inside a dl_iterate_phdr callback (so the loader
- *      lock is already held: order 1 -> 3), or by init before any scan and by the fork hooks.
- *      While it is held nothing allocates, calls dl_iterate_phdr, or takes another lock.
+ *      lock is already held: order 1 -> 3), or by init before any scan and by the fork hooks
+ *      (once no walk is in flight).
+ *      While it is held nothing allocates, calls dl_iterate_phdr, or takes another lock
+ *      (but for the recorder's fork prepare handler, above).
  *
  * The readers that take no lock: the rule cache (cache_get, see there), the module entries
  * below n_modules (appended only, published with release) and nh_unwind_memory_bytes, which
@@ -766,12 +771,42 @@ static int cache_get_rule(uintptr_t ra, uint64_t *rule)
 
 /* A cache miss: the rule is computed (and the module list checked) inside dl_iterate_phdr,
  * under the loader lock and then ulock (see walk_callback). */
+/*
+ * Walks in flight, and fork: glibc 2.36's fork does not take the loader lock, so a child forked
+ * while another thread is inside dl_iterate_phdr inherits that lock held and hangs at its first
+ * dl_iterate_phdr. nh_unwind_fork_prepare sets forking and waits (bounded) for the walks in
+ * flight to end; a walk that would start while forking is set does not start (the frame gets
+ * the frame-pointer rule, uncached; nh_unwind_refresh is skipped: the next miss rescans).
+ * Waiting instead could deadlock: a walk may wait for the loader lock of a thread in dlopen
+ * whose malloc waits for the fork.
+ */
+static int walks, forking;
+
+static int walk_begin(void)
+{
+    __atomic_add_fetch(&walks, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&forking, __ATOMIC_SEQ_CST)) {
+        __atomic_sub_fetch(&walks, 1, __ATOMIC_SEQ_CST);
+        return 0;
+    }
+    return 1;
+}
+
+static void walk_end(void)
+{
+    __atomic_sub_fetch(&walks, 1, __ATOMIC_RELEASE);
+}
+
 static uint64_t rule_slow(uintptr_t ra)
 {
+    if (!walk_begin())
+        return FP_RULE;
     struct walk w = {0, ra, 0, 0, 0, 0, FP_RULE};
     dl_iterate_phdr(walk_callback, &w);
-    if (!w.locked)
+    if (!w.locked) {
+        walk_end();
         return FP_RULE; /* no entry at all: cannot happen */
+    }
     if (w.scanning) {
         walk_finish_locked(&w);
         cache_put(ra, w.have_rule ? w.rule : FP_RULE);
@@ -779,6 +814,7 @@ static uint64_t rule_slow(uintptr_t ra)
         cache_put(ra, w.rule);
     }
     pthread_mutex_unlock(&ulock);
+    walk_end();
     return w.have_rule ? w.rule : FP_RULE;
 }
 
@@ -891,12 +927,16 @@ int nh_unwind_refresh(void)
         return 0;
     /* Rescans only if the loader's counters changed since the last look (a dlclose that
      * unloaded nothing, or dlopen(NULL), leaves them as they were). */
+    if (!walk_begin())
+        return 0;
     struct walk w = {0, 0, 0, 0, 0, 0, 0};
     dl_iterate_phdr(walk_callback, &w);
-    if (!w.locked)
-        return 0;
-    int gone = walk_finish_locked(&w);
-    pthread_mutex_unlock(&ulock);
+    int gone = 0;
+    if (w.locked) {
+        gone = walk_finish_locked(&w);
+        pthread_mutex_unlock(&ulock);
+    }
+    walk_end();
     return gone;
 }
 
@@ -940,17 +980,29 @@ size_t nh_unwind_memory_bytes(void)
            + resident(cache, (size_t)CACHE_SETS * CACHE_WAYS * sizeof *cache);
 }
 
+/* Not under any lock of the caller's: a walk in flight may need the loader lock of a thread
+ * that waits for it. The wait is bounded (a fork from inside a dl_iterate_phdr callback holds
+ * the loader lock that a walk waits for): after ~1 s the fork goes ahead. */
 void nh_unwind_fork_prepare(void)
 {
+    __atomic_store_n(&forking, 1, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < 1000 && __atomic_load_n(&walks, __ATOMIC_SEQ_CST) != 0; i++) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    /* no walk holds ulock now (unless the wait timed out): only init could */
     pthread_mutex_lock(&ulock);
 }
 
 void nh_unwind_fork_parent(void)
 {
     pthread_mutex_unlock(&ulock);
+    __atomic_store_n(&forking, 0, __ATOMIC_SEQ_CST);
 }
 
 void nh_unwind_fork_child(void)
 {
     pthread_mutex_init(&ulock, NULL);
+    __atomic_store_n(&walks, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&forking, 0, __ATOMIC_SEQ_CST);
 }
