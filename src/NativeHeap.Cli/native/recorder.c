@@ -558,10 +558,11 @@ static size_t trie_cap;
 static struct stack_slot *stacks;
 static size_t stacks_cap, n_stacks;
 static size_t mods_written; /* modules already written as M lines */
-/* dlclose calls seen (the dlclose wrapper below); the stack tables were
- * emptied at seen_unloads: code loaded where unloaded code was has the same
- * addresses, and must get new nodes after its own M line. */
-static unsigned unloads, seen_unloads;
+/* The unwinder's count of scans that found a module unloaded (after a dlclose
+ * that really unmapped something: see the dlclose wrapper below) when the
+ * stack tables were last emptied: code loaded where unloaded code was has the
+ * same addresses, and must get new nodes after its own M line. */
+static unsigned seen_unloads;
 
 static void *map_bytes(size_t bytes)
 {
@@ -773,7 +774,7 @@ static uint32_t intern_stack_locked(const uintptr_t *f, size_t n, uint64_t h)
 {
     if (n == 0)
         return 0;
-    unsigned u = __atomic_load_n(&unloads, __ATOMIC_ACQUIRE);
+    unsigned u = nh_unwind_unloads();
     if (u != seen_unloads) {
         seen_unloads = u;
         forget_stacks_locked();
@@ -1465,8 +1466,8 @@ EXPORT void *pvalloc(size_t size)
 }
 
 /* dlclose, so that code later loaded at an unloaded module's addresses gets
- * M and s lines of its own: the unwinder rescans the modules and the stack
- * tables are emptied (see intern_stack_locked). */
+ * M and s lines of its own: when a module was unloaded, the unwinder rescans
+ * the modules and the stack tables are emptied (see intern_stack_locked). */
 static int (*next_dlclose)(void *);
 
 EXPORT int dlclose(void *handle)
@@ -1483,9 +1484,11 @@ EXPORT int dlclose(void *handle)
     }
     int r = next(handle);
     if (stack_depth != 0 && __atomic_load_n(&active, __ATOMIC_ACQUIRE)) {
+        /* Rescans (and empties the caches) only if the loader's counters
+         * changed: a dlclose that only dropped a reference, or of dlopen(NULL),
+         * unloads nothing and costs one look at them. */
         inside = 1;
         nh_unwind_refresh();
-        __atomic_add_fetch(&unloads, 1, __ATOMIC_RELEASE);
         inside = was;
     }
     return r;
