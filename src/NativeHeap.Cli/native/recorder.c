@@ -253,6 +253,9 @@ static const char *plain_reason; /* why the file is plain text, for its header *
 static int open_trace(void);
 static size_t recorder_bytes(void);
 
+/* zstd holds input of a frame that is not ended yet (under lock). */
+static int frame_open;
+
 /* The file is created only when there is something to write: a process
  * image that is replaced by exec before its first write (its lines are lost
  * anyway) leaves no empty file behind and does not take the name. */
@@ -273,15 +276,18 @@ static void write_out_locked(const char *p, size_t n, int end_frame)
         }
         if (out.pos != 0)
             write_all(trace_fd, zbuf, out.pos);
-        if (end_frame ? left == 0 : in.pos == in.size)
+        if (end_frame ? left == 0 : in.pos == in.size) {
+            frame_open = !end_frame && (frame_open || n != 0);
             return;
+        }
     }
 }
 
 /* end_frame: end the zstd frame (at exit, and for each line after it). */
 static void flush_frame_locked(int end_frame)
 {
-    if (buf_len == 0 && !(end_frame && zc != NULL && trace_fd >= 0))
+    /* nothing to write, and no frame to end: no empty zstd frame */
+    if (buf_len == 0 && !(end_frame && zc != NULL && trace_fd >= 0 && frame_open))
         return;
     if (trace_fd < 0 && !open_failed) {
         trace_fd = open_trace();
@@ -308,7 +314,7 @@ static void put_bytes_locked(const char *p, size_t n)
 /* Appends one whole line (so a file cut short ends with whole lines). */
 static void put_line_locked(const char *p, size_t n)
 {
-    if (buf_len + n > sizeof buf || flushed)
+    if (buf_len + n > sizeof buf || (flushed && buf_len != 0))
         flush_locked();
     put_bytes_locked(p, n);
     if (flushed)
@@ -1052,6 +1058,7 @@ static void fork_child(void)
     int was_active = active;
     active = 0;
     buf_len = 0; /* the parent's unwritten lines are the parent's */
+    frame_open = 0;
     if (tab != NULL)
         munmap(tab, tab_cap * sizeof(struct slot));
     tab = NULL;
