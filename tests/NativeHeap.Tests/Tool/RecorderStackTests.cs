@@ -224,4 +224,27 @@ public class RecorderStackTests
         Assert.StartsWith("# exit: ", p2.Lines[^1]);
         Assert.StartsWith("# exit: ", c2.Lines[^1]);
     }
+
+    /// <summary>
+    /// The recorder's locks against glibc's loader lock: native-tests' recorder_dl_deadlock runs, for 2 s, a thread whose
+    /// dl_iterate_phdr callback mallocs, one that allocates (unwinder cache misses) and one that dlopens and dlcloses
+    /// a library (frees under the loader lock), with a k line at every call (NH_TRACE_EVERY=1, which measures the
+    /// unwinder's memory). When the unwinder took its mutex before the loader lock, this deadlocked within a second or
+    /// two (the program's watchdog then exits 3). It must end, and its trace with its exit checkpoint.
+    /// </summary>
+    [Fact]
+    public void LoaderLock_DlcloseAndDlIteratePhdrUnderTheRecorder_DoNotDeadlock()
+    {
+        using var dir = new TempDirectory("nh-rec-dl-deadlock");
+        string program = NativeTests.Program("recorder_dl_deadlock");
+        string library = NativeTests.Program("librecorder_dl_churn.so");
+        (string, string)[] env = [("LD_PRELOAD", RecorderLibrary), ("NH_TRACE", Path.Combine(dir.Path, "%n.%p.trace")),
+            ("NH_TRACE_EVERY", "1"), ("NH_TRACE_COMPRESS", "0")];
+        ProcessResult r = Child.RunProgram(program, [library, "2"], env, timeoutSeconds: 30);
+        Assert.True(r.ExitCode == 0, $"recorder_dl_deadlock exited {r.ExitCode} (3: a deadlock): {r.Error}");
+        string file = Assert.Single(Directory.GetFiles(dir.Path));
+        string[] lines = File.ReadAllText(file).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.StartsWith("# exit: ", lines[^1]);
+        Assert.Contains(lines[^4..], l => l.StartsWith("k exit ", StringComparison.Ordinal));
+    }
 }
