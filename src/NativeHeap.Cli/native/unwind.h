@@ -37,7 +37,9 @@
  *     while no module can be unloaded. Nothing under the unwinder mutex allocates or takes
  *     another lock; nh_unwind_memory_bytes takes no lock (a caller may hold its own lock).
  *     The steady state takes no lock. A program that forks must call the nh_unwind_fork_*
- *     hooks from its pthread_atfork handlers (after its own lock, if it has one).
+ *     hooks from its pthread_atfork handlers, nh_unwind_fork_prepare before taking a lock of
+ *     its own (it waits, bounded, for cache misses inside dl_iterate_phdr to end: glibc's fork
+ *     does not take the loader lock, and a child must not inherit it held).
  * The module list is scanned (dl_iterate_phdr) at nh_unwind_init and again when a cache
  * miss (or nh_unwind_refresh) finds the loader's adds/subs counters changed (each miss reads
  * them: an unloaded module must not be read); any change empties the rule cache.
