@@ -171,7 +171,7 @@ internal static class Program
     }
 
     /// <summary>
-    /// A trace file's text (decompressed, a version-2 trace's IDs made absolute: <see cref="TraceFile.Load"/>),
+    /// A trace file's text (decompressed, a version-2 trace's IDs made absolute: <see cref="TraceFile.Load(string, out string?)"/>),
     /// or a scenario's; null (after an error message) when neither exists or the file cannot be decoded.
     /// </summary>
     internal static byte[]? LoadTrace(string nameOrPath, out string label)
@@ -181,7 +181,9 @@ internal static class Program
         {
             try
             {
-                return TraceFile.Load(nameOrPath);
+                byte[] text = TraceFile.Load(nameOrPath, out string? cut);
+                if (cut is not null) Console.Error.WriteLine($"warning: {nameOrPath}: {cut}");
+                return text;
             }
             catch (Exception e) when (e is TraceFormatException or InvalidDataException)
             {

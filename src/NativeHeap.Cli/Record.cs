@@ -72,7 +72,7 @@ internal static class Record
         foreach (Trace t in traces)
         {
             Console.Error.WriteLine(t.Summary is { } s
-                ? $"  {t.Path}: {s.Operations:N0} operation{(s.Operations == 1 ? "" : "s")}, {s.Threads} thread{(s.Threads == 1 ? "" : "s")}, {s.Checkpoints} checkpoint{(s.Checkpoints == 1 ? "" : "s")}"
+                ? $"  {t.Path}: {s.Operations:N0} operation{(s.Operations == 1 ? "" : "s")}, {s.Threads} thread{(s.Threads == 1 ? "" : "s")}, {s.Checkpoints} checkpoint{(s.Checkpoints == 1 ? "" : "s")}{(s.Cut ? " (cut short: the process did not end normally; the commands read its whole lines)" : "")}"
                 : $"  {t.Path}: cannot be read: {t.Error}");
         }
         string best = traces[0].Path;

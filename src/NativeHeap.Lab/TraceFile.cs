@@ -29,6 +29,21 @@ public static class TraceFile
     public static byte[] Load(string path) => Decode(File.ReadAllBytes(path));
 
     /// <summary>
+    /// The file's trace as version-1 text, also when its zstd data stops in the middle of a frame
+    /// (the recorded process was killed, or called _exit or exec, before the recorder ended
+    /// its frame): then every whole line before the cut, and <paramref name="cut"/> says so.
+    /// </summary>
+    /// <exception cref="TraceFormatException">A malformed version-2 ID field, or a misplaced <c>v</c> line.</exception>
+    /// <exception cref="InvalidDataException">Corrupt zstd data.</exception>
+    public static byte[] Load(string path, out string? cut)
+    {
+        byte[] raw = File.ReadAllBytes(path);
+        cut = null;
+        if (!raw.AsSpan().StartsWith(ZstdMagic)) return Decode(raw);
+        return Decompress(raw, tolerateCut: true, out cut);
+    }
+
+    /// <summary>
     /// A trace's bytes as version-1 text: decompressed if they start with <see cref="ZstdMagic"/>
     /// (several concatenated frames decompress one after another), and a version-2 trace's IDs
     /// made absolute (see the remarks). Version-1 text comes back as it is (the same array).
@@ -38,7 +53,7 @@ public static class TraceFile
     public static byte[] Decode(byte[] raw)
     {
         ArgumentNullException.ThrowIfNull(raw);
-        if (raw.AsSpan().StartsWith(ZstdMagic)) return Decompress(raw);
+        if (raw.AsSpan().StartsWith(ZstdMagic)) return Decompress(raw, tolerateCut: false, out _);
         if (!IsVersion2(raw)) return raw;
         using var decoder = new Decoder(raw.LongLength + raw.LongLength / 8 + 16);
         decoder.Feed(raw, final: true);
@@ -47,7 +62,7 @@ public static class TraceFile
 
     /// <summary>
     /// A quick look at a trace file, read as a stream (decompressed, but not decoded or checked:
-    /// a trace of 57 million lines takes about a second, where <see cref="Load"/> and a check take
+    /// a trace of 57 million lines takes about a second, where <see cref="Load(string)"/> and a check take
     /// ten): its operations (lines that are not comments, <c>v</c>, <c>s</c>, <c>M</c> or <c>J</c>),
     /// recorded threads, checkpoints, and the recorder's <c># pid</c> line.
     /// </summary>
@@ -73,7 +88,12 @@ public static class TraceFile
             {
                 n = input.Read(buffer, held, buffer.Length - held);
             }
-            catch (Exception e) when (e is ZstdException or EndOfStreamException)
+            catch (EndOfStreamException)
+            {
+                // Cut inside a frame (see Load): count the whole lines, not the one it cut.
+                return new TraceCounts(operations, threads.Count, checkpoints, pid, Cut: true);
+            }
+            catch (ZstdException e)
             {
                 throw new InvalidDataException($"corrupt zstd data: {e.Message}", e);
             }
@@ -129,8 +149,9 @@ public static class TraceFile
         return false;
     }
 
-    private static byte[] Decompress(byte[] raw)
+    private static byte[] Decompress(byte[] raw, bool tolerateCut, out string? cut)
     {
+        cut = null;
         using var input = new MemoryStream(raw, writable: false);
         using var zstd = new DecompressionStream(input);
         using var decoder = new Decoder(raw.LongLength * 16);
@@ -143,6 +164,13 @@ public static class TraceFile
             try
             {
                 n = zstd.Read(buffer, held, buffer.Length - held);
+            }
+            catch (EndOfStreamException) when (tolerateCut)
+            {
+                // The data stops inside a frame: keep the whole lines, drop the one it cut.
+                cut = $"the zstd data stops in the middle of a frame (the recorded process did not end normally: killed, _exit or exec?); read up to line {decoder.Lines}, the last whole one";
+                decoder.Feed([], final: true);
+                return decoder.Result();
             }
             catch (Exception e) when (e is ZstdException or InvalidDataException or EndOfStreamException)
             {
@@ -171,6 +199,9 @@ public static class TraceFile
         public void Dispose() => _out.Dispose();
 
         private int _lineNo;
+
+        /// <summary>Lines read so far.</summary>
+        internal int Lines => _lineNo;
         private int _version; // 0 until the first line that is not blank or a comment
         private readonly CompactIds _ids = new();
 
@@ -500,4 +531,5 @@ public static class TraceFile
 /// <param name="Threads">Recorded threads (1 for a trace without T lines).</param>
 /// <param name="Checkpoints">Checkpoint (<c>k</c>) lines.</param>
 /// <param name="Pid">The recorder's <c># pid</c> line, if it has one.</param>
-public readonly record struct TraceCounts(long Operations, int Threads, int Checkpoints, int? Pid);
+/// <param name="Cut">The zstd data stops inside a frame (the process did not end normally); the counts are of the whole lines before.</param>
+public readonly record struct TraceCounts(long Operations, int Threads, int Checkpoints, int? Pid, bool Cut = false);

@@ -32,6 +32,32 @@ public class RecordCommandTests
     /// <summary>The recorder's "# pid N" line.</summary>
     private static string HeaderPid(string trace) => Regex.Match(System.Text.Encoding.ASCII.GetString(TraceFile.Load(trace)), @"\n# pid (\d+)\n").Groups[1].Value;
 
+    [Fact]
+    public void AProcessKilledMidRun_LeavesATraceTheCommandsStillRead()
+    {
+        using var temp = new TempDirectory("nh-record-killed");
+        // SIGKILL: no exit flush, so the zstd frame is left open and ends inside a block.
+        ProcessResult r = ChildProcess.Run(Environment.ProcessPath!, ["exec", Cli.Dll, "record", "-o", "k-%p.trace", "--", "/usr/bin/python3", "-c",
+            "import os, signal\nkeep = [str(i) * 3 for i in range(400000)]\nos.kill(os.getpid(), signal.SIGKILL)"], new ProcessOptions
+        {
+            RemoveEnvironment = [Tunables.Variable, "GLIBC_TUNABLES", "LD_PRELOAD", "NH_TRACE"],
+            Environment = [("PYTHONMALLOC", "malloc")],
+            WorkingDirectory = temp.Path,
+            Timeout = TimeSpan.FromSeconds(120),
+        });
+        Assert.False(r.TimedOut);
+        Assert.Contains("cut short", r.Error);
+        string trace = Assert.Single(Directory.GetFiles(temp.Path, "k-*.trace"));
+        Assert.Throws<InvalidDataException>(() => TraceFile.Load(trace)); // the strict reader says so
+        byte[] text = TraceFile.Load(trace, out string? cut);
+        Assert.NotNull(cut);
+        Assert.Equal((byte)'\n', text[^1]); // whole lines only
+        Assert.True(TraceReplayer.Validate(text).Operations > 100_000, "fewer lines than the program's calls");
+        ProcessResult info = Cli.Run(["info", trace]);
+        Assert.True(info.ExitCode == 0, $"info exited {info.ExitCode}:\n{info.Output}\n{info.Error}");
+        Assert.Contains("stops in the middle of a frame", info.Error);
+    }
+
     [Theory]
     [InlineData(null, @"true\.(\d+)\.trace")] // default: here, after the program
     [InlineData("out", @"out/true\.(\d+)\.trace")] // an existing directory
