@@ -233,27 +233,18 @@ internal static class Explain
             Sites is not null && pin.TryGetProperty("trace_line", out JsonElement line) ? Sites.Of(Stacks.StackOfLine(line.GetInt32())) : null;
 
         /// <summary>Checkpoint <paramref name="i"/>'s pinning chunks' freed bytes (what freeing each adds) by allocation site, most first.</summary>
-        public List<SiteTotal> Pinning(int i)
-        {
-            var totals = new Dictionary<string, SiteTotal>();
-            foreach (JsonElement pin in Points[i].Explanation!.Value.GetProperty("pinned_by").EnumerateArray())
-            {
-                AllocationSites.Site site = SiteOf(pin) ?? AllocationSites.None;
-                long bytes = pin.GetProperty("frees_bytes").GetInt64();
-                totals[site.Name] = totals.TryGetValue(site.Name, out SiteTotal? t) ? t with { Bytes = t.Bytes + bytes, Chunks = t.Chunks + 1 } : new SiteTotal(site, bytes, 1);
-            }
-            return [.. totals.Values.OrderByDescending(t => t.Bytes).ThenBy(t => t.Site.Name, StringComparer.Ordinal)];
-        }
+        public List<SiteTotal> Pinning(int i) => Totals(Points[i].Explanation!.Value.GetProperty("pinned_by").EnumerateArray()
+            .Select(pin => (SiteOf(pin) ?? AllocationSites.None, pin.GetProperty("frees_bytes").GetInt64(), 1)));
 
         /// <summary>Checkpoint <paramref name="i"/>'s bytes in use by allocation site, most first.</summary>
-        public List<SiteTotal> InUse(int i)
+        public List<SiteTotal> InUse(int i) => Totals(Points[i].InUse.Select(x => (Sites?.Of(x.Node) ?? AllocationSites.None, x.Bytes, x.Chunks)));
+
+        /// <summary>Bytes and chunks summed by site name (stacks that differ above their site are one site), most first.</summary>
+        private static List<SiteTotal> Totals(IEnumerable<(AllocationSites.Site Site, long Bytes, int Chunks)> parts)
         {
             var totals = new Dictionary<string, SiteTotal>();
-            foreach (var (node, bytes, chunks) in Points[i].InUse)
-            {
-                AllocationSites.Site site = Sites?.Of(node) ?? AllocationSites.None;
+            foreach (var (site, bytes, chunks) in parts)
                 totals[site.Name] = totals.TryGetValue(site.Name, out SiteTotal? t) ? t with { Bytes = t.Bytes + bytes, Chunks = t.Chunks + chunks } : new SiteTotal(site, bytes, chunks);
-            }
             return [.. totals.Values.OrderByDescending(t => t.Bytes).ThenBy(t => t.Site.Name, StringComparer.Ordinal)];
         }
     }
