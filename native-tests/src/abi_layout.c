@@ -24,6 +24,8 @@ int main(void)
     LINE("fast_path.key", offsetof(struct nhm_fast_path, key));
     LINE("fast_path.heap_slots", offsetof(struct nhm_fast_path, heap_slots));
     LINE("fast_path.calloc_tcache", offsetof(struct nhm_fast_path, calloc_tcache));
+    LINE("fast_path.debug", offsetof(struct nhm_fast_path, debug));
+    LINE("fast_path.debug_key", offsetof(struct nhm_fast_path, debug_key));
     LINE("fast_path.size", sizeof(struct nhm_fast_path));
     LINE("thread_locals.tcache", offsetof(struct nhm_thread_locals, tcache));
     LINE("chunk.header", NHM_CHUNK_HEADER);

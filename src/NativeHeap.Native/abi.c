@@ -163,7 +163,7 @@ EXPORT size_t nh_malloc_usable_size(void *ptr)
     if (ptr == NULL) return 0;
     if (is_boot(ptr)) return boot_usable(ptr);
     char *p = (char *)ptr - NHM_CHUNK_HEADER;
-    if (((uintptr_t)p & 15) == 0 && in_heap_slot(p)) { /* a heap chunk: its header, then the next one's */
+    if (!__atomic_load_n(&fast.debug, __ATOMIC_RELAXED) && ((uintptr_t)p & 15) == 0 && in_heap_slot(p)) { /* a debug block's size is its header's */ /* a heap chunk: its header, then the next one's */
         size_t head = ((size_t *)p)[NHM_SIZE_WORD], size = head & ~(size_t)NHM_SIZE_BITS;
         if ((head & NHM_IS_MMAPPED) == 0 && size >= NHM_MIN_CHUNK && (((uintptr_t)p ^ ((uintptr_t)p + size)) >> NHM_SLOT_SHIFT) == 0)
             return (((size_t *)(p + size))[NHM_SIZE_WORD] & NHM_PREV_INUSE) ? size - 8 : 0; /* in use: glibc's musable */

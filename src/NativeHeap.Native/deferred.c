@@ -9,6 +9,8 @@ static void *deferred;
 static size_t chunk_usable(void *p)
 {
     size_t head = ((size_t *)p)[-1];
+    if (__atomic_load_n(&fast.debug, __ATOMIC_RELAXED)) /* a debug block: its size word, the size asked (Debugging/DebugBlock) */
+        return (size_t)((head ^ fast.debug_key) & 0xFFFFFFFFFFFFull);
     return (head & ~(size_t)NHM_SIZE_BITS) - ((head & NHM_IS_MMAPPED) ? 2 : 1) * sizeof(size_t);
 }
 

@@ -63,7 +63,8 @@ struct nhm_fast_path {
     uint64_t key;         /* the tcache key */
     uint64_t *heap_slots; /* Ownership's bit per 64 MiB slot holding one of the heaps */
     int32_t calloc_tcache;
-    int32_t reserved;
+    int32_t debug;        /* the debug heap is on (Debugging/DebugHeap): sizes are .NET's to say */
+    uint64_t debug_key;   /* a debug block's size word is the size asked XOR this (Debugging/DebugBlock) */
 };
 
 /* Ownership's slot: a bit per 64 MiB-aligned region (src/NativeHeap/Arenas/Ownership.cs, SlotShift). */

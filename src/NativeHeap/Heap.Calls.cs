@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using NativeHeap.Arenas;
 using NativeHeap.Bins;
 using NativeHeap.Chunks;
+using NativeHeap.Debugging;
 using NativeHeap.Diagnostics;
 
 namespace NativeHeap;
@@ -84,7 +85,7 @@ public static unsafe partial class Heap
     private static void* MallocSlow(ThreadLocals* ts, nuint size)
     {
         MallocContext* ctx = Context;
-        void* p = Ptmalloc.Malloc(ctx, ref *ts, size);
+        void* p = ctx->Mp.Debug != 0 ? DebugHeap.Malloc(ctx, ref *ts, size) : Ptmalloc.Malloc(ctx, ref *ts, size);
         AfterCall(ctx, ts);
         return p;
     }
@@ -101,7 +102,8 @@ public static unsafe partial class Heap
     private static void FreeSlow(ThreadLocals* ts, void* ptr)
     {
         MallocContext* ctx = Context;
-        Ptmalloc.Free(ctx, ref *ts, ptr);
+        if (ctx->Mp.Debug != 0) DebugHeap.Free(ctx, ref *ts, ptr);
+        else Ptmalloc.Free(ctx, ref *ts, ptr);
         AfterCall(ctx, ts);
     }
 
@@ -110,7 +112,8 @@ public static unsafe partial class Heap
     {
         ThreadLocals* ts = Locals;
         MallocContext* ctx = Context;
-        Ptmalloc.FreeUncached(ctx, ptr);
+        if (ctx->Mp.Debug != 0) DebugHeap.Free(ctx, ref *ts, ptr); // through the quarantine, whose evictions use the caller's tcache
+        else Ptmalloc.FreeUncached(ctx, ptr);
         AfterCall(ctx, ts);
     }
 
@@ -126,7 +129,7 @@ public static unsafe partial class Heap
     private static void* CallocSlow(ThreadLocals* ts, nuint count, nuint size)
     {
         MallocContext* ctx = Context;
-        void* p = Ptmalloc.Calloc(ctx, ref *ts, count, size);
+        void* p = ctx->Mp.Debug != 0 ? DebugHeap.Calloc(ctx, ref *ts, count, size) : Ptmalloc.Calloc(ctx, ref *ts, count, size);
         AfterCall(ctx, ts);
         return p;
     }
@@ -135,7 +138,9 @@ public static unsafe partial class Heap
     internal static void* Realloc(ThreadLocals* ts, void* ptr, nuint size, out bool failed)
     {
         MallocContext* ctx = Context;
-        void* p = Ptmalloc.Realloc(ctx, ref *ts, ptr, size, out failed);
+        void* p = ctx->Mp.Debug != 0
+            ? DebugHeap.Realloc(ctx, ref *ts, ptr, size, out failed)
+            : Ptmalloc.Realloc(ctx, ref *ts, ptr, size, out failed);
         AfterCall(ctx, ts);
         return p;
     }
@@ -144,7 +149,7 @@ public static unsafe partial class Heap
     internal static void* Memalign(ThreadLocals* ts, nuint alignment, nuint size)
     {
         MallocContext* ctx = Context;
-        void* p = Ptmalloc.Memalign(ctx, ref *ts, alignment, size);
+        void* p = ctx->Mp.Debug != 0 ? DebugHeap.Memalign(ctx, ref *ts, alignment, size) : Ptmalloc.Memalign(ctx, ref *ts, alignment, size);
         AfterCall(ctx, ts);
         return p;
     }
@@ -177,6 +182,7 @@ public static unsafe partial class Heap
     {
         MallocContext* ctx = s_context;
         if (ctx == null) return;
+        DebugHeap.ForkChild();
         Ptmalloc.ForkUnlockChild(ctx, ts->Arena);
     }
 

@@ -20,6 +20,8 @@ public static unsafe partial class Heap
     private static nuint s_tcacheCount;
     private static nuint s_tcacheBytes;
     private static bool s_callocFromTcache;
+    private static bool s_debug;
+    private static ulong s_debugKey;
     private static ulong s_tcacheKey;
     private static ulong* s_heapSlots;
     /// <summary>The main arena is on the break: free's fast path also knows the break's chunks (glibc-2.36 profile).</summary>
@@ -44,7 +46,10 @@ public static unsafe partial class Heap
         public ulong Key;
         public ulong* HeapSlots;
         public int CallocFromTcache;
-        private int _reserved;
+        /// <summary>The debug heap is on: malloc_usable_size is .NET's, and a block's size is its size word's (below).</summary>
+        public int Debug;
+        /// <summary>The debug heap's size-word key, for the C layer's copy of a block it cannot hand to .NET (deferred.c).</summary>
+        public ulong DebugKey;
     }
 
     /// <summary>
@@ -70,18 +75,23 @@ public static unsafe partial class Heap
         c->Key = s_tcacheKey;
         c->HeapSlots = s_heapSlots; // a chunk on the break is not in it: C leaves it to the managed path
         c->CallocFromTcache = s_callocFromTcache ? 1 : 0;
+        c->Debug = s_debug ? 1 : 0;
+        c->DebugKey = s_debugKey;
         Volatile.Write(ref c->RequestLimit, s_fastRequestLimit);
     }
 
     private static void RefreshFastPath(MallocContext* ctx)
     {
         MallocParams* mp = &ctx->Mp;
-        s_fastBins = mp->CheckAction != 0 ? 0 : mp->TcacheBins; // 0: every free takes the slow, checked path
+        bool slowOnly = mp->CheckAction != 0 || mp->Debug != 0; // checked mode and the debug heap see every call
+        s_debug = mp->Debug != 0;
+        s_debugKey = mp->DebugKey;
+        s_fastBins = slowOnly ? 0 : mp->TcacheBins; // 0: every free takes the slow path
         s_tcacheCount = mp->TcacheCount;
         s_tcacheBytes = mp->TcacheBytes;
         s_callocFromTcache = mp->CallocFromTcache != 0;
         s_onBreak = ctx->UseBrk != 0;
-        s_fastRequestLimit = mp->CheckAction != 0 || mp->TcacheBins == 0 ? 0 : BinIndex.TcacheUsableSize(mp->TcacheBins - 1) + 1;
+        s_fastRequestLimit = slowOnly || mp->TcacheBins == 0 ? 0 : BinIndex.TcacheUsableSize(mp->TcacheBins - 1) + 1;
         if (s_cFastPath != null) lock (s_initLock) CopyFastPath(s_cFastPath);
     }
 }

@@ -1,6 +1,7 @@
 using System.Diagnostics.CodeAnalysis;
 using NativeHeap.Arenas;
 using NativeHeap.Chunks;
+using NativeHeap.Debugging;
 using NativeHeap.Diagnostics;
 using NativeHeap.Os;
 
@@ -81,7 +82,12 @@ public static unsafe partial class Heap
     }
 
     /// <summary>malloc_usable_size: the bytes of the block that may be used, at least what was asked for.</summary>
-    public static nuint UsableSize(void* ptr) => Ptmalloc.UsableSize(ptr);
+    /// <remarks>With <see cref="HeapOption.Debug"/>, exactly the size asked for: the canary starts after it.</remarks>
+    public static nuint UsableSize(void* ptr)
+    {
+        MallocContext* ctx = s_context;
+        return ctx != null && ctx->Mp.Debug != 0 ? DebugHeap.UsableSize(ctx, ptr) : Ptmalloc.UsableSize(ptr);
+    }
 
     /// <summary>
     /// malloc_trim: in every arena, consolidate and release the whole free pages inside free
@@ -124,8 +130,14 @@ public static unsafe partial class Heap
     /// The full heap check: every chunk's boundary tags in every heap of every arena, every
     /// bin's links and sizes, the fastbins, the calling thread's tcache and top.
     /// </summary>
+    /// <remarks>With <see cref="HeapOption.Debug"/>, also every block's header and canary and every quarantined block's poison.</remarks>
     /// <exception cref="HeapCorruptionException">The first inconsistency found.</exception>
-    public static void Validate() => HeapCheck.Run(Context, Locals->Tcache);
+    public static void Validate()
+    {
+        MallocContext* ctx = Context;
+        HeapCheck.Run(ctx, Locals->Tcache);
+        if (ctx->Mp.Debug != 0) Snapshot();
+    }
 
     /// <summary>
     /// Every chunk of the process heap with its state (in use, tcache, fastbin, bins, top,
@@ -133,7 +145,13 @@ public static unsafe partial class Heap
     /// <see cref="Explain"/> and the heap maps are made from.
     /// </summary>
     /// <exception cref="HeapCorruptionException">A chunk whose size cannot be walked.</exception>
-    public static Diagnostics.HeapSnapshot Snapshot() => HeapWalk.Take(Context, ThreadTcaches());
+    public static Diagnostics.HeapSnapshot Snapshot()
+    {
+        MallocContext* ctx = Context;
+        HeapSnapshot snapshot = HeapWalk.Take(ctx, ThreadTcaches());
+        if (ctx->Mp.Debug != 0) DebugHeap.CheckAll(ctx, snapshot); // the debug heap's checks ride on every walk
+        return snapshot;
+    }
 
     /// <summary>
     /// Why the process holds the memory it holds: its anonymous resident memory broken down

@@ -14,10 +14,20 @@ public sealed class HeapCorruptionException : Exception
     /// <param name="glibcMessage">glibc's words for the finding.</param>
     /// <param name="address">The chunk or pointer concerned.</param>
     public HeapCorruptionException(string glibcMessage, nuint address)
-        : base($"{glibcMessage}: 0x{address:x}")
+        : this(glibcMessage, address, null)
+    {
+    }
+
+    /// <summary>Creates the exception with the debug heap's account of the block.</summary>
+    /// <param name="glibcMessage">glibc's words (or words in glibc's style) for the finding.</param>
+    /// <param name="address">The block or pointer concerned.</param>
+    /// <param name="details">The block, what is wrong with it and the stacks that allocated and freed it; null for none.</param>
+    public HeapCorruptionException(string glibcMessage, nuint address, string? details)
+        : base(details is null ? $"{glibcMessage}: 0x{address:x}" : $"{glibcMessage}: 0x{address:x}\n{details}")
     {
         GlibcMessage = glibcMessage;
         Address = address;
+        Details = details;
     }
 
     /// <summary>glibc's words for the finding, without the address.</summary>
@@ -25,4 +35,11 @@ public sealed class HeapCorruptionException : Exception
 
     /// <summary>The chunk or pointer concerned.</summary>
     public nuint Address { get; }
+
+    /// <summary>
+    /// With <see cref="HeapOption.Debug"/>: the block (address, size asked, chunk), what is
+    /// wrong (the first byte overwritten and what it holds) and the stacks that allocated and
+    /// freed it, one frame a line; null otherwise.
+    /// </summary>
+    public string? Details { get; }
 }

@@ -91,4 +91,16 @@ public enum HeapOption
     /// glibc 2.36.
     /// </summary>
     MemalignTcache = 112,
+    /// <summary>
+    /// NativeHeap's debug heap (<c>debug</c>): 1 gives every block canaries before and after it,
+    /// holds freed blocks poisoned in a quarantine (<see cref="QuarantineBytes"/>) and reports
+    /// an overflow, underflow, write after free or double free with the stacks that allocated
+    /// and freed the block. Set before the heap's first allocation; 0 (the default) costs nothing.
+    /// </summary>
+    Debug = 113,
+    /// <summary>
+    /// NativeHeap's (<c>quarantine_bytes</c>): with <see cref="Debug"/>, how many bytes of freed
+    /// chunks are held, poisoned, before their memory can be reused (oldest first); 0 holds none.
+    /// </summary>
+    QuarantineBytes = 114,
 }

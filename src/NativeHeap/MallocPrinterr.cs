@@ -29,12 +29,12 @@ internal static class MallocPrinterr
         set => s_failFast = value;
     }
 
-    /// <summary>Report a corruption at <paramref name="address"/> in glibc's words.</summary>
+    /// <summary>Report a corruption at <paramref name="address"/> in glibc's words, with the debug heap's <paramref name="details"/> if any.</summary>
     [DoesNotReturn]
-    internal static unsafe void Raise(string glibcMessage, void* address)
+    internal static unsafe void Raise(string glibcMessage, void* address, string? details = null)
     {
-        if (s_abortLikeGlibc) Os.OsProcess.PrintAndAbort(glibcMessage);
-        var e = new HeapCorruptionException(glibcMessage, (nuint)address);
+        if (s_abortLikeGlibc) Os.OsProcess.PrintAndAbort(details is null ? glibcMessage : $"{glibcMessage}: 0x{(nuint)address:x}\n{details}");
+        var e = new HeapCorruptionException(glibcMessage, (nuint)address, details);
         if (s_failFast) Environment.FailFast("NativeHeap: " + e.Message);
         throw e;
     }

@@ -47,6 +47,8 @@ int nh_malloc_trim(size_t pad);
 #define NH_M_TCACHE_FLUSH 110
 #define NH_M_REALLOC_IN_PLACE 111
 #define NH_M_MEMALIGN_TCACHE 112
+#define NH_M_DEBUG 113
+#define NH_M_QUARANTINE_BYTES 114
 int nh_mallopt(int param, int value);
 struct mallinfo2 nh_mallinfo2(void);
 void nh_malloc_stats(void);

@@ -53,6 +53,12 @@ internal unsafe struct MallocParams
     public int TcacheHasLarge;
     /// <summary>One more than the largest chunk size the large tcache bins take; 0: none (tcache_max up to 1032).</summary>
     public nuint TcacheLargeLimit;
+    /// <summary>debug (NativeHeap's): nonzero gives every block canaries and a quarantine (Debugging/DebugHeap); fixed before the first allocation.</summary>
+    public int Debug;
+    /// <summary>quarantine_bytes (NativeHeap's): the most freed chunk bytes the debug heap holds poisoned.</summary>
+    public nuint QuarantineBytes;
+    /// <summary>The debug heap's secrets (Debugging/DebugBlock: the size word's key, the canary pattern), drawn when debug is set.</summary>
+    public ulong DebugKey, DebugCanary;
 
     internal const nuint DefaultMmapThreshold = 128 * 1024;
     internal const nuint DefaultMmapThresholdMax = 32 * 1024 * 1024;
@@ -76,6 +82,8 @@ internal unsafe struct MallocParams
     internal const nuint NativeHeapTcacheBytes = 1024 * 1024;
     /// <summary>The nativeheap profile's purge delay (README: chosen by malloc-large's time and RSS).</summary>
     internal const long NativeHeapPurgeDelayMs = 1000;
+    /// <summary>The debug heap's quarantine: enough to hold a 256 KiB block several times over, small beside most programs' heaps.</summary>
+    internal const nuint DefaultQuarantineBytes = 4 * 1024 * 1024;
 
     /// <summary>
     /// Every option a profile sets to <paramref name="profile"/>'s value (OptionTable's

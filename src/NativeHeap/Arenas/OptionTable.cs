@@ -1,4 +1,5 @@
 using NativeHeap.Bins;
+using NativeHeap.Os;
 
 namespace NativeHeap.Arenas;
 
@@ -116,6 +117,9 @@ internal static unsafe class OptionTable
             Defaults = (Off, On), Store = &StoreReallocInPlace },
         new() { Id = HeapOption.MemalignTcache, Name = "memalign_tcache", Range = Switch("the arena, as glibc 2.36", "the tcache, as glibc 2.39"),
             Defaults = (Off, On), Store = &Ptmalloc.StoreMemalignTcache },
+        new() { Id = HeapOption.Debug, Name = "debug", Range = Switch("off", "canaries, quarantine and reports with stacks"), Apply = &ApplyDebug },
+        new() { Id = HeapOption.QuarantineBytes, Name = "quarantine_bytes", Range = new(0, long.MaxValue, "must be a byte count"),
+            Defaults = Both((long)MallocParams.DefaultQuarantineBytes), Store = &StoreQuarantineBytes },
     ];
 
     /// <summary>The row of <paramref name="id"/>, or null for a value that is no option.</summary>
@@ -151,6 +155,28 @@ internal static unsafe class OptionTable
     private static void StoreArenaMax(MallocParams* mp, long value) => mp->ArenaMax = (nuint)value;
     private static void StorePurgeDelay(MallocParams* mp, long value) => mp->PurgeDelayMs = value;
     private static void StoreReallocInPlace(MallocParams* mp, long value) => mp->ReallocInPlace = (int)value;
+    private static void StoreQuarantineBytes(MallocParams* mp, long value) => mp->QuarantineBytes = (nuint)value;
+
+    // Every block's layout depends on it (Debugging/DebugBlock): it cannot change under blocks already made.
+    private static string? ApplyDebug(MallocContext* ctx, long value)
+    {
+        if (ctx->Mp.Debug == value) return null;
+        if (ctx->Main.Top != MallocState.InitialTop(&ctx->Main))
+            return "can only change before the heap's first allocation";
+        ctx->Mp.Debug = (int)value;
+        if (value == 1)
+        {
+            ulong* secrets = stackalloc ulong[2];
+            if (!OsProcess.TryGetRandom(secrets, 2 * sizeof(ulong)))
+            {
+                secrets[0] = (ulong)Random.Shared.NextInt64() ^ (ulong)Environment.TickCount64;
+                secrets[1] = (ulong)Random.Shared.NextInt64();
+            }
+            ctx->Mp.DebugKey = secrets[0];
+            ctx->Mp.DebugCanary = secrets[1];
+        }
+        return null;
+    }
 
     private static string? ApplyFailFast(MallocContext* ctx, long value)
     {

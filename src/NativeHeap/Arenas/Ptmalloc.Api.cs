@@ -255,14 +255,8 @@ internal static unsafe partial class Ptmalloc
     internal static void* Memalign(MallocContext* ctx, ref ThreadLocals ts, nuint alignment, nuint bytes)
     {
         if (alignment <= Chunk.Alignment) return Malloc(ctx, ref ts, bytes);
-        if (alignment < Chunk.MinSize) alignment = Chunk.MinSize;
-        if (alignment > nuint.MaxValue / 2 + 1) return null;
-        if (!IsPowerOfTwo(alignment))
-        {
-            nuint a = Chunk.Alignment * 2;
-            while (a < alignment) a <<= 1;
-            alignment = a;
-        }
+        alignment = MemalignAlignment(alignment);
+        if (alignment == 0) return null;
         if (bytes > nuint.MaxValue - alignment - Chunk.MinSize) return null;
         if (TcacheTryMemalign(ctx, ref ts, alignment, bytes, out void* cached)) return cached;
         MallocState* av = ArenaGet(ctx, ref ts, bytes + alignment + Chunk.MinSize);
@@ -280,6 +274,20 @@ internal static unsafe partial class Ptmalloc
         {
             if (av != null) FutexLock.Exit(&av->Mutex);
         }
+    }
+
+    /// <summary>
+    /// The alignment _mid_memalign uses for one above 16: at least MINSIZE, raised to a power of
+    /// two; 0 when no such power fits a size_t.
+    /// </summary>
+    internal static nuint MemalignAlignment(nuint alignment)
+    {
+        if (alignment < Chunk.MinSize) alignment = Chunk.MinSize;
+        if (alignment > nuint.MaxValue / 2 + 1) return 0;
+        if (IsPowerOfTwo(alignment)) return alignment;
+        nuint a = Chunk.Alignment * 2;
+        while (a < alignment) a <<= 1;
+        return a;
     }
 
     /// <summary>malloc_usable_size: 0 for a chunk that is not in use.</summary>

@@ -69,11 +69,17 @@ internal static unsafe partial class Libc
     [DoesNotReturn]
     internal static void PrintAndAbort(string message)
     {
-        // No allocation: the heap may be what is broken. Non-ASCII is replaced, glibc's words are ASCII.
-        Span<byte> text = stackalloc byte[Math.Min(message.Length, 1000) + 1];
-        for (int i = 0; i < text.Length - 1; i++) text[i] = message[i] < 128 ? (byte)message[i] : (byte)'?';
-        text[^1] = (byte)'\n';
-        WriteAll(2, text);
+        // No allocation: the heap may be what is broken. Non-ASCII is replaced, glibc's words are
+        // ASCII. A debug report's stacks run longer than one buffer: written a buffer at a time.
+        Span<byte> text = stackalloc byte[1024];
+        for (int start = 0; start <= message.Length; start += text.Length)
+        {
+            int n = Math.Min(message.Length - start, text.Length);
+            for (int i = 0; i < n; i++) text[i] = message[start + i] < 128 ? (byte)message[start + i] : (byte)'?';
+            WriteAll(2, text[..n]);
+            if (n < text.Length) break;
+        }
+        WriteAll(2, "\n"u8);
         Abort();
         throw new UnreachableException();
     }

@@ -15,7 +15,7 @@ public partial class ArchitectureTests
     /// after it. The root folder's types other than <c>Heap</c> (options, profiles, the
     /// corruption report) are the shared vocabulary every folder may name.
     /// </summary>
-    private static readonly string[] Layers = ["Interop", "Os", "Chunks", "Bins", "Arenas", "Diagnostics", Facade, "Buffers"];
+    private static readonly string[] Layers = ["Interop", "Os", "Chunks", "Bins", "Arenas", "Diagnostics", "Debugging", Facade, "Buffers"];
 
     private const string Facade = "Heap";
     private const string Root = "";

@@ -37,6 +37,8 @@ public unsafe class NativeAbiLayoutTests
         Line("fast_path.key", (byte*)&fast.Key - (byte*)&fast);
         Line("fast_path.heap_slots", (byte*)&fast.HeapSlots - (byte*)&fast);
         Line("fast_path.calloc_tcache", (byte*)&fast.CallocFromTcache - (byte*)&fast);
+        Line("fast_path.debug", (byte*)&fast.Debug - (byte*)&fast);
+        Line("fast_path.debug_key", (byte*)&fast.DebugKey - (byte*)&fast);
         Line("fast_path.size", sizeof(Heap.FastPath));
         Line("thread_locals.tcache", (byte*)&ts.Tcache - (byte*)&ts);
         Line("chunk.header", Chunk.HeaderSize);

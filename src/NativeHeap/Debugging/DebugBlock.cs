@@ -1,0 +1,162 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+
+namespace NativeHeap.Debugging;
+
+/// <summary>What the debug heap knows of a block, read from its header.</summary>
+internal enum BlockState : byte
+{
+    /// <summary>No intact header: not a block's start, a header overwritten from below, or a block long gone.</summary>
+    Unknown = 0,
+    Live = 1,
+    /// <summary>Freed and held, poisoned, in the quarantine.</summary>
+    Quarantined = 2,
+}
+
+/// <summary>
+/// A debug block's layout, inside the chunk the arena gave (mem = the chunk's user pointer):
+/// <code>
+///   mem                         U-16        U-8           U            U+asked        mem+usable
+///   | aligned marker (if A>16) | meta      | size ^ key  | asked bytes | tail canary  |
+/// </code>
+/// U, the pointer the caller gets, is mem + 16, or mem + A for an alignment A above 16.
+/// <list type="bullet">
+/// <item>meta: the allocation's stack id (bits 0-31), log2(U - mem) (32-37), the state
+/// (38-39), and a 24-bit tag (40-63) keyed by the process's secret and U: a header that does
+/// not carry its tag is no header of ours.</item>
+/// <item>size word: the size asked for, XOR the secret; its top 16 bits decode to zero, so
+/// an underflow of one or two bytes (which lands there first) is seen.</item>
+/// <item>tail canary: every byte from U+asked to the chunk's end (at least 8, made room for)
+/// holds the keyed pattern <see cref="CanaryByte"/>.</item>
+/// <item>aligned marker: for A above 16, mem holds a meta word of state 3 tagged for mem+16,
+/// so that a walk over chunks can find U.</item>
+/// </list>
+/// Freed, the asked bytes are filled with <see cref="Poison"/>; the free's stack lives in the
+/// quarantine's entry (Quarantine.cs). All of this is written and read by the thread that owns
+/// the block (it is the caller's until freed, the quarantine's after), so no lock guards it.
+/// </summary>
+internal static unsafe class DebugBlock
+{
+    internal const nuint HeaderBytes = 16;
+    /// <summary>The least tail canary: a one-byte overflow always lands in it.</summary>
+    internal const nuint TailMin = 8;
+    /// <summary>What a freed block's bytes hold while it is quarantined.</summary>
+    internal const byte Poison = 0xDF;
+    private const int Log2Shift = 32, StateShift = 38, TagShift = 40;
+    private const ulong AlignedMarker = 3;
+
+    // Set once by DebugHeap before the first debug block (getrandom), read freely afterwards.
+    private static ulong s_key, s_canary;
+
+    internal static void SetSecrets(ulong key, ulong canary)
+    {
+        s_key = key;
+        // No zero byte in the pattern: memory that was never written (fresh pages) never matches it.
+        for (int i = 0; i < 64; i += 8)
+            if (((canary >> i) & 0xFF) == 0) canary |= 0x5AUL << i;
+        s_canary = canary;
+    }
+
+    /// <summary>The canary byte at address <paramref name="a"/>: the pattern depends on the secret and the address's low bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static byte CanaryByte(nuint a) => (byte)(s_canary >> (int)((a & 7) * 8));
+
+    private static ulong Tag(byte* user, ulong low) =>
+        Mix(low ^ (ulong)user ^ s_key) >> TagShift << TagShift;
+
+    private static ulong Mix(ulong x)
+    {
+        x ^= x >> 31; x *= 0x7FB5D329728EA185UL;
+        x ^= x >> 27; x *= 0x81DADEF4BC2DD44DUL;
+        return x ^ (x >> 33);
+    }
+
+    private static ulong Meta(byte* user, uint stack, int log2, BlockState state)
+    {
+        ulong low = stack | ((ulong)log2 << Log2Shift) | ((ulong)state << StateShift);
+        return low | Tag(user, low);
+    }
+
+    /// <summary>Writes the header, the marker and the tail canary of a new block at <paramref name="user"/> in [mem, end).</summary>
+    internal static void Make(byte* mem, byte* end, byte* user, nuint asked, uint stack)
+    {
+        int log2 = BitOperations.Log2((ulong)(user - mem));
+        if (user - mem > (nint)HeaderBytes)
+            *(ulong*)mem = MarkerMeta(mem, log2);
+        ((ulong*)user)[-2] = Meta(user, stack, log2, BlockState.Live);
+        ((ulong*)user)[-1] = asked ^ s_key;
+        FillCanary(user + asked, end);
+    }
+
+    private static ulong MarkerMeta(byte* mem, int log2)
+    {
+        ulong low = ((ulong)log2 << Log2Shift) | (AlignedMarker << StateShift);
+        return low | Tag(mem + HeaderBytes, low);
+    }
+
+    internal static void FillCanary(byte* from, byte* end)
+    {
+        for (byte* b = from; b < end; b++) *b = CanaryByte((nuint)b);
+    }
+
+    /// <summary>The first byte in [from, end) that is not the canary, or null.</summary>
+    internal static byte* FirstBadCanary(byte* from, byte* end)
+    {
+        for (byte* b = from; b < end; b++)
+            if (*b != CanaryByte((nuint)b)) return b;
+        return null;
+    }
+
+    /// <summary>The first byte of [from, end) that is not <see cref="Poison"/>, or null.</summary>
+    internal static byte* FirstUnpoisoned(byte* from, byte* end)
+    {
+        int i = new ReadOnlySpan<byte>(from, checked((int)Math.Min((nuint)(end - from), int.MaxValue))).IndexOfAnyExcept(Poison);
+        if (i >= 0) return from + i;
+        return end - from > int.MaxValue ? FirstUnpoisoned(from + int.MaxValue, end) : null;
+    }
+
+    /// <summary>The state the header at <paramref name="user"/> says, <see cref="BlockState.Unknown"/> if it is not intact.</summary>
+    internal static BlockState State(byte* user, out uint stack, out int log2)
+    {
+        ulong meta = ((ulong*)user)[-2];
+        ulong low = meta & ((1UL << TagShift) - 1);
+        stack = (uint)meta;
+        log2 = (int)((meta >> Log2Shift) & 63);
+        var state = (BlockState)((meta >> StateShift) & 3);
+        if ((meta ^ Tag(user, low)) >> TagShift != 0 || state is not (BlockState.Live or BlockState.Quarantined) || log2 < 4)
+            return BlockState.Unknown;
+        return state;
+    }
+
+    /// <summary>Marks the block quarantined (its allocation stack kept).</summary>
+    internal static void SetState(byte* user, BlockState state)
+    {
+        BlockState _ = State(user, out uint stack, out int log2);
+        ((ulong*)user)[-2] = Meta(user, stack, log2, state);
+    }
+
+    /// <summary>The size asked for, or false when the size word's check bits were overwritten (an underflow).</summary>
+    internal static bool TryAsked(byte* user, out nuint asked)
+    {
+        ulong v = ((ulong*)user)[-1] ^ s_key;
+        asked = (nuint)(v & 0xFFFF_FFFF_FFFF);
+        return v >> 48 == 0;
+    }
+
+    /// <summary>The block's user pointer if <paramref name="mem"/> (a chunk's user pointer) starts a debug block whose header can be read.</summary>
+    internal static byte* UserOfChunk(byte* mem, byte* end)
+    {
+        if (end - mem < (nint)(HeaderBytes + TailMin)) return null;
+        ulong m = *(ulong*)mem;
+        int log2 = (int)((m >> Log2Shift) & 63);
+        if (((m >> StateShift) & 3) == AlignedMarker && log2 is > 4 and < 48 && m == MarkerMeta(mem, log2))
+        {
+            byte* u = mem + ((nuint)1 << log2);
+            return u + TailMin <= end ? u : null;
+        }
+        return mem + HeaderBytes;
+    }
+
+    /// <summary>Where the chunk's user memory starts for a block at <paramref name="user"/> with <paramref name="log2"/>.</summary>
+    internal static byte* Mem(byte* user, int log2) => user - ((nuint)1 << log2);
+}

@@ -1,0 +1,117 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Text;
+
+namespace NativeHeap.Debugging;
+
+/// <summary>
+/// One thing the debug heap found wrong with a block: glibc-style words for the headline, and
+/// what a person needs to fix it: the block (address, size asked, chunk), what is wrong (the
+/// first overwritten offset and the bytes found there) and the stacks that allocated and freed
+/// it. Made by the checks (which may hold a lock), raised by <see cref="DebugReport.Raise"/>
+/// (which symbolizes, and so must hold none).
+/// </summary>
+internal sealed class DebugFinding
+{
+    public required string Words { get; init; }
+    public required nuint User { get; init; }
+    /// <summary>Block, size and chunk, and what is wrong: the report's lines before the stacks.</summary>
+    public required string What { get; init; }
+    public uint AllocStack { get; init; }
+    public uint FreeStack { get; init; }
+    public bool Freed { get; init; }
+}
+
+/// <summary>The debug heap's findings, and how they are reported (MallocPrinterr's policy, with the stacks symbolized).</summary>
+internal static unsafe class DebugReport
+{
+    /// <summary>How many bytes found are shown from the first one overwritten.</summary>
+    private const int Shown = 8;
+
+    [DoesNotReturn]
+    internal static void NotABlock(string op, byte* user, string why) =>
+        Raise(new DebugFinding { Words = $"{op}(): invalid pointer", User = (nuint)user, What = $"0x{(nuint)user:x} is no block of this heap: {why}" });
+
+    internal static DebugFinding Underflow(string op, byte* user, byte* mem, byte* end, uint allocStack) => new()
+    {
+        Words = $"{op}(): heap buffer underflow detected",
+        User = (nuint)user,
+        What = $"{Block(user, null, mem, end)}\nthe size word right before the block was overwritten (a write before its start): found {Bytes(user - 8, 8)}",
+        AllocStack = allocStack,
+    };
+
+    internal static DebugFinding Overflow(string op, byte* user, nuint asked, byte* mem, byte* end, byte* bad, uint allocStack, uint freeStack) => new()
+    {
+        Words = $"{op}(): heap buffer overflow detected",
+        User = (nuint)user,
+        What = $"{Block(user, asked, mem, end)}\nthe byte at offset {(nuint)(bad - user)} ({(nuint)(bad - user) - asked} past the end) was overwritten"
+            + $"{(freeStack != 0 ? " (the block is freed)" : "")}: found {Bytes(bad, (int)Math.Min(Shown, end - bad))}, expected {Canary(bad, (int)Math.Min(Shown, end - bad))}",
+        AllocStack = allocStack,
+        FreeStack = freeStack,
+        Freed = freeStack != 0,
+    };
+
+    internal static DebugFinding WriteAfterFree(string op, byte* user, nuint asked, byte* mem, byte* end, byte* bad, uint allocStack, uint freeStack, string? where) => new()
+    {
+        Words = $"{op}(): write after free detected",
+        User = (nuint)user,
+        What = bad == null
+            ? $"block 0x{(nuint)user:x} (freed)\n{where} was overwritten after the block was freed: found {Bytes(user - 16, 16)}"
+            : $"{Block(user, asked, mem, end)}\nthe byte at offset {(nuint)(bad - user)} was written after the block was freed: found {Bytes(bad, (int)Math.Min(Shown, user + asked - bad))}, expected {DebugBlock.Poison:x2} (the poison)",
+        AllocStack = allocStack,
+        FreeStack = freeStack,
+        Freed = true,
+    };
+
+    [DoesNotReturn]
+    internal static void DoubleFree(byte* user, byte* mem, byte* end, uint allocStack, uint freeStack, string op = "free") =>
+        Raise(new DebugFinding
+        {
+            Words = op == "free" ? "free(): double free detected" : $"{op}(): invalid pointer",
+            User = (nuint)user,
+            What = $"{Block(user, DebugBlock.TryAsked(user, out nuint asked) ? asked : null, mem, end)}\nthe block was already freed (it is in the quarantine)",
+            AllocStack = allocStack,
+            FreeStack = freeStack,
+            Freed = true,
+        });
+
+    private static string Block(byte* user, nuint? asked, byte* mem, byte* end) =>
+        $"block 0x{(nuint)user:x}: {(asked is nuint n ? $"{n} bytes asked" : "size unknown")}, in the chunk at 0x{(nuint)mem - 16:x} ({(nuint)(end - mem)} usable bytes)";
+
+    private static string Bytes(byte* at, int n)
+    {
+        var sb = new StringBuilder();
+        for (int i = 0; i < n; i++) sb.Append(i == 0 ? "" : " ").Append(at[i].ToString("x2"));
+        return sb.ToString();
+    }
+
+    private static string Canary(byte* at, int n)
+    {
+        var sb = new StringBuilder();
+        for (int i = 0; i < n; i++) sb.Append(i == 0 ? "" : " ").Append(DebugBlock.CanaryByte((nuint)(at + i)).ToString("x2"));
+        return sb.ToString();
+    }
+
+    /// <summary>Reports <paramref name="f"/> as MallocPrinterr decides: thrown, failed fast, or glibc's abort for C.</summary>
+    [DoesNotReturn]
+    internal static void Raise(DebugFinding f)
+    {
+        var details = new StringBuilder(f.What).Append('\n');
+        AppendStack(details, "allocated", f.AllocStack);
+        if (f.Freed) AppendStack(details, "freed", f.FreeStack);
+        MallocPrinterr.Raise(f.Words, (void*)f.User, details.ToString().TrimEnd('\n'));
+    }
+
+    private static void AppendStack(StringBuilder sb, string verb, uint id)
+    {
+        ulong[] frames = DebugStacks.Frames(id);
+        if (frames.Length == 0)
+        {
+            sb.Append(verb).Append(" at: (no stack: ").Append(DebugStacks.Unavailable ?? "none was recorded").Append(")\n");
+            return;
+        }
+        sb.Append(verb).Append(" at:\n");
+        int i = 0;
+        foreach (string frame in StackText.Frames(frames))
+            sb.Append("  #").Append(i++).Append(' ').Append(frame).Append('\n');
+    }
+}
