@@ -32,7 +32,7 @@ internal enum BlockState : byte
 /// so that a walk over chunks can find U.</item>
 /// </list>
 /// Freed, the asked bytes are filled with <see cref="Poison"/>; the free's stack lives in the
-/// quarantine's entry (Quarantine.cs). All of this is written and read by the thread that owns
+/// quarantine's entry (DebugQuarantine.cs). All of this is written and read by the thread that owns
 /// the block (it is the caller's until freed, the quarantine's after), so no lock guards it.
 /// </summary>
 internal static unsafe class DebugBlock
@@ -141,6 +141,18 @@ internal static unsafe class DebugBlock
         ulong v = ((ulong*)user)[-1] ^ s_key;
         asked = (nuint)(v & 0xFFFF_FFFF_FFFF);
         return v >> 48 == 0;
+    }
+
+    /// <summary>
+    /// After an underflow: the size asked for if only the size word's check bits were hit (its
+    /// low 48 bits still fit the chunk), and the word that should be there; false when more was overwritten.
+    /// </summary>
+    internal static bool TryAskedAfterUnderflow(byte* user, byte* end, out nuint asked, out ulong expected)
+    {
+        asked = (nuint)((((ulong*)user)[-1] ^ s_key) & 0xFFFF_FFFF_FFFF);
+        expected = asked ^ s_key;
+        // The slack a chunk can have: under 32 bytes in an arena, under a page when mapped on its own.
+        return asked <= (nuint)(end - user) - TailMin && (nuint)(end - user) - TailMin - asked < Os.OsMemory.PageSize + 32;
     }
 
     /// <summary>The block's user pointer if <paramref name="mem"/> (a chunk's user pointer) starts a debug block whose header can be read.</summary>

@@ -9,7 +9,7 @@ namespace NativeHeap.Debugging;
 /// <summary>
 /// The debug heap (<c>debug=1</c>): malloc and its kin over the arenas' own, each block in the
 /// layout of <see cref="DebugBlock"/> (a tagged header, the size asked, a keyed tail canary),
-/// each free checked, poisoned and held in the <see cref="Quarantine"/> before its chunk goes
+/// each free checked, poisoned and held in the <see cref="DebugQuarantine"/> before its chunk goes
 /// back to the arena, and each finding reported with the stacks that allocated and freed the
 /// block (<see cref="DebugReport"/>). The façade sends every call here when the option is on
 /// (the fast paths are off then, as in checked mode); with it off nothing here runs.
@@ -22,7 +22,7 @@ namespace NativeHeap.Debugging;
 /// </remarks>
 internal static unsafe class DebugHeap
 {
-    private static Quarantine* s_quarantine;
+    private static DebugQuarantine* s_quarantine;
     private static int s_started;
     private static readonly Lock s_startLock = new();
 
@@ -32,7 +32,7 @@ internal static unsafe class DebugHeap
         {
             if (s_started != 0) return;
             DebugBlock.SetSecrets(ctx->Mp.DebugKey, ctx->Mp.DebugCanary);
-            s_quarantine = Quarantine.Create(); // null: no memory for it; blocks are then freed at once
+            s_quarantine = DebugQuarantine.Create(); // null: no memory for it; blocks are then freed at once
             Volatile.Write(ref s_started, 1);
         }
     }
@@ -138,10 +138,10 @@ internal static unsafe class DebugHeap
         if (ptr == null) return;
         Found b = Find(ctx, (byte*)ptr, "free");
         if (b.State == BlockState.Quarantined)
-            DebugReport.DoubleFree(b.User, b.Mem, b.End, b.AllocStack, Quarantine.FreeStackOf(s_quarantine, b.User));
+            DebugReport.DoubleFree(b.User, b.Mem, b.End, b.AllocStack, DebugQuarantine.FreeStackOf(s_quarantine, b.User));
         nuint asked = CheckedLive(b, "free");
         nuint chunkBytes = Chunk.SizeOf(Chunk.FromMem(b.Mem));
-        Quarantine* q = s_quarantine;
+        DebugQuarantine* q = s_quarantine;
         nuint limit = ctx->Mp.QuarantineBytes;
         if (q == null || chunkBytes > limit)
         {
@@ -152,15 +152,15 @@ internal static unsafe class DebugHeap
         uint freeStack = DebugStacks.Capture();
         NativeMemory.Fill(b.User, asked, DebugBlock.Poison);
         DebugBlock.SetState(b.User, BlockState.Quarantined);
-        while (!Quarantine.TryPush(q, b.User, freeStack, chunkBytes))
+        while (!DebugQuarantine.TryPush(q, b.User, freeStack, chunkBytes))
             Evict(ctx, ref ts, q, 0); // the ring is full: make room
         Evict(ctx, ref ts, q, limit);
     }
 
     /// <summary>Frees the oldest quarantined blocks until at most <paramref name="limit"/> bytes (and a ring with room) are held, each checked first.</summary>
-    private static void Evict(MallocContext* ctx, ref ThreadLocals ts, Quarantine* q, nuint limit)
+    private static void Evict(MallocContext* ctx, ref ThreadLocals ts, DebugQuarantine* q, nuint limit)
     {
-        while (Quarantine.TryPopOver(q, limit, out QuarantineEntry e))
+        while (DebugQuarantine.TryPopOver(q, limit, out QuarantineEntry e))
         {
             byte* user = e.User;
             DebugFinding? f = CheckQuarantined(user, e.FreeStack, "free");
@@ -200,7 +200,7 @@ internal static unsafe class DebugHeap
         }
         Found b = Find(ctx, (byte*)ptr, "realloc");
         if (b.State == BlockState.Quarantined)
-            DebugReport.DoubleFree(b.User, b.Mem, b.End, b.AllocStack, Quarantine.FreeStackOf(s_quarantine, b.User), "realloc");
+            DebugReport.DoubleFree(b.User, b.Mem, b.End, b.AllocStack, DebugQuarantine.FreeStackOf(s_quarantine, b.User), "realloc");
         nuint asked = CheckedLive(b, "realloc");
         if (size == 0)
         {
@@ -264,7 +264,7 @@ internal static unsafe class DebugHeap
         if (state == BlockState.Unknown || DebugBlock.Mem(user, log2) != mem) return null;
         return state == BlockState.Live
             ? CheckLive(new Found(user, mem, mem + usable, state, stack), "Heap.Validate", out _)
-            : CheckQuarantined(user, Quarantine.FreeStackOf(s_quarantine, user), "Heap.Validate");
+            : CheckQuarantined(user, DebugQuarantine.FreeStackOf(s_quarantine, user), "Heap.Validate");
     }
 
     /// <summary>fork's prepare handler: the quarantine's lock is held across fork, so the child finds it free.</summary>

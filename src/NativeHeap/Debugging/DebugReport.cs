@@ -31,13 +31,23 @@ internal static unsafe class DebugReport
     internal static void NotABlock(string op, byte* user, string why) =>
         Raise(new DebugFinding { Words = $"{op}(): invalid pointer", User = (nuint)user, What = $"0x{(nuint)user:x} is no block of this heap: {why}" });
 
-    internal static DebugFinding Underflow(string op, byte* user, byte* mem, byte* end, uint allocStack) => new()
+    internal static DebugFinding Underflow(string op, byte* user, byte* mem, byte* end, uint allocStack)
     {
-        Words = $"{op}(): heap buffer underflow detected",
-        User = (nuint)user,
-        What = $"{Block(user, null, mem, end)}\nthe size word right before the block was overwritten (a write before its start): found {Bytes(user - 8, 8)}",
-        AllocStack = allocStack,
-    };
+        string what;
+        if (DebugBlock.TryAskedAfterUnderflow(user, end, out nuint asked, out ulong expected))
+        {
+            // The lowest byte that differs is where the write before the block began.
+            var e = (byte*)&expected;
+            int first = 0;
+            while (first < 8 && user[first - 8] == e[first]) first++;
+            what = $"{Block(user, asked, mem, end)}\nthe byte at offset {first - 8} ({8 - first} before the start) was overwritten: found {Bytes(user - 8 + first, 8 - first)}, expected {Bytes(e + first, 8 - first)}";
+        }
+        else
+        {
+            what = $"{Block(user, null, mem, end)}\nthe size word right before the block was overwritten (a write before its start): found {Bytes(user - 8, 8)}";
+        }
+        return new DebugFinding { Words = $"{op}(): heap buffer underflow detected", User = (nuint)user, What = what, AllocStack = allocStack };
+    }
 
     internal static DebugFinding Overflow(string op, byte* user, nuint asked, byte* mem, byte* end, byte* bad, uint allocStack, uint freeStack) => new()
     {

@@ -24,7 +24,7 @@ internal unsafe struct QuarantineEntry
 /// (never while poisoning, checking or freeing), and across fork (DebugHeap.ForkPrepare).
 /// </remarks>
 [StructLayout(LayoutKind.Sequential)]
-internal unsafe struct Quarantine
+internal unsafe struct DebugQuarantine
 {
     internal const nuint Capacity = 1 << 16;
 
@@ -36,21 +36,21 @@ internal unsafe struct Quarantine
     public nuint Bytes;
     public QuarantineEntry* Ring;
 
-    internal static Quarantine* Create()
+    internal static DebugQuarantine* Create()
     {
-        var q = (Quarantine*)OsMemory.Map((nuint)sizeof(Quarantine));
+        var q = (DebugQuarantine*)OsMemory.Map((nuint)sizeof(DebugQuarantine));
         if (q == null) return null;
         q->Ring = (QuarantineEntry*)OsMemory.MapSparse(Capacity * (nuint)sizeof(QuarantineEntry));
         if (q->Ring == null)
         {
-            OsMemory.Unmap(q, (nuint)sizeof(Quarantine));
+            OsMemory.Unmap(q, (nuint)sizeof(DebugQuarantine));
             return null;
         }
         return q;
     }
 
     /// <summary>Holds a block; false when the ring is full (the caller then frees the oldest first).</summary>
-    internal static bool TryPush(Quarantine* q, byte* user, uint freeStack, nuint chunkBytes)
+    internal static bool TryPush(DebugQuarantine* q, byte* user, uint freeStack, nuint chunkBytes)
     {
         using var _ = FutexLock.Hold(&q->Lock);
         if (q->Count == Capacity) return false;
@@ -61,7 +61,7 @@ internal unsafe struct Quarantine
     }
 
     /// <summary>Takes the oldest block out if more than <paramref name="limit"/> bytes (or a full ring) are held.</summary>
-    internal static bool TryPopOver(Quarantine* q, nuint limit, out QuarantineEntry oldest)
+    internal static bool TryPopOver(DebugQuarantine* q, nuint limit, out QuarantineEntry oldest)
     {
         using var _ = FutexLock.Hold(&q->Lock);
         if (q->Count == 0 || (q->Bytes <= limit && q->Count < Capacity))
@@ -77,7 +77,7 @@ internal unsafe struct Quarantine
     }
 
     /// <summary>The free's stack of the held block at <paramref name="user"/> (0 if it is not held).</summary>
-    internal static uint FreeStackOf(Quarantine* q, byte* user)
+    internal static uint FreeStackOf(DebugQuarantine* q, byte* user)
     {
         using var _ = FutexLock.Hold(&q->Lock);
         for (nuint i = 0; i < q->Count; i++)
@@ -89,7 +89,7 @@ internal unsafe struct Quarantine
     }
 
     /// <summary>A copy of every held entry, oldest first (for a full check).</summary>
-    internal static QuarantineEntry[] Snapshot(Quarantine* q)
+    internal static QuarantineEntry[] Snapshot(DebugQuarantine* q)
     {
         using var _ = FutexLock.Hold(&q->Lock);
         var copy = new QuarantineEntry[(int)q->Count];

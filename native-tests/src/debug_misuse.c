@@ -1,0 +1,53 @@
+/* The debug heap's misuse cases from C (DebugHeapPreloadTests), run with libnativeheap-preload.so
+ * and NATIVEHEAP_TUNABLES=debug=1: each must end in an abort whose report names the block and
+ * the functions that allocated and freed it. Built with -g and without frame pointers, so
+ * that the names come from DWARF CFI and the symbol table as a user's program's would.
+ *   debug_misuse overflow|underflow|write-after-free|double-free|clean SIZE */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <malloc.h>
+
+__attribute__((noinline)) static char *allocate_victim(size_t size)
+{
+    char *p = malloc(size);
+    memset(p, 7, size);
+    return p;
+}
+
+__attribute__((noinline)) static void free_victim(char *p)
+{
+    free(p);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) return 2;
+    size_t size = strtoul(argv[2], NULL, 0);
+    const char *what = argv[1];
+    char *p = allocate_victim(size);
+    if (!strcmp(what, "overflow")) {
+        p[size] = 0x41;
+        free_victim(p);
+    } else if (!strcmp(what, "underflow")) {
+        p[-1] = 0x41;
+        free_victim(p);
+    } else if (!strcmp(what, "write-after-free")) {
+        free_victim(p);
+        p[size / 2] = 0x41;
+        for (int i = 0; i < 100000; i++) free(malloc(size)); /* push it out of the quarantine */
+    } else if (!strcmp(what, "double-free")) {
+        free_victim(p);
+        for (int i = 0; i < 100; i++) free(malloc(size)); /* past where the tcache would have kept it */
+        free(p);
+    } else if (!strcmp(what, "clean")) {
+        printf("usable=%zu\n", malloc_usable_size(p));
+        p = realloc(p, size * 3);
+        memset(p, 1, size * 3);
+        free(p);
+    } else {
+        return 2;
+    }
+    printf("no report\n");
+    return 0;
+}
