@@ -73,6 +73,7 @@ internal static class MimallocBench
         new("glibc", null),
         new("NativeHeap", Program.NativeHeapPreload),
         new("NativeHeap glibc-2.36", Program.NativeHeapPreload, "profile=glibc-2.36"),
+        new("NativeHeap debug", Program.NativeHeapPreload, "debug=1"), // the debug heap's cost (README: The debug heap)
         new("mimalloc", Program.MimallocPreload),
         new("jemalloc", Program.JemallocPreload),
     ];
