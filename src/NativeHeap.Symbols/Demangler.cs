@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace NativeHeap.Cli.Symbols;
+namespace NativeHeap.Symbols;
 
 /// <summary>
 /// C++ (Itanium ABI) names demangled by the system's <c>c++filt</c> (binutils): one process kept

@@ -1,7 +1,6 @@
 using System.Text.RegularExpressions;
-using NativeHeap.Lab;
 
-namespace NativeHeap.Cli.Symbols;
+namespace NativeHeap.Symbols;
 
 /// <summary>Where the symbolizer looks for separate debug files, and whether it demangles.</summary>
 internal sealed record SymbolizerOptions
