@@ -30,8 +30,8 @@ internal sealed record SymbolizerOptions
 internal sealed class Symbolizer : IDisposable
 {
     private readonly SymbolizerOptions _options;
-    private readonly ulong[] _jitStart;
-    private readonly JitCode[] _jit;
+    private ulong[] _jitStart;
+    private JitCode[] _jit;
     private readonly Dictionary<(string Path, string? BuildId), ModuleSymbols> _modules = [];
     private readonly Dictionary<(ModuleSymbols? Module, ulong Offset), SymbolFrame[]> _cache = [];
     private readonly Demangler _demangler;
@@ -41,10 +41,35 @@ internal sealed class Symbolizer : IDisposable
     {
         ArgumentNullException.ThrowIfNull(jit);
         _options = options ?? new SymbolizerOptions();
-        // Code memory can be reused: of two J lines at one start, the later one is in force.
-        _jit = [.. jit.Select((j, i) => (j, i)).GroupBy(x => x.j.Start).Select(g => g.MaxBy(x => x.i).j).OrderBy(j => j.Start)];
-        _jitStart = [.. _jit.Select(j => j.Start)];
+        (_jit, _jitStart) = SortJit(jit);
         _demangler = _options.Demangle ? Demangler.FromPath() : new Demangler(null);
+    }
+
+    private static (JitCode[], ulong[]) SortJit(IEnumerable<JitCode> jit)
+    {
+        // Code memory can be reused: of two J lines at one start, the later one is in force.
+        JitCode[] sorted = [.. jit.Select((j, i) => (j, i)).GroupBy(x => x.j.Start).Select(g => g.MaxBy(x => x.i).j).OrderBy(j => j.Start)];
+        return (sorted, [.. sorted.Select(j => j.Start)]);
+    }
+
+    /// <summary>
+    /// Replaces the JIT code table (a running process's perf map grows) and forgets what was
+    /// resolved outside modules; modules keep their caches.
+    /// </summary>
+    internal void ReplaceJit(IEnumerable<JitCode> jit)
+    {
+        ArgumentNullException.ThrowIfNull(jit);
+        (_jit, _jitStart) = SortJit(jit);
+        foreach (var key in _cache.Keys.Where(k => k.Module is null).ToList()) _cache.Remove(key);
+    }
+
+    /// <summary>Whether <paramref name="address"/> − 1 lies in a JIT code range (as <see cref="Symbolize"/> looks it up).</summary>
+    internal bool InJit(ulong address)
+    {
+        ulong pc = address == 0 ? 0 : address - 1;
+        int i = Array.BinarySearch(_jitStart, pc);
+        if (i < 0) i = ~i - 1;
+        return i >= 0 && pc - _jit[i].Start < _jit[i].Size;
     }
 
     /// <summary>Ends the c++filt process, if one was started.</summary>
