@@ -80,6 +80,8 @@ public static class ProcessSymbols
     /// the assembly file and an offset.</remarks>
     public static bool EnableManagedNames()
     {
+        // First, so that NativeAOT compiles neither the diagnostics IPC nor its sockets.
+        if (!RuntimeFeature.IsDynamicCodeSupported) return false;
         lock (s_lock)
         {
             if (s_managedNames == 0) s_managedNames = TryEnablePerfMap() ? 1 : 2;
@@ -89,7 +91,6 @@ public static class ProcessSymbols
 
     private static bool TryEnablePerfMap()
     {
-        if (!RuntimeFeature.IsDynamicCodeSupported) return false;
         string? configured = Environment.GetEnvironmentVariable("DOTNET_PerfMapEnabled") ?? Environment.GetEnvironmentVariable("COMPlus_PerfMapEnabled");
         // Set by whoever started the process: theirs to decide (1: perf map and jitdump, 3: perf map only).
         if (configured is not null) return configured.Trim() is "1" or "3";

@@ -276,6 +276,34 @@ public sealed class SymbolizerTests(SymbolizerTests.Fixture fx) : IClassFixture<
         Assert.Contains(sym.Warnings, w => w.StartsWith(badDwarf + ":") && w.Contains("DWARF"));
     }
 
+    /// <summary>The perf-map name cleaner, written by hand (no Regex in libnativeheap), against the regex it replaced.</summary>
+    [Theory]
+    [InlineData("void* [App] App.Config::RememberSetting(int32)[QuickJitted]")]
+    [InlineData("[App] App.Config::RememberSetting(int32)")]
+    [InlineData("int32 [pmtest] P::CompiledBefore(int32)[OptimizedTier1]")]
+    [InlineData("class System.Collections.Generic.List`1<!0> [System.Private.CoreLib] System.Collections.Generic.List`1[System.__Canon]::.ctor()[PreJIT]")]
+    [InlineData("valuetype X [A] [B] C::M(a b)")]
+    [InlineData("void [A B] C::M()")]
+    [InlineData("void [] C::M()")]
+    [InlineData("void [A]  C::M()")]
+    [InlineData("void [A] C::M()[Tier 1]")]
+    [InlineData("void [A] C::M()[]")]
+    [InlineData("void [A] C::M()x")]
+    [InlineData("void [A] ))[T]")]
+    [InlineData("void [A] )")]
+    [InlineData("void [A] M(a)[b](c)[T1]")]
+    [InlineData(" [A] M()")]
+    [InlineData("stub<1> AllocateTemporaryEntryPoints<PRECODE_STUB>")]
+    [InlineData("stub<2> [A] x()")]
+    [InlineData("")]
+    [InlineData("[A] M()[T][U]")]
+    public void ManagedName_MatchesTheRegexItReplaced(string perfMapName)
+    {
+        var regex = new System.Text.RegularExpressions.Regex(@"^(?:\S.*? )?\[[^\]\s]+\] (\S.*?\))(?:\[[A-Za-z0-9]+\])?$");
+        var m = regex.Match(perfMapName);
+        Assert.Equal(m.Success ? m.Groups[1].Value : perfMapName, Symbolizer.ManagedName(perfMapName));
+    }
+
     [Fact]
     public void JitCode_IsNamedFromItsRange_AndAnAddressOutsideEverythingIsUnknown()
     {
