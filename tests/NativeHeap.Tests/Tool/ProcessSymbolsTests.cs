@@ -34,6 +34,24 @@ public sealed class ProcessSymbolsTests
     }
 
     [Fact]
+    public void LibraryLoadedAfterTheFirstCall_IsFound_WithItsSourceLine()
+    {
+        using var dir = new TempDirectory("nh-procsym-");
+        string source = Path.Combine(dir.Path, "late.c"), library = Path.Combine(dir.Path, "liblate.so");
+        File.WriteAllText(source, "int nh_late_function(int x)\n{\n    return x * 3 + 1;\n}\n");
+        SymbolizerTests.Fixture.Tool("gcc", "-O2", "-g", "-shared", "-fPIC", "-o", library, source);
+        _ = ProcessSymbols.Symbolize([(ulong)NativeLibrary.GetExport(NativeLibrary.Load("libc.so.6"), "free") + 1]); // the modules are read
+
+        ulong late = (ulong)NativeLibrary.GetExport(NativeLibrary.Load(library), "nh_late_function");
+        SymbolFrame f = Assert.Single(Assert.Single(ProcessSymbols.Symbolize([late + 1])));
+        Assert.Equal("nh_late_function", f.Function);
+        Assert.Equal(library, f.Module);
+        Assert.EndsWith("late.c", f.File);
+        Assert.InRange(f.Line, 2, 3);
+        Assert.Equal($"nh_late_function ({f.File}:{f.Line}) [liblate.so+0x{f.Offset:x}]", ProcessSymbols.Format(f));
+    }
+
+    [Fact]
     public void AddressOutsideEverything_IsUnknown_AndAnEmptyListGivesNone()
     {
         SymbolFrame f = Assert.Single(Assert.Single(ProcessSymbols.Symbolize([0x10])));
