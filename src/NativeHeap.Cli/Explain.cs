@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
-using NativeHeap.Cli.Symbols;
+using NativeHeap.Symbols;
 using NativeHeap.Diagnostics;
 using NativeHeap.Lab;
 

@@ -1,4 +1,4 @@
-using NativeHeap.Cli.Symbols;
+using NativeHeap.Symbols;
 using NativeHeap.Diagnostics;
 using NativeHeap.Lab;
 

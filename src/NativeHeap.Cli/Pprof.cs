@@ -1,6 +1,7 @@
 using System.IO.Compression;
 using System.Text;
 using NativeHeap.Lab;
+using NativeHeap.Symbols;
 
 namespace NativeHeap.Cli;
 

@@ -1,11 +1,11 @@
 using System.Globalization;
-using System.Reflection;
 using NativeHeap.Lab;
+using NativeHeap.Symbols;
 
 namespace NativeHeap.Tests;
 
 /// <summary>
-/// The tool's offline symbolizer (src/NativeHeap.Cli/Symbols) on a C program built here with
+/// The offline symbolizer (src/NativeHeap.Symbols) on a C program built here with
 /// gcc -O2 -g and no frame pointers, whose return addresses the program itself reports: names,
 /// file:line, an inlined frame and its caller, a stripped copy, a separate debug file by build-id
 /// and by .gnu_debuglink, a changed or missing file, JIT code, an address outside everything, and
@@ -73,35 +73,23 @@ public sealed class SymbolizerTests(SymbolizerTests.Fixture fx) : IClassFixture<
         public void Dispose() => _dir.Dispose();
     }
 
-    /// <summary>
-    /// The Symbolizer is internal to the tool, which this assembly does not reference: it is
-    /// reached in the tool's built dll, as <see cref="Cli"/> runs it.
-    /// </summary>
-    private sealed class Sym : IDisposable
+    /// <summary>A symbolizer with the tests' options: extra debug directories, the system's or none, demangling or not.</summary>
+    private sealed class Sym(IEnumerable<JitCode>? jit = null, string[]? debugDirectories = null, bool systemDebug = true, bool demangle = true) : IDisposable
     {
-        private static readonly Assembly Tool = Assembly.LoadFrom(Cli.Dll);
-        private static readonly Type Type = Tool.GetType("NativeHeap.Cli.Symbols.Symbolizer", throwOnError: true)!;
-        private readonly object _instance;
-
-        public Sym(IEnumerable<JitCode>? jit = null, string[]? debugDirectories = null, bool systemDebug = true, bool demangle = true)
+        private readonly Symbolizer _symbolizer = new(jit ?? [], new SymbolizerOptions
         {
-            Type optionsType = Tool.GetType("NativeHeap.Cli.Symbols.SymbolizerOptions", throwOnError: true)!;
-            object options = Activator.CreateInstance(optionsType)!;
-            optionsType.GetProperty("DebugDirectories")!.SetValue(options, (IReadOnlyList<string>)(debugDirectories ?? []));
-            if (!systemDebug) optionsType.GetProperty("SystemDebugDirectory")!.SetValue(options, null);
-            optionsType.GetProperty("Demangle")!.SetValue(options, demangle);
-            _instance = Activator.CreateInstance(Type, [jit ?? [], options])!;
-        }
+            DebugDirectories = debugDirectories ?? [],
+            SystemDebugDirectory = systemDebug ? "/usr/lib/debug" : null,
+            Demangle = demangle,
+        });
 
-        public IReadOnlyList<SymbolFrame> Symbolize(RecordedFrame frame) =>
-            (IReadOnlyList<SymbolFrame>)Type.GetMethod("Symbolize")!.Invoke(_instance, [frame])!;
+        public IReadOnlyList<SymbolFrame> Symbolize(RecordedFrame frame) => _symbolizer.Symbolize(frame);
 
-        public IReadOnlyList<IReadOnlyList<SymbolFrame>> SymbolizeAll(IEnumerable<RecordedFrame> frames) =>
-            (IReadOnlyList<IReadOnlyList<SymbolFrame>>)Type.GetMethod("SymbolizeAll")!.Invoke(_instance, [frames])!;
+        public IReadOnlyList<IReadOnlyList<SymbolFrame>> SymbolizeAll(IEnumerable<RecordedFrame> frames) => _symbolizer.SymbolizeAll(frames);
 
-        public void Dispose() => ((IDisposable)_instance).Dispose();
+        public void Dispose() => _symbolizer.Dispose();
 
-        public IReadOnlyList<string> Warnings => (IReadOnlyList<string>)Type.GetProperty("Warnings")!.GetValue(_instance)!;
+        public IReadOnlyList<string> Warnings => _symbolizer.Warnings;
     }
 
     private RecordedFrame At(string what, TraceModule? module = null) => new(fx.Address[what], module ?? fx.Module);
@@ -286,6 +274,34 @@ public sealed class SymbolizerTests(SymbolizerTests.Fixture fx) : IClassFixture<
         SymbolFrame named = Assert.Single(sym.Symbolize(At("direct", bad)));
         Assert.Equal(("outer_function", (string?)null), (named.Function, named.File));
         Assert.Contains(sym.Warnings, w => w.StartsWith(badDwarf + ":") && w.Contains("DWARF"));
+    }
+
+    /// <summary>The perf-map name cleaner, written by hand (no Regex in libnativeheap), against the regex it replaced.</summary>
+    [Theory]
+    [InlineData("void* [App] App.Config::RememberSetting(int32)[QuickJitted]")]
+    [InlineData("[App] App.Config::RememberSetting(int32)")]
+    [InlineData("int32 [pmtest] P::CompiledBefore(int32)[OptimizedTier1]")]
+    [InlineData("class System.Collections.Generic.List`1<!0> [System.Private.CoreLib] System.Collections.Generic.List`1[System.__Canon]::.ctor()[PreJIT]")]
+    [InlineData("valuetype X [A] [B] C::M(a b)")]
+    [InlineData("void [A B] C::M()")]
+    [InlineData("void [] C::M()")]
+    [InlineData("void [A]  C::M()")]
+    [InlineData("void [A] C::M()[Tier 1]")]
+    [InlineData("void [A] C::M()[]")]
+    [InlineData("void [A] C::M()x")]
+    [InlineData("void [A] ))[T]")]
+    [InlineData("void [A] )")]
+    [InlineData("void [A] M(a)[b](c)[T1]")]
+    [InlineData(" [A] M()")]
+    [InlineData("stub<1> AllocateTemporaryEntryPoints<PRECODE_STUB>")]
+    [InlineData("stub<2> [A] x()")]
+    [InlineData("")]
+    [InlineData("[A] M()[T][U]")]
+    public void ManagedName_MatchesTheRegexItReplaced(string perfMapName)
+    {
+        var regex = new System.Text.RegularExpressions.Regex(@"^(?:\S.*? )?\[[^\]\s]+\] (\S.*?\))(?:\[[A-Za-z0-9]+\])?$");
+        var m = regex.Match(perfMapName);
+        Assert.Equal(m.Success ? m.Groups[1].Value : perfMapName, Symbolizer.ManagedName(perfMapName));
     }
 
     [Fact]

@@ -1,4 +1,4 @@
-namespace NativeHeap.Cli.Symbols;
+namespace NativeHeap.Symbols;
 
 /// <summary>A little-endian reader over one DWARF section's bytes; reading past the end throws <see cref="InvalidDataException"/>.</summary>
 internal struct DwarfCursor(byte[] data, int position)

@@ -2,7 +2,7 @@ using System.IO.Compression;
 using ELFSharp.ELF;
 using ELFSharp.ELF.Sections;
 
-namespace NativeHeap.Cli.Symbols;
+namespace NativeHeap.Symbols;
 
 /// <summary>
 /// What the symbolizer needs from one ELF file (a binary or a separate debug file), read with

@@ -1,7 +1,5 @@
-using System.Text.RegularExpressions;
-using NativeHeap.Lab;
 
-namespace NativeHeap.Cli.Symbols;
+namespace NativeHeap.Symbols;
 
 /// <summary>Where the symbolizer looks for separate debug files, and whether it demangles.</summary>
 internal sealed record SymbolizerOptions
@@ -31,8 +29,8 @@ internal sealed record SymbolizerOptions
 internal sealed class Symbolizer : IDisposable
 {
     private readonly SymbolizerOptions _options;
-    private readonly ulong[] _jitStart;
-    private readonly JitCode[] _jit;
+    private ulong[] _jitStart;
+    private JitCode[] _jit;
     private readonly Dictionary<(string Path, string? BuildId), ModuleSymbols> _modules = [];
     private readonly Dictionary<(ModuleSymbols? Module, ulong Offset), SymbolFrame[]> _cache = [];
     private readonly Demangler _demangler;
@@ -42,10 +40,35 @@ internal sealed class Symbolizer : IDisposable
     {
         ArgumentNullException.ThrowIfNull(jit);
         _options = options ?? new SymbolizerOptions();
-        // Code memory can be reused: of two J lines at one start, the later one is in force.
-        _jit = [.. jit.Select((j, i) => (j, i)).GroupBy(x => x.j.Start).Select(g => g.MaxBy(x => x.i).j).OrderBy(j => j.Start)];
-        _jitStart = [.. _jit.Select(j => j.Start)];
+        (_jit, _jitStart) = SortJit(jit);
         _demangler = _options.Demangle ? Demangler.FromPath() : new Demangler(null);
+    }
+
+    private static (JitCode[], ulong[]) SortJit(IEnumerable<JitCode> jit)
+    {
+        // Code memory can be reused: of two J lines at one start, the later one is in force.
+        JitCode[] sorted = [.. jit.Select((j, i) => (j, i)).GroupBy(x => x.j.Start).Select(g => g.MaxBy(x => x.i).j).OrderBy(j => j.Start)];
+        return (sorted, [.. sorted.Select(j => j.Start)]);
+    }
+
+    /// <summary>
+    /// Replaces the JIT code table (a running process's perf map grows) and forgets what was
+    /// resolved outside modules; modules keep their caches.
+    /// </summary>
+    internal void ReplaceJit(IEnumerable<JitCode> jit)
+    {
+        ArgumentNullException.ThrowIfNull(jit);
+        (_jit, _jitStart) = SortJit(jit);
+        foreach (var key in _cache.Keys.Where(k => k.Module is null).ToList()) _cache.Remove(key);
+    }
+
+    /// <summary>Whether <paramref name="address"/> − 1 lies in a JIT code range (as <see cref="Symbolize"/> looks it up).</summary>
+    internal bool InJit(ulong address)
+    {
+        ulong pc = address == 0 ? 0 : address - 1;
+        int i = Array.BinarySearch(_jitStart, pc);
+        if (i < 0) i = ~i - 1;
+        return i >= 0 && pc - _jit[i].Start < _jit[i].Size;
     }
 
     /// <summary>Ends the c++filt process, if one was started.</summary>
@@ -94,11 +117,49 @@ internal sealed class Symbolizer : IDisposable
     /// </summary>
     internal static string ManagedName(string perfMapName)
     {
-        Match m = s_perfMapMethod.Match(perfMapName);
-        return m.Success ? m.Groups[1].Value : perfMapName;
+        ArgumentNullException.ThrowIfNull(perfMapName);
+        // By hand rather than a Regex (which adds 0.2 MB to libnativeheap): the pattern
+        // ^(?:\S.*? )?\[[^\]\s]+\] (\S.*?\))(?:\[[A-Za-z0-9]+\])?$ , tried as a regex engine
+        // would: a return type ending at the earliest space that lets the rest match, else none
+        // (perf map names are single lines: newlines are not handled as the regex would).
+        ReadOnlySpan<char> name = perfMapName;
+        if (name.Length > 0 && !char.IsWhiteSpace(name[0]))
+            for (int space = name.IndexOf(' '); space > 0; space = IndexOf(name, ' ', space + 1))
+                if (AfterReturnType(name[(space + 1)..]) is { } method) return method;
+        return AfterReturnType(name) ?? perfMapName;
     }
 
-    private static readonly Regex s_perfMapMethod = new(@"^(?:\S.*? )?\[[^\]\s]+\] (\S.*?\))(?:\[[A-Za-z0-9]+\])?$", RegexOptions.CultureInvariant);
+    private static int IndexOf(ReadOnlySpan<char> s, char c, int from)
+    {
+        int i = s[from..].IndexOf(c);
+        return i < 0 ? -1 : from + i;
+    }
+
+    /// <summary>"[Asm] Method(args)" with an optional "[Tier]": the method, or null if <paramref name="s"/> is not that.</summary>
+    private static string? AfterReturnType(ReadOnlySpan<char> s)
+    {
+        if (s.Length == 0 || s[0] != '[') return null;
+        int close = s.IndexOf(']');
+        if (close < 2 || HasWhiteSpace(s[1..close]) || close + 1 >= s.Length || s[close + 1] != ' ') return null;
+        ReadOnlySpan<char> method = s[(close + 2)..];
+        if (method.Length < 2 || char.IsWhiteSpace(method[0])) return null;
+        // The shortest method that fits: without a final [Tier] if there is one, else the whole.
+        int tier = method.LastIndexOf('[');
+        if (method[^1] == ']' && tier >= 2 && tier < method.Length - 2 && method[(tier + 1)..^1].ContainsAnyExcept(AlphaNumeric) is false
+            && method[tier - 1] == ')')
+            return method[..tier].ToString();
+        return method[^1] == ')' ? method.ToString() : null;
+    }
+
+    private static bool HasWhiteSpace(ReadOnlySpan<char> s)
+    {
+        foreach (char c in s)
+            if (char.IsWhiteSpace(c)) return true;
+        return false;
+    }
+
+    private static readonly System.Buffers.SearchValues<char> AlphaNumeric =
+        System.Buffers.SearchValues.Create("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789");
 
     private SymbolFrame[] Resolve(RecordedFrame frame, ModuleSymbols? module)
     {

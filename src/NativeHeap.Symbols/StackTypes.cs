@@ -1,4 +1,4 @@
-namespace NativeHeap.Lab;
+namespace NativeHeap.Symbols;
 
 /// <summary>An ELF object a recorded process had loaded: a trace's <c>M</c> line (docs/trace-format.md).</summary>
 /// <param name="Low">First address of its loaded segments' span.</param>

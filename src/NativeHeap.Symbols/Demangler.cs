@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace NativeHeap.Cli.Symbols;
+namespace NativeHeap.Symbols;
 
 /// <summary>
 /// C++ (Itanium ABI) names demangled by the system's <c>c++filt</c> (binutils): one process kept
@@ -25,7 +25,9 @@ internal sealed class Demangler(string? tool) : IDisposable
     {
         var todo = names.Where(n => IsMangled(n) && !_cache.ContainsKey(n) && !n.Contains('\n')).Distinct().ToList();
         if (todo.Count == 0) return;
-        if (tool is null || _broken) { foreach (var n in todo) _cache[n] = n; return; }
+        // No c++filt under NativeAOT (libnativeheap, where this may run inside malloc): the
+        // check also lets the compiler leave System.Diagnostics.Process out.
+        if (tool is null || _broken || !System.Runtime.CompilerServices.RuntimeFeature.IsDynamicCodeSupported) { foreach (var n in todo) _cache[n] = n; return; }
         try
         {
             if (_process is null)

@@ -1,4 +1,4 @@
-namespace NativeHeap.Cli.Symbols;
+namespace NativeHeap.Symbols;
 
 /// <summary>One source location of an address: a function (null if DWARF names none), its file and line.</summary>
 internal readonly record struct DwarfFrame(string? Function, string? File, int Line);
