@@ -174,6 +174,7 @@ public static unsafe partial class Heap
     {
         MallocContext* ctx = s_context;
         if (ctx == null) return;
+        if (ctx->Mp.Debug != 0) DebugHeap.ThreadExit(ctx, ref *ts); // its quarantine first: its blocks go to the tcache given back next
         Ptmalloc.ThreadShutdown(ctx, ref *ts);
     }
 
@@ -182,7 +183,6 @@ public static unsafe partial class Heap
     {
         MallocContext* ctx = s_context;
         if (ctx == null) return;
-        DebugHeap.ForkChild();
         Ptmalloc.ForkUnlockChild(ctx, ts->Arena);
     }
 

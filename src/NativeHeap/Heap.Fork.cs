@@ -16,7 +16,6 @@ public static unsafe partial class Heap
         MallocContext* ctx = s_context;
         if (ctx == null) return;
         Ptmalloc.ForkLock(ctx); // the break lock is only taken under an arena lock: it is free now
-        Debugging.DebugHeap.ForkPrepare();
     }
 
     /// <summary>fork's parent handler: release what <see cref="ForkPrepare"/> took.</summary>
@@ -24,7 +23,6 @@ public static unsafe partial class Heap
     {
         MallocContext* ctx = s_context;
         if (ctx == null) return;
-        Debugging.DebugHeap.ForkRelease();
         Ptmalloc.ForkUnlockParent(ctx);
     }
 }

@@ -46,7 +46,7 @@ public static unsafe partial class Heap
             MallocContext* ctx = s_context;
             try
             {
-                if (ctx != null) Ptmalloc.ThreadShutdown(ctx, ref *state);
+                if (ctx != null) ShutdownThread(state);
             }
             catch (HeapCorruptionException)
             {

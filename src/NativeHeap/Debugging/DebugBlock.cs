@@ -115,6 +115,22 @@ internal static unsafe class DebugBlock
         return end - from > int.MaxValue ? FirstUnpoisoned(from + int.MaxValue, end) : null;
     }
 
+    /// <summary>
+    /// Writes the free's stack into a freed block's last 8 bytes (inside the tail canary, which
+    /// is at least that long): the stack id, and 32 check bits keyed by the secret and the block,
+    /// so that a write there after the free is seen like any other.
+    /// </summary>
+    internal static void SetFreeStack(byte* user, byte* end, uint stack) =>
+        Unsafe.WriteUnaligned(end - 8, stack | (Mix((ulong)user ^ s_key ^ stack) << 32));
+
+    /// <summary>The free's stack written by <see cref="SetFreeStack"/>; false when that word was overwritten.</summary>
+    internal static bool TryFreeStack(byte* user, byte* end, out uint stack)
+    {
+        ulong word = Unsafe.ReadUnaligned<ulong>(end - 8);
+        stack = (uint)word;
+        return word >> 32 == (uint)Mix((ulong)user ^ s_key ^ stack);
+    }
+
     /// <summary>The state the header at <paramref name="user"/> says, <see cref="BlockState.Unknown"/> if it is not intact.</summary>
     internal static BlockState State(byte* user, out uint stack, out int log2)
     {

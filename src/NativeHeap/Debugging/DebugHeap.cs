@@ -1,3 +1,5 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using NativeHeap.Arenas;
 using NativeHeap.Chunks;
@@ -9,8 +11,8 @@ namespace NativeHeap.Debugging;
 /// <summary>
 /// The debug heap (<c>debug=1</c>): malloc and its kin over the arenas' own, each block in the
 /// layout of <see cref="DebugBlock"/> (a tagged header, the size asked, a keyed tail canary),
-/// each free checked, poisoned and held in the <see cref="DebugQuarantine"/> before its chunk goes
-/// back to the arena, and each finding reported with the stacks that allocated and freed the
+/// each free checked, poisoned and held in the freeing thread's <see cref="DebugQuarantine"/>
+/// before its chunk goes back to the arena, and each finding reported with the stacks that allocated and freed the
 /// block (<see cref="DebugReport"/>). The façade sends every call here when the option is on
 /// (the fast paths are off then, as in checked mode); with it off nothing here runs.
 /// </summary>
@@ -22,7 +24,6 @@ namespace NativeHeap.Debugging;
 /// </remarks>
 internal static unsafe class DebugHeap
 {
-    private static DebugQuarantine* s_quarantine;
     private static int s_started;
     private static readonly Lock s_startLock = new();
 
@@ -32,7 +33,6 @@ internal static unsafe class DebugHeap
         {
             if (s_started != 0) return;
             DebugBlock.SetSecrets(ctx->Mp.DebugKey, ctx->Mp.DebugCanary);
-            s_quarantine = DebugQuarantine.Create(); // null: no memory for it; blocks are then freed at once
             Volatile.Write(ref s_started, 1);
         }
     }
@@ -121,7 +121,7 @@ internal static unsafe class DebugHeap
         if (!DebugBlock.TryAsked(b.User, out asked) || b.User + asked + DebugBlock.TailMin > b.End)
             return DebugReport.Underflow(op, b.User, b.Mem, b.End, b.AllocStack);
         byte* bad = DebugBlock.FirstBadCanary(b.User + asked, b.End);
-        return bad == null ? null : DebugReport.Overflow(op, b.User, asked, b.Mem, b.End, bad, b.AllocStack, freeStack: 0);
+        return bad == null ? null : DebugReport.Overflow(op, b.User, asked, b.Mem, b.End, bad, b.AllocStack, 0, freed: false);
     }
 
     /// <summary>The size asked for of a live block, once its header and canary are found intact; else the finding is raised.</summary>
@@ -137,12 +137,12 @@ internal static unsafe class DebugHeap
     {
         if (ptr == null) return;
         Found b = Find(ctx, (byte*)ptr, "free");
-        if (b.State == BlockState.Quarantined)
-            DebugReport.DoubleFree(b.User, b.Mem, b.End, b.AllocStack, DebugQuarantine.FreeStackOf(s_quarantine, b.User));
+        if (b.State == BlockState.Quarantined) DoubleFree(b, "free");
         nuint asked = CheckedLive(b, "free");
         nuint chunkBytes = Chunk.SizeOf(Chunk.FromMem(b.Mem));
-        DebugQuarantine* q = s_quarantine;
         nuint limit = ctx->Mp.QuarantineBytes;
+        var q = (DebugQuarantine*)ts.DebugQuarantine;
+        if (q == null && chunkBytes <= limit) ts.DebugQuarantine = q = DebugQuarantine.Create();
         if (q == null || chunkBytes > limit)
         {
             ((ulong*)b.User)[-2] = 0; // no longer a block of ours
@@ -151,19 +151,26 @@ internal static unsafe class DebugHeap
         }
         uint freeStack = DebugStacks.Capture();
         NativeMemory.Fill(b.User, asked, DebugBlock.Poison);
+        DebugBlock.SetFreeStack(b.User, b.End, freeStack);
         DebugBlock.SetState(b.User, BlockState.Quarantined);
-        while (!DebugQuarantine.TryPush(q, b.User, freeStack, chunkBytes))
+        while (!DebugQuarantine.TryPush(q, b.User, chunkBytes))
             Evict(ctx, ref ts, q, 0); // the ring is full: make room
         Evict(ctx, ref ts, q, limit);
     }
 
-    /// <summary>Frees the oldest quarantined blocks until at most <paramref name="limit"/> bytes (and a ring with room) are held, each checked first.</summary>
+    [DoesNotReturn]
+    private static void DoubleFree(in Found b, string op)
+    {
+        uint freeStack = DebugBlock.TryFreeStack(b.User, b.End, out uint s) ? s : 0;
+        DebugReport.DoubleFree(b.User, b.Mem, b.End, b.AllocStack, freeStack, op);
+    }
+
+    /// <summary>Frees the oldest quarantined blocks until at most <paramref name="limit"/> bytes are held, each checked first.</summary>
     private static void Evict(MallocContext* ctx, ref ThreadLocals ts, DebugQuarantine* q, nuint limit)
     {
-        while (DebugQuarantine.TryPopOver(q, limit, out QuarantineEntry e))
+        while (DebugQuarantine.TryPopOver(q, limit, out byte* user))
         {
-            byte* user = e.User;
-            DebugFinding? f = CheckQuarantined(user, e.FreeStack, "free");
+            DebugFinding? f = CheckQuarantined(user, "free");
             if (f != null) DebugReport.Raise(f); // the block stays out of the arena: its memory is lost, the heap usable
             DebugBlock.State(user, out _, out int log2);
             ((ulong*)user)[-2] = 0; // no longer a block of ours: a late free of it is no double free we can name
@@ -171,18 +178,36 @@ internal static unsafe class DebugHeap
         }
     }
 
-    /// <summary>What is wrong with a quarantined block (its header, its poison, its canary), or null.</summary>
-    private static DebugFinding? CheckQuarantined(byte* user, uint freeStack, string op)
+    /// <summary>The thread is ending: its quarantined blocks go back (checked) before its tcache does.</summary>
+    internal static void ThreadExit(MallocContext* ctx, ref ThreadLocals ts)
+    {
+        var q = (DebugQuarantine*)ts.DebugQuarantine;
+        if (q == null) return;
+        ts.DebugQuarantine = null;
+        try
+        {
+            Evict(ctx, ref ts, q, 0);
+        }
+        finally
+        {
+            DebugQuarantine.Destroy(q); // a block found overwritten stays out of the heap, as at any eviction
+        }
+    }
+
+    /// <summary>What is wrong with a quarantined block (its header, its poison, its canary and the free's stack after it), or null.</summary>
+    private static DebugFinding? CheckQuarantined(byte* user, string op)
     {
         BlockState state = DebugBlock.State(user, out uint allocStack, out int log2);
         byte* mem = DebugBlock.Mem(user, log2);
         byte* end = state == BlockState.Unknown ? user : mem + Ptmalloc.UsableSize(mem);
         if (state != BlockState.Quarantined || !DebugBlock.TryAsked(user, out nuint asked) || user + asked + DebugBlock.TailMin > end)
-            return DebugReport.WriteAfterFree(op, user, 0, mem, end, null, allocStack, freeStack, "the header before the block");
+            return DebugReport.WriteAfterFree(op, user, 0, mem, end, null, allocStack, 0, "the header before the block");
+        bool stackIntact = DebugBlock.TryFreeStack(user, end, out uint freeStack);
         byte* bad = DebugBlock.FirstUnpoisoned(user, user + asked);
-        if (bad != null) return DebugReport.WriteAfterFree(op, user, asked, mem, end, bad, allocStack, freeStack, null);
-        bad = DebugBlock.FirstBadCanary(user + asked, end);
-        return bad == null ? null : DebugReport.Overflow(op, user, asked, mem, end, bad, allocStack, freeStack);
+        if (bad != null) return DebugReport.WriteAfterFree(op, user, asked, mem, end, bad, allocStack, stackIntact ? freeStack : 0, null);
+        bad = DebugBlock.FirstBadCanary(user + asked, end - 8);
+        if (bad == null && !stackIntact) bad = end - 8; // the word that holds the free's stack: which byte, its check cannot say
+        return bad == null ? null : DebugReport.Overflow(op, user, asked, mem, end, bad, allocStack, stackIntact ? freeStack : 0, freed: true);
     }
 
     /// <summary>
@@ -199,8 +224,7 @@ internal static unsafe class DebugHeap
             return fresh;
         }
         Found b = Find(ctx, (byte*)ptr, "realloc");
-        if (b.State == BlockState.Quarantined)
-            DebugReport.DoubleFree(b.User, b.Mem, b.End, b.AllocStack, DebugQuarantine.FreeStackOf(s_quarantine, b.User), "realloc");
+        if (b.State == BlockState.Quarantined) DoubleFree(b, "realloc");
         nuint asked = CheckedLive(b, "realloc");
         if (size == 0)
         {
@@ -264,24 +288,6 @@ internal static unsafe class DebugHeap
         if (state == BlockState.Unknown || DebugBlock.Mem(user, log2) != mem) return null;
         return state == BlockState.Live
             ? CheckLive(new Found(user, mem, mem + usable, state, stack), "Heap.Validate", out _)
-            : CheckQuarantined(user, DebugQuarantine.FreeStackOf(s_quarantine, user), "Heap.Validate");
-    }
-
-    /// <summary>fork's prepare handler: the quarantine's lock is held across fork, so the child finds it free.</summary>
-    internal static void ForkPrepare()
-    {
-        if (s_quarantine != null) FutexLock.Enter(&s_quarantine->Lock);
-    }
-
-    /// <summary>fork's parent handler: release what <see cref="ForkPrepare"/> took.</summary>
-    internal static void ForkRelease()
-    {
-        if (s_quarantine != null) FutexLock.Exit(&s_quarantine->Lock);
-    }
-
-    /// <summary>fork's child handler: the child's one thread took the lock; reset it, as every arena lock is.</summary>
-    internal static void ForkChild()
-    {
-        if (s_quarantine != null) s_quarantine->Lock = 0;
+            : CheckQuarantined(user, "Heap.Validate");
     }
 }

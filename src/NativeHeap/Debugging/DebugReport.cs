@@ -49,16 +49,27 @@ internal static unsafe class DebugReport
         return new DebugFinding { Words = $"{op}(): heap buffer underflow detected", User = (nuint)user, What = what, AllocStack = allocStack };
     }
 
-    internal static DebugFinding Overflow(string op, byte* user, nuint asked, byte* mem, byte* end, byte* bad, uint allocStack, uint freeStack) => new()
+    /// <summary>
+    /// A byte after the block overwritten. For a freed block the canary ends 8 bytes short of
+    /// the chunk's end, where the free's stack is kept (DebugBlock.SetFreeStack).
+    /// </summary>
+    internal static DebugFinding Overflow(string op, byte* user, nuint asked, byte* mem, byte* end, byte* bad, uint allocStack, uint freeStack, bool freed)
     {
-        Words = $"{op}(): heap buffer overflow detected",
-        User = (nuint)user,
-        What = $"{Block(user, asked, mem, end)}\nthe byte at offset {(nuint)(bad - user)} ({(nuint)(bad - user) - asked} past the end) was overwritten"
-            + $"{(freeStack != 0 ? " (the block is freed)" : "")}: found {Bytes(bad, (int)Math.Min(Shown, end - bad))}, expected {Canary(bad, (int)Math.Min(Shown, end - bad))}",
-        AllocStack = allocStack,
-        FreeStack = freeStack,
-        Freed = freeStack != 0,
-    };
+        byte* canaryEnd = freed ? end - 8 : end;
+        int shown = (int)Math.Min(Shown, canaryEnd - bad);
+        string found = shown > 0
+            ? $"found {Bytes(bad, shown)}, expected {Canary(bad, shown)}"
+            : $"the word that holds the free's stack no longer checks: found {Bytes(end - 8, 8)}";
+        return new DebugFinding
+        {
+            Words = $"{op}(): heap buffer overflow detected",
+            User = (nuint)user,
+            What = $"{Block(user, asked, mem, end)}\nthe byte at offset {(nuint)(bad - user)} ({(nuint)(bad - user) - asked} past the end) was overwritten{(freed ? " (the block is freed)" : "")}: {found}",
+            AllocStack = allocStack,
+            FreeStack = freeStack,
+            Freed = freed,
+        };
+    }
 
     internal static DebugFinding WriteAfterFree(string op, byte* user, nuint asked, byte* mem, byte* end, byte* bad, uint allocStack, uint freeStack, string? where) => new()
     {

@@ -1,41 +1,30 @@
+using NativeHeap.Symbols;
+
 namespace NativeHeap.Debugging;
 
-/// <summary>A captured stack as report lines: symbolized, the allocator's own frames left out.</summary>
+/// <summary>A captured stack as report lines: symbolized in this process now, the allocator's own frames left out.</summary>
 internal static class StackText
 {
-    /// <summary>One line per frame, innermost first, from the first frame that is not the allocator's.</summary>
-    internal static IEnumerable<string> Frames(ulong[] returnAddresses)
+    /// <summary>One line per frame (inlined frames each their own), innermost first, from the first frame that is not the allocator's.</summary>
+    internal static List<string> Frames(ulong[] returnAddresses)
     {
-        List<(ulong Low, ulong High, ulong Offset, string Path)> maps = ReadMaps();
+        // A .NET process: the runtime writes its perf map from now on, the methods it has
+        // compiled included, so that JIT frames get names (nothing under NativeAOT).
+        ProcessSymbols.EnableManagedNames();
+        IReadOnlyList<IReadOnlyList<SymbolFrame>> symbolized = ProcessSymbols.Symbolize(returnAddresses);
+        var lines = new List<string>();
         bool inAllocator = true;
-        foreach (ulong ip in returnAddresses)
+        foreach (IReadOnlyList<SymbolFrame> frames in symbolized)
         {
-            string? path = null;
-            ulong offset = 0;
-            foreach (var m in maps)
-                if (ip >= m.Low && ip < m.High)
-                {
-                    path = m.Path;
-                    offset = ip - m.Low + m.Offset;
-                    break;
-                }
-            string module = path is null ? "" : Path.GetFileName(path);
-            if (inAllocator && module.StartsWith("libnativeheap", StringComparison.Ordinal)) continue;
+            if (inAllocator && frames.Count > 0 && frames.All(IsAllocator)) continue;
             inAllocator = false;
-            yield return path is null ? $"0x{ip:x}" : $"{module}+0x{offset:x} (0x{ip:x})";
+            lines.AddRange(frames.Select(ProcessSymbols.Format));
         }
+        return lines;
     }
 
-    private static List<(ulong, ulong, ulong, string)> ReadMaps()
-    {
-        var maps = new List<(ulong, ulong, ulong, string)>();
-        foreach (string line in File.ReadLines("/proc/self/maps"))
-        {
-            string[] f = line.Split(' ', 6, StringSplitOptions.RemoveEmptyEntries);
-            if (f.Length < 6 || !f[1].Contains('x') || !f[5].StartsWith('/')) continue;
-            int dash = f[0].IndexOf('-');
-            maps.Add((Convert.ToUInt64(f[0][..dash], 16), Convert.ToUInt64(f[0][(dash + 1)..], 16), Convert.ToUInt64(f[2], 16), f[5]));
-        }
-        return maps;
-    }
+    /// <summary>libnativeheap (its C layer and the allocator compiled in), or the allocator's managed code.</summary>
+    private static bool IsAllocator(SymbolFrame f) =>
+        Path.GetFileName(f.Module).StartsWith("libnativeheap", StringComparison.Ordinal)
+        || (f.Function?.StartsWith("NativeHeap.", StringComparison.Ordinal) ?? false);
 }
