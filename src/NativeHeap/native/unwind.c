@@ -377,11 +377,11 @@ static uintptr_t read_encoded(const uint8_t **pp, const uint8_t *end, uint8_t en
 }
 
 /* The registers the interpreter tracks. */
-enum { REG_RBP = 6, REG_RSP = 7, REG_RA = 16 };
+enum { DW_RBP = 6, DW_RSP = 7, DW_RA = 16 };
 enum { RULE_SAME, RULE_OFFSET, RULE_UNDEF, RULE_OTHER };
 
 struct row {
-    int cfa_reg; /* REG_RSP, REG_RBP, or -1: something this interpreter does not follow */
+    int cfa_reg; /* DW_RSP, DW_RBP, or -1: something this interpreter does not follow */
     int64_t cfa_off;
     int bp_rule, ra_rule;
     int64_t bp_off, ra_off;
@@ -538,14 +538,14 @@ static int run_cfi(const uint8_t *p, const uint8_t *end, const struct cie *c, ui
             goto restore;
         case 0x07: /* undefined */
             reg = read_uleb(&p, end);
-            if (reg == REG_RBP)
+            if (reg == DW_RBP)
                 r->bp_rule = RULE_UNDEF;
             else if (reg == c->ra_reg)
                 r->ra_rule = RULE_UNDEF;
             break;
         case 0x08: /* same_value */
             reg = read_uleb(&p, end);
-            if (reg == REG_RBP)
+            if (reg == DW_RBP)
                 r->bp_rule = RULE_SAME;
             else if (reg == c->ra_reg)
                 r->ra_rule = RULE_OTHER;
@@ -553,7 +553,7 @@ static int run_cfi(const uint8_t *p, const uint8_t *end, const struct cie *c, ui
         case 0x09: /* register */
             reg = read_uleb(&p, end);
             read_uleb(&p, end);
-            if (reg == REG_RBP)
+            if (reg == DW_RBP)
                 r->bp_rule = RULE_OTHER;
             else if (reg == c->ra_reg)
                 r->ra_rule = RULE_OTHER;
@@ -596,7 +596,7 @@ static int run_cfi(const uint8_t *p, const uint8_t *end, const struct cie *c, ui
             reg = read_uleb(&p, end);
             uint64_t n = read_uleb(&p, end);
             p += n;
-            if (reg == REG_RBP)
+            if (reg == DW_RBP)
                 r->bp_rule = RULE_OTHER;
             else if (reg == c->ra_reg)
                 r->ra_rule = RULE_OTHER;
@@ -618,7 +618,7 @@ static int run_cfi(const uint8_t *p, const uint8_t *end, const struct cie *c, ui
         }
         continue;
     set_offset:
-        if (reg == REG_RBP) {
+        if (reg == DW_RBP) {
             r->bp_rule = RULE_OFFSET;
             r->bp_off = off;
         } else if (reg == c->ra_reg) {
@@ -629,7 +629,7 @@ static int run_cfi(const uint8_t *p, const uint8_t *end, const struct cie *c, ui
     restore:
         if (initial == NULL)
             return 0; /* restore inside the CIE's own instructions */
-        if (reg == REG_RBP) {
+        if (reg == DW_RBP) {
             r->bp_rule = initial->bp_rule;
             r->bp_off = initial->bp_off;
         } else if (reg == c->ra_reg) {
@@ -638,7 +638,7 @@ static int run_cfi(const uint8_t *p, const uint8_t *end, const struct cie *c, ui
         }
         continue;
     other:
-        if (reg == REG_RBP)
+        if (reg == DW_RBP)
             r->bp_rule = RULE_OTHER;
         else if (reg == c->ra_reg)
             r->ra_rule = RULE_OTHER;
@@ -700,7 +700,7 @@ static uint64_t rule_from_cfi(const struct nh_module *m, uintptr_t ra)
         p += alen;
     }
     /* The CIE's instructions set the initial rules (they hold no advances that matter). */
-    struct row r = {REG_RSP, 8, RULE_SAME, RULE_OFFSET, 0, -8};
+    struct row r = {DW_RSP, 8, RULE_SAME, RULE_OFFSET, 0, -8};
     if (!run_cfi(c.insns, c.end, &c, 0, UINTPTR_MAX, &r, NULL))
         return FP_RULE;
     struct row initial = r;
@@ -710,7 +710,7 @@ static uint64_t rule_from_cfi(const struct nh_module *m, uintptr_t ra)
         return R_STOP;
     if (r.ra_rule != RULE_OFFSET || r.ra_off != -8)
         return FP_RULE;
-    if ((r.cfa_reg != REG_RSP && r.cfa_reg != REG_RBP) || r.cfa_off < 16 || r.cfa_off > INT32_MAX)
+    if ((r.cfa_reg != DW_RSP && r.cfa_reg != DW_RBP) || r.cfa_off < 16 || r.cfa_off > INT32_MAX)
         return FP_RULE;
     int bp;
     int16_t bp_off = 0;
@@ -722,7 +722,7 @@ static uint64_t rule_from_cfi(const struct nh_module *m, uintptr_t ra)
     } else {
         bp = 2;
     }
-    return make_rule(r.cfa_reg == REG_RBP, (int32_t)r.cfa_off, bp, bp_off);
+    return make_rule(r.cfa_reg == DW_RBP, (int32_t)r.cfa_off, bp, bp_off);
 }
 
 /* ----------------------------------------------------------------- cache */
