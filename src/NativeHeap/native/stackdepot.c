@@ -11,9 +11,14 @@
 #include <string.h>
 #include <sys/mman.h>
 
+/* The bounds (a test builds the depot with small ones to fill it). */
+#ifndef NHD_FRAME_WORDS
 #define NHD_FRAME_WORDS ((size_t)64 << 20 >> 3) /* 64 MiB of records */
-#define NHD_MAX_STACKS ((uint32_t)1 << 20)      /* ids 1 .. 2^20 - 1 */
-#define NHD_TABLE_SLOTS ((uint32_t)1 << 21)     /* at most half full */
+#endif
+#ifndef NHD_MAX_STACKS
+#define NHD_MAX_STACKS ((uint32_t)1 << 20) /* ids 1 .. 2^20 - 1; a power of two */
+#endif
+#define NHD_TABLE_SLOTS (NHD_MAX_STACKS * 2) /* at most half full */
 
 /*
  * A record, at a word index of words[] (never 0): one header word, the stack's hash with its
@@ -67,7 +72,7 @@ static inline int same_stack(uint32_t id, uint64_t header, const uintptr_t *f, u
 static uint32_t intern(const uintptr_t *f, uint32_t n)
 {
     uint64_t h = nh_stack_hash(f, n), header = header_of(h, n);
-    uint32_t mask = NHD_TABLE_SLOTS - 1, i = (uint32_t)((h * 0x9E3779B97F4A7C15ull) >> 43) & mask;
+    uint32_t mask = NHD_TABLE_SLOTS - 1, i = (uint32_t)((h * 0x9E3779B97F4A7C15ull) >> 32) & mask;
     for (;; i = (i + 1) & mask) { /* never full: ids stop at half the slots */
         uint32_t id = __atomic_load_n(&depot->table[i], __ATOMIC_ACQUIRE);
         if (id == 0)

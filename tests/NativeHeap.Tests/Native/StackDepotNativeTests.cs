@@ -21,4 +21,21 @@ public class StackDepotNativeTests
         string[] passed = r.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split(' ')[1]).ToArray();
         Assert.Equal(["unknown-ids", "frames", "dedup", "threads", "loader-lock", "fork"], passed);
     }
+
+    /// <summary>
+    /// The depot built with small bounds (15 ids; 300 words of frames), given 50 distinct stacks:
+    /// ids until it is full, then 0, and the stacks added before keep their ids and frames.
+    /// </summary>
+    [Theory]
+    [InlineData("stackdepot_full_ids", 15)]
+    [InlineData("stackdepot_full_frames", 0)]
+    public void AFullDepot_Returns0_AndKeepsWhatItHas(string program, int ids)
+    {
+        ProcessResult r = Child.RunProgram(NativeTests.Program(program), [], [], timeoutSeconds: 60);
+        Assert.True(r.ExitCode == 0, $"{program} exited {r.ExitCode}: {r.Error}");
+        Assert.StartsWith("ok full: ", r.Output);
+        int given = int.Parse(r.Output.Trim()["ok full: ".Length..].Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
+        if (ids > 0) Assert.Equal(ids, given);
+        else Assert.InRange(given, 1, 49);
+    }
 }
