@@ -1,10 +1,13 @@
 /*
  * What a capture costs (nhd_stack_capture of a stack seen before: the unwind, the hash and the
  * table lookup), at depths 8, 16 and 32 from a stack 40 frames deep; each figure the median
- * of RUNS runs of CALLS captures. Prints "depth D: N ns per capture (runs: ...)".
+ * of RUNS runs of CALLS captures. Prints "depth D: N ns per capture (runs: ...)". Then a
+ * thread's first capture, which reads the thread's stack bounds from /proc/self/maps (median
+ * of RUNS new threads): "first capture in a thread: N us".
  *   stackdepot_bench [CALLS] [RUNS]
  */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -45,6 +48,15 @@ __attribute__((noinline, noclone, noipa)) static double deep(int d, uint32_t dep
     return r;
 }
 
+static void *first_capture(void *out)
+{
+    double t0 = now_ns();
+    if (nhd_stack_capture(0, 16) == 0)
+        abort();
+    *(double *)out = (now_ns() - t0) / 1000;
+    return NULL;
+}
+
 static int cmp(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -75,5 +87,13 @@ int main(int argc, char **argv)
             printf(" %.1f", results[k][r]);
         printf(")\n");
     }
+    double first[32];
+    for (int r = 0; r < runs; r++) {
+        pthread_t t;
+        pthread_create(&t, NULL, first_capture, &first[r]);
+        pthread_join(t, NULL);
+    }
+    qsort(first, (size_t)runs, sizeof first[0], cmp);
+    printf("first capture in a thread: %.1f us (median of %d threads; %.1f to %.1f)\n", first[runs / 2], runs, first[0], first[runs - 1]);
     return 0;
 }
