@@ -31,6 +31,18 @@ public static unsafe class Exports
         return (nuint)sizeof(ThreadLocals);
     }
 
+    /// <summary>
+    /// Called by the C layer right after <c>nhm_start</c>: the stack depot compiled into this
+    /// library (src/NativeHeap/native/stackdepot.h), <c>uint32_t nhd_stack_capture(uint32_t skip, uint32_t depth)</c>
+    /// and <c>int32_t nhd_stack_frames(uint32_t id, uintptr_t *out, int32_t max)</c>, for the debug heap's stacks.
+    /// </summary>
+    [UnmanagedCallersOnly(EntryPoint = "nhm_debug_stacks")]
+    private static void DebugStacks(nint capture, nint frames)
+    {
+        try { global::NativeHeap.Debugging.DebugStacks.UseNative(capture, frames); }
+        catch (Exception e) { Fatal("start", e); }
+    }
+
     [UnmanagedCallersOnly(EntryPoint = "nhm_thread_exit")]
     private static void ThreadExit(ThreadLocals* ts)
     {

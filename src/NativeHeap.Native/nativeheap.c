@@ -22,9 +22,16 @@
  *   signals.c           the program's signals kept from the runtime
  *   runtime_threads.c   the runtime's own threads (--wrap=pthread_create)
  *   start.c             starting the runtime at the first call
- *   abi.c               the exported nh_* functions */
+ *   abi.c               the exported nh_* functions
+ * and the debug heap's stack depot, shared with libnativeheap-debug.so (src/NativeHeap/native:
+ * unwind.c, the DWARF unwinder, built without malloc; stackdepot.c), not exported: start.c
+ * hands its two functions to the managed side (nhm_debug_stacks). */
 #include "nh_internal.h"
 #include "fast_path.h"
+#define NH_UNWIND_NO_MALLOC
+#define NHD_API
+#include "../NativeHeap/native/unwind.c"
+#include "../NativeHeap/native/stackdepot.c"
 #include "boot.c"
 #include "deferred.c"
 #include "gate.c"

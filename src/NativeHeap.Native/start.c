@@ -1,6 +1,10 @@
 /* ---- Starting the runtime: COLD -> STARTING -> READY ---- */
 #include "nh_internal.h"
 
+/* Exports.cs: the stack depot's capture and frames functions, for the debug heap.
+ * (To move to nativeheap-managed.h with the other nhm_* declarations.) */
+void nhm_debug_stacks(uint32_t (*capture)(uint32_t skip, uint32_t depth), int32_t (*frames)(uint32_t id, uintptr_t *out, int32_t max));
+
 static void start(void)
 {
     int expected = COLD;
@@ -11,6 +15,7 @@ static void start(void)
     save_signal_handlers(before);
     tstate |= INSIDE;
     size_t need = nhm_start(&fast); /* starts the runtime; its own mallocs, if they come back here, go to boot */
+    nhm_debug_stacks(nhd_stack_capture, nhd_stack_frames);
     if (need > THREAD_LOCALS_SIZE) boot_die("nativeheap: the thread state does not fit its C thread-local\n");
     tstate &= ~INSIDE;
     restore_signal_handlers(before);

@@ -584,14 +584,6 @@ static size_t mix(uint64_t h, size_t cap)
     return (size_t)h & (cap - 1);
 }
 
-static uint64_t hash_stack(const uintptr_t *f, size_t n)
-{
-    uint64_t h = 0x84222325CBF29CE4ull ^ n;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ f[i]) * 0x100000001B3ull + (h >> 41);
-    return h;
-}
-
 static uint64_t hash_edge(uint32_t parent, uintptr_t addr)
 {
     return (uint64_t)addr * 0x9E3779B97F4A7C15ull + parent;
@@ -822,7 +814,7 @@ struct captured {
 static void capture(struct captured *c)
 {
     c->n = stack_depth == 0 ? 0 : nh_backtrace(c->f, stack_depth);
-    c->hash = c->n == 0 ? 0 : hash_stack(c->f, c->n);
+    c->hash = c->n == 0 ? 0 : nh_stack_hash(c->f, c->n);
 }
 
 /* The mappings (pointer table, stack tables, zstd's), the buffers and the unwinder's

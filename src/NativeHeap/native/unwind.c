@@ -4,10 +4,13 @@
 #include "unwind.h"
 
 #include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <link.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -374,11 +377,11 @@ static uintptr_t read_encoded(const uint8_t **pp, const uint8_t *end, uint8_t en
 }
 
 /* The registers the interpreter tracks. */
-enum { REG_RBP = 6, REG_RSP = 7, REG_RA = 16 };
+enum { DW_RBP = 6, DW_RSP = 7, DW_RA = 16 };
 enum { RULE_SAME, RULE_OFFSET, RULE_UNDEF, RULE_OTHER };
 
 struct row {
-    int cfa_reg; /* REG_RSP, REG_RBP, or -1: something this interpreter does not follow */
+    int cfa_reg; /* DW_RSP, DW_RBP, or -1: something this interpreter does not follow */
     int64_t cfa_off;
     int bp_rule, ra_rule;
     int64_t bp_off, ra_off;
@@ -535,14 +538,14 @@ static int run_cfi(const uint8_t *p, const uint8_t *end, const struct cie *c, ui
             goto restore;
         case 0x07: /* undefined */
             reg = read_uleb(&p, end);
-            if (reg == REG_RBP)
+            if (reg == DW_RBP)
                 r->bp_rule = RULE_UNDEF;
             else if (reg == c->ra_reg)
                 r->ra_rule = RULE_UNDEF;
             break;
         case 0x08: /* same_value */
             reg = read_uleb(&p, end);
-            if (reg == REG_RBP)
+            if (reg == DW_RBP)
                 r->bp_rule = RULE_SAME;
             else if (reg == c->ra_reg)
                 r->ra_rule = RULE_OTHER;
@@ -550,7 +553,7 @@ static int run_cfi(const uint8_t *p, const uint8_t *end, const struct cie *c, ui
         case 0x09: /* register */
             reg = read_uleb(&p, end);
             read_uleb(&p, end);
-            if (reg == REG_RBP)
+            if (reg == DW_RBP)
                 r->bp_rule = RULE_OTHER;
             else if (reg == c->ra_reg)
                 r->ra_rule = RULE_OTHER;
@@ -593,7 +596,7 @@ static int run_cfi(const uint8_t *p, const uint8_t *end, const struct cie *c, ui
             reg = read_uleb(&p, end);
             uint64_t n = read_uleb(&p, end);
             p += n;
-            if (reg == REG_RBP)
+            if (reg == DW_RBP)
                 r->bp_rule = RULE_OTHER;
             else if (reg == c->ra_reg)
                 r->ra_rule = RULE_OTHER;
@@ -615,7 +618,7 @@ static int run_cfi(const uint8_t *p, const uint8_t *end, const struct cie *c, ui
         }
         continue;
     set_offset:
-        if (reg == REG_RBP) {
+        if (reg == DW_RBP) {
             r->bp_rule = RULE_OFFSET;
             r->bp_off = off;
         } else if (reg == c->ra_reg) {
@@ -626,7 +629,7 @@ static int run_cfi(const uint8_t *p, const uint8_t *end, const struct cie *c, ui
     restore:
         if (initial == NULL)
             return 0; /* restore inside the CIE's own instructions */
-        if (reg == REG_RBP) {
+        if (reg == DW_RBP) {
             r->bp_rule = initial->bp_rule;
             r->bp_off = initial->bp_off;
         } else if (reg == c->ra_reg) {
@@ -635,7 +638,7 @@ static int run_cfi(const uint8_t *p, const uint8_t *end, const struct cie *c, ui
         }
         continue;
     other:
-        if (reg == REG_RBP)
+        if (reg == DW_RBP)
             r->bp_rule = RULE_OTHER;
         else if (reg == c->ra_reg)
             r->ra_rule = RULE_OTHER;
@@ -697,7 +700,7 @@ static uint64_t rule_from_cfi(const struct nh_module *m, uintptr_t ra)
         p += alen;
     }
     /* The CIE's instructions set the initial rules (they hold no advances that matter). */
-    struct row r = {REG_RSP, 8, RULE_SAME, RULE_OFFSET, 0, -8};
+    struct row r = {DW_RSP, 8, RULE_SAME, RULE_OFFSET, 0, -8};
     if (!run_cfi(c.insns, c.end, &c, 0, UINTPTR_MAX, &r, NULL))
         return FP_RULE;
     struct row initial = r;
@@ -707,7 +710,7 @@ static uint64_t rule_from_cfi(const struct nh_module *m, uintptr_t ra)
         return R_STOP;
     if (r.ra_rule != RULE_OFFSET || r.ra_off != -8)
         return FP_RULE;
-    if ((r.cfa_reg != REG_RSP && r.cfa_reg != REG_RBP) || r.cfa_off < 16 || r.cfa_off > INT32_MAX)
+    if ((r.cfa_reg != DW_RSP && r.cfa_reg != DW_RBP) || r.cfa_off < 16 || r.cfa_off > INT32_MAX)
         return FP_RULE;
     int bp;
     int16_t bp_off = 0;
@@ -719,7 +722,7 @@ static uint64_t rule_from_cfi(const struct nh_module *m, uintptr_t ra)
     } else {
         bp = 2;
     }
-    return make_rule(r.cfa_reg == REG_RBP, (int32_t)r.cfa_off, bp, bp_off);
+    return make_rule(r.cfa_reg == DW_RBP, (int32_t)r.cfa_off, bp, bp_off);
 }
 
 /* ----------------------------------------------------------------- cache */
@@ -820,8 +823,75 @@ static uint64_t rule_slow(uintptr_t ra)
 
 /* ------------------------------------------------------------- the walk */
 
-static int thread_bounds(void)
+#ifdef NH_UNWIND_NO_MALLOC
+/* The mapping that holds sp, from /proc/self/maps read with plain system calls into a buffer
+ * on the stack: pthread_getattr_np mallocs (its CPU set, and for the main thread stdio), and
+ * inside an allocator that malloc would come back to the caller. Once per thread. For the
+ * main thread's growing [stack], the bottom is where glibc's pthread_getattr_np puts it: the
+ * stack limit below the top, or the mapping below, whichever is higher. */
+static int thread_bounds(uintptr_t sp)
 {
+    if (stack_state != 0)
+        return stack_state > 0;
+    stack_state = -1;
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    char buf[512];
+    size_t have = 0;
+    int skip_line = 0; /* the rest of a line longer than buf */
+    uintptr_t prev_end = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + have, sizeof buf - have);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        have += (size_t)r;
+        char *line = buf, *end = buf + have, *nl;
+        while ((nl = memchr(line, '\n', (size_t)(end - line))) != NULL) {
+            if (skip_line) {
+                skip_line = 0;
+                line = nl + 1;
+                continue;
+            }
+            const char *p = line;
+            uintptr_t lo = 0, hi = 0;
+            int digits = 0;
+            for (; p < nl && *p != '-'; p++, digits++)
+                lo = lo * 16 + (uintptr_t)(*p <= '9' ? *p - '0' : (*p | 0x20) - 'a' + 10);
+            for (p++; p < nl && *p != ' '; p++, digits++)
+                hi = hi * 16 + (uintptr_t)(*p <= '9' ? *p - '0' : (*p | 0x20) - 'a' + 10);
+            if (digits > 1 && sp >= lo && sp < hi) {
+                stack_hi = hi;
+                stack_lo = lo;
+                if ((size_t)(nl - line) >= 7 && memcmp(nl - 7, "[stack]", 7) == 0) {
+                    struct rlimit rl;
+                    uintptr_t limit = getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                                              && rl.rlim_cur < hi ? hi - rl.rlim_cur : 0;
+                    stack_lo = limit > prev_end ? limit : prev_end;
+                }
+                stack_state = 1;
+                close(fd);
+                return 1;
+            }
+            prev_end = hi;
+            line = nl + 1;
+        }
+        have = (size_t)(end - line);
+        memmove(buf, line, have);
+        if (have == sizeof buf) { /* a line longer than buf: its start is parsed already or not at all */
+            have = 0;
+            skip_line = 1;
+        }
+    }
+    close(fd);
+    return 0;
+}
+#else
+static int thread_bounds(uintptr_t sp)
+{
+    (void)sp;
     if (stack_state != 0)
         return stack_state > 0;
     pthread_attr_t attr;
@@ -838,23 +908,25 @@ static int thread_bounds(void)
     }
     return stack_state > 0;
 }
+#endif
 
-__attribute__((noinline)) size_t nh_backtrace(uintptr_t *out, size_t max)
+/* From a frame's state (its return address, and the caller's RSP and RBP once it returns):
+ * skip_own drops the frames in the unwinder's module up to the first outside it, then skip
+ * more are dropped, then up to max are written. Nothing is read below sp, the lowest stack
+ * address in use, or outside the thread's stack. */
+static inline __attribute__((always_inline)) size_t walk_stack(uintptr_t *out, size_t max, size_t skip, int skip_own,
+                                                               uintptr_t ra, uintptr_t sp, uintptr_t bp)
 {
-    if (max == 0 || !__atomic_load_n(&ready, __ATOMIC_ACQUIRE) || !thread_bounds())
-        return 0;
-    /* __builtin_frame_address makes this function keep an RBP frame: its caller's state. */
-    const uintptr_t *fp = __builtin_frame_address(0);
-    uintptr_t ra = (uintptr_t)__builtin_return_address(0);
-    uintptr_t sp = (uintptr_t)fp + 16, bp = fp[0];
-    uintptr_t lo = stack_lo, hi = stack_hi;
+    uintptr_t lo = stack_lo > sp ? stack_lo : sp, hi = stack_hi;
     size_t n = 0;
-    int skipping = 1;
-    for (int steps = 0; steps < 64 + (int)max; steps++) {
-        if (skipping && ra >= own_lo && ra < own_hi) {
+    for (size_t steps = 0; steps < 64 + skip + max; steps++) {
+        if (skip_own && ra >= own_lo && ra < own_hi) {
             /* the unwinder's module: the recorder's (or allocator's) own frames */
+        } else if (skip != 0) {
+            skip_own = 0;
+            skip--;
         } else {
-            skipping = 0;
+            skip_own = 0;
             out[n++] = ra;
             if (n == max)
                 break;
@@ -882,6 +954,23 @@ __attribute__((noinline)) size_t nh_backtrace(uintptr_t *out, size_t max)
             break;
     }
     return n;
+}
+
+__attribute__((noinline)) size_t nh_backtrace(uintptr_t *out, size_t max)
+{
+    /* __builtin_frame_address makes this function keep an RBP frame: its caller's state. */
+    const uintptr_t *fp = __builtin_frame_address(0);
+    if (max == 0 || !__atomic_load_n(&ready, __ATOMIC_ACQUIRE) || !thread_bounds((uintptr_t)fp))
+        return 0;
+    return walk_stack(out, max, 0, 1, (uintptr_t)__builtin_return_address(0), (uintptr_t)fp + 16, fp[0]);
+}
+
+__attribute__((noinline)) size_t nh_backtrace_skip(uintptr_t *out, size_t max, size_t skip)
+{
+    const uintptr_t *fp = __builtin_frame_address(0);
+    if (max == 0 || !__atomic_load_n(&ready, __ATOMIC_ACQUIRE) || !thread_bounds((uintptr_t)fp))
+        return 0;
+    return walk_stack(out, max, skip, 0, (uintptr_t)__builtin_return_address(0), (uintptr_t)fp + 16, fp[0]);
 }
 
 /* ------------------------------------------------------------- the rest */

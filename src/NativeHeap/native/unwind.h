@@ -29,7 +29,9 @@
  *   - the modules' .eh_frame_hdr tables use the encoding every linker writes
  *     (datarel | sdata4), else the module is treated as having no CFI;
  *   - the caller makes malloc re-entrant for the calling thread during nh_backtrace (the
- *     recorder's "inside" flag): pthread_getattr_np, called once per thread, may allocate;
+ *     recorder's "inside" flag): pthread_getattr_np, called once per thread, may allocate.
+ *     Built with NH_UNWIND_NO_MALLOC (the stack depot), nothing mallocs: a thread's stack
+ *     bounds come from /proc/self/maps instead, read with open/read once per thread;
  *   - locks: nh_backtrace takes the unwinder's own mutex only on a cache miss, and only inside
  *     a dl_iterate_phdr callback, i.e. after the loader's lock (glibc calls malloc and free
  *     with that lock held, in dlclose and in dl_iterate_phdr callbacks, so the order must be
@@ -74,6 +76,22 @@ int nh_unwind_init(void);
  * Returns how many.
  */
 size_t nh_backtrace(uintptr_t *out, size_t max);
+
+/**
+ * Writes at most max return addresses, innermost first, starting with the one this call
+ * returns to (in its caller), after dropping the first skip of them. No module is skipped.
+ * Returns how many.
+ */
+size_t nh_backtrace_skip(uintptr_t *out, size_t max, size_t skip);
+
+/** A 64-bit hash of a stack's return addresses (the recorder's and the depot's dedup key). */
+static inline uint64_t nh_stack_hash(const uintptr_t *f, size_t n)
+{
+    uint64_t h = 0x84222325CBF29CE4ull ^ n;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ f[i]) * 0x100000001B3ull + (h >> 41);
+    return h;
+}
 
 /**
  * Rescans the modules and empties the rule cache now if the loader's adds/subs counters
