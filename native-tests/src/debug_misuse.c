@@ -18,6 +18,7 @@ __attribute__((noinline)) static char *allocate_victim(size_t size)
 __attribute__((noinline)) static void free_victim(char *p)
 {
     free(p);
+    __asm__ volatile("" ::: "memory"); /* not a tail call: free_victim stays on the stack */
 }
 
 int main(int argc, char **argv)

@@ -1,10 +1,6 @@
 /* ---- Starting the runtime: COLD -> STARTING -> READY ---- */
 #include "nh_internal.h"
 
-/* Exports.cs: the stack depot's capture and frames functions, for the debug heap.
- * (To move to nativeheap-managed.h with the other nhm_* declarations.) */
-void nhm_debug_stacks(uint32_t (*capture)(uint32_t skip, uint32_t depth), int32_t (*frames)(uint32_t id, uintptr_t *out, int32_t max));
-
 static void start(void)
 {
     int expected = COLD;

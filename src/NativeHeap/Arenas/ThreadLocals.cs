@@ -24,5 +24,5 @@ internal unsafe struct ThreadLocals
     /// <summary>The thread is a .NET thread: a slow call that schedules a purge arms the purge timer (Heap.Purge.cs).</summary>
     public bool ArmsPurgeTimer;
     /// <summary>The debug heap's quarantine of this thread's frees (Debugging/DebugQuarantine), made at its first free; null until then.</summary>
-    public void* DebugQuarantine;
+    public void* Quarantine;
 }

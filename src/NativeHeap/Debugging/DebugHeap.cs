@@ -141,8 +141,8 @@ internal static unsafe class DebugHeap
         nuint asked = CheckedLive(b, "free");
         nuint chunkBytes = Chunk.SizeOf(Chunk.FromMem(b.Mem));
         nuint limit = ctx->Mp.QuarantineBytes;
-        var q = (DebugQuarantine*)ts.DebugQuarantine;
-        if (q == null && chunkBytes <= limit) ts.DebugQuarantine = q = DebugQuarantine.Create();
+        var q = (DebugQuarantine*)ts.Quarantine;
+        if (q == null && chunkBytes <= limit) ts.Quarantine = q = DebugQuarantine.Create();
         if (q == null || chunkBytes > limit)
         {
             ((ulong*)b.User)[-2] = 0; // no longer a block of ours
@@ -181,9 +181,9 @@ internal static unsafe class DebugHeap
     /// <summary>The thread is ending: its quarantined blocks go back (checked) before its tcache does.</summary>
     internal static void ThreadExit(MallocContext* ctx, ref ThreadLocals ts)
     {
-        var q = (DebugQuarantine*)ts.DebugQuarantine;
+        var q = (DebugQuarantine*)ts.Quarantine;
         if (q == null) return;
-        ts.DebugQuarantine = null;
+        ts.Quarantine = null;
         try
         {
             Evict(ctx, ref ts, q, 0);

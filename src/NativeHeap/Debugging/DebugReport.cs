@@ -124,15 +124,13 @@ internal static unsafe class DebugReport
 
     private static void AppendStack(StringBuilder sb, string verb, uint id)
     {
-        ulong[] frames = DebugStacks.Frames(id);
-        if (frames.Length == 0)
+        List<string> frames = DebugStacks.Describe(id);
+        if (frames.Count == 0)
         {
-            sb.Append(verb).Append(" at: (no stack: ").Append(DebugStacks.Unavailable ?? "none was recorded").Append(")\n");
+            sb.Append(verb).Append(" at: (no stack was recorded)\n");
             return;
         }
         sb.Append(verb).Append(" at:\n");
-        int i = 0;
-        foreach (string frame in StackText.Frames(frames))
-            sb.Append("  #").Append(i++).Append(' ').Append(frame).Append('\n');
+        for (int i = 0; i < frames.Count; i++) sb.Append("  #").Append(i).Append(' ').Append(frames[i]).Append('\n');
     }
 }

@@ -1,74 +1,126 @@
-using System.Runtime.InteropServices;
+using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
+using System.Reflection;
+using System.Runtime.CompilerServices;
 
 namespace NativeHeap.Debugging;
 
 /// <summary>
-/// The debug heap's face of the native stack depot (src/NativeHeap/native/stackdepot.c): a
-/// stack captured as a small id at each allocation and free, its return addresses read back
-/// only when a report is made. One unwinder for the recorder, libnativeheap and .NET processes:
-/// libnativeheap hands its copy's entry points over at start (<see cref="UseNative"/>); a .NET
-/// process loads libnativeheap-debug.so, which ships beside NativeHeap.dll, on first use.
+/// The stacks the debug heap keeps: one captured at each allocation and free, kept once, named
+/// by a 32-bit id in the block; its return addresses read back only when a report is made.
 /// </summary>
+/// <remarks>
+/// Two capturers, one per kind of caller:
+/// <list type="bullet">
+/// <item>libnativeheap (C callers): the C layer's stack depot (src/NativeHeap/native/stackdepot.c,
+/// on the DWARF unwinder <c>nativeheap record</c> uses), handed over at start by
+/// <see cref="UseNative"/>.</item>
+/// <item>A .NET process: the runtime's own stack walk (<see cref="StackTrace"/>), each frame's
+/// native IP kept. A frame-pointer walk cannot be trusted there: optimized JIT code keeps no
+/// frame pointer, and in a test every frame from the allocator's to the test's method was
+/// skipped that way. The walk costs about 4-6 us (measured, 2-20 frames), paid by .NET
+/// callers in debug mode only.</item>
+/// </list>
+/// </remarks>
 internal static unsafe class DebugStacks
 {
-    /// <summary>Return addresses kept per stack: the allocator's own frames (up to about 8) and the caller's.</summary>
+    /// <summary>Return addresses kept per stack (the caller's; the allocator's own frames are left out or dropped in reports).</summary>
     internal const uint Depth = 32;
+    /// <summary>The most stacks a .NET process keeps; past it, captures return 0 (a report then says no stack was recorded).</summary>
+    private const int MaxManagedStacks = 1 << 20;
 
-    // Written once, before the first capture that may use them (UseNative at libnativeheap's
-    // start, or Load under s_loadState's compare-exchange); read without a lock afterwards.
+    // Written once by UseNative, before the first capture (libnativeheap calls it right after
+    // the runtime starts, before any NativeHeap call); read without a lock afterwards.
     private static delegate* unmanaged<uint, uint, uint> s_capture;
     private static delegate* unmanaged<uint, nuint*, int, int> s_frames;
-    /// <summary>0: not tried; 1: loaded or handed over; -1: no depot here (stacks are then left out of reports).</summary>
-    private static int s_loadState;
-    private static string? s_loadFailure;
 
-    /// <summary>libnativeheap's C layer hands over its own depot (Exports' nhm_debug_stacks).</summary>
+    // A .NET process's stacks: s_managed[id - 1]; both under s_managedLock.
+    private static readonly Lock s_managedLock = new();
+    private static readonly List<ManagedFrame[]> s_managed = [];
+    private static readonly Dictionary<StackKey, uint> s_managedIds = [];
+
+    /// <summary>libnativeheap's C layer hands over its stack depot (Exports' nhm_debug_stacks).</summary>
     internal static void UseNative(nint capture, nint frames)
     {
         s_frames = (delegate* unmanaged<uint, nuint*, int, int>)frames;
         s_capture = (delegate* unmanaged<uint, uint, uint>)capture;
-        Volatile.Write(ref s_loadState, 1);
     }
-
-    /// <summary>Why stacks are not available (for a report to say), or null.</summary>
-    internal static string? Unavailable => Volatile.Read(ref s_loadState) < 0 ? s_loadFailure : null;
 
     /// <summary>The calling thread's stack as an id; 0 when it could not be taken.</summary>
-    internal static uint Capture()
+    internal static uint Capture() => s_capture != null ? s_capture(0, Depth) : CaptureManaged();
+
+    /// <summary>Stack <paramref name="id"/> as report lines, innermost first, from the caller's first frame (empty for 0 or an unknown id).</summary>
+    internal static List<string> Describe(uint id)
     {
-        if (Volatile.Read(ref s_loadState) == 0) Load();
-        return s_capture == null ? 0 : s_capture(0, Depth);
+        if (id == 0) return [];
+        if (s_frames != null)
+        {
+            nuint* buffer = stackalloc nuint[(int)Depth];
+            int n = s_frames(id, buffer, (int)Depth);
+            var frames = new ulong[Math.Max(n, 0)];
+            for (int i = 0; i < frames.Length; i++) frames[i] = buffer[i];
+            return StackText.Frames(frames);
+        }
+        ManagedFrame[] managed;
+        lock (s_managedLock)
+        {
+            if (id > s_managed.Count) return [];
+            managed = s_managed[(int)id - 1];
+        }
+        return managed.Select(f => f.ToString()).ToList();
     }
 
-    /// <summary>The return addresses of stack <paramref name="id"/>, innermost first (empty for 0 or an unknown id).</summary>
-    internal static ulong[] Frames(uint id)
+    // GetMethod is used for a frame's identity and its name only; where trimming removed a
+    // method's metadata the frame is named "?" (libnativeheap, the AOT build, never comes here).
+    [UnconditionalSuppressMessage("Trimming", "IL2026", Justification = "Names only; a trimmed method shows as '?'.")]
+    private static uint CaptureManaged()
     {
-        if (id == 0 || s_frames == null) return [];
-        nuint* buffer = stackalloc nuint[(int)Depth];
-        int n = s_frames(id, buffer, (int)Depth);
-        var frames = new ulong[Math.Max(n, 0)];
-        for (int i = 0; i < frames.Length; i++) frames[i] = buffer[i];
-        return frames;
+        StackFrame[] all = new StackTrace(1, false).GetFrames();
+        var frames = new List<ManagedFrame>((int)Depth);
+        foreach (StackFrame f in all)
+        {
+            MethodBase? m = f.GetMethod();
+            if (frames.Count == 0 && m?.DeclaringType?.Assembly == typeof(DebugStacks).Assembly) continue; // the allocator's own
+            frames.Add(new ManagedFrame(m, f.GetNativeOffset(), f.GetILOffset()));
+            if (frames.Count == Depth) break;
+        }
+        var key = new StackKey([.. frames]);
+        lock (s_managedLock)
+        {
+            if (s_managedIds.TryGetValue(key, out uint id)) return id;
+            if (s_managed.Count >= MaxManagedStacks) return 0;
+            s_managed.Add(key.Frames);
+            id = (uint)s_managed.Count;
+            s_managedIds.Add(key, id);
+            return id;
+        }
     }
 
-    private static void Load()
+    /// <summary>A .NET frame: its method and where in it.</summary>
+    private readonly record struct ManagedFrame(MethodBase? Method, int NativeOffset, int ILOffset)
     {
-        if (Interlocked.CompareExchange(ref s_loadState, 2, 0) != 0)
+        public override string ToString() => Method is null
+            ? "?"
+            : $"{Method.DeclaringType?.FullName}.{Method.Name}({string.Join(", ", Method.GetParameters().Select(p => p.ParameterType.Name))}) +0x{NativeOffset:x}"
+                + (ILOffset >= 0 ? $" (IL_{ILOffset:x4})" : "");
+    }
+
+    /// <summary>A stack's frames as a dictionary key, compared by value.</summary>
+    private readonly struct StackKey(ManagedFrame[] frames) : IEquatable<StackKey>
+    {
+        public ManagedFrame[] Frames { get; } = frames;
+
+        public bool Equals(StackKey other) => Frames.AsSpan().SequenceEqual(other.Frames);
+        public override bool Equals(object? obj) => obj is StackKey k && Equals(k);
+        public override int GetHashCode()
         {
-            SpinWait spin = default;
-            while (Volatile.Read(ref s_loadState) == 2) spin.SpinOnce(); // another thread is loading it
-            return;
+            var h = new HashCode();
+            foreach (ManagedFrame f in Frames)
+            {
+                h.Add(f.Method is null ? 0 : RuntimeHelpers.GetHashCode(f.Method));
+                h.Add(f.NativeOffset);
+            }
+            return h.ToHashCode();
         }
-        // The .NET host resolves it as it does a DllImport: the app's directory or the package's
-        // runtimes/linux-x64/native/ through deps.json.
-        if (NativeLibrary.TryLoad("libnativeheap-debug.so", typeof(DebugStacks).Assembly, DllImportSearchPath.AssemblyDirectory, out nint lib)
-            && NativeLibrary.TryGetExport(lib, "nhd_stack_capture", out nint capture)
-            && NativeLibrary.TryGetExport(lib, "nhd_stack_frames", out nint frames))
-        {
-            UseNative(capture, frames);
-            return;
-        }
-        s_loadFailure = "libnativeheap-debug.so was not found beside NativeHeap.dll: reports name no stacks";
-        Volatile.Write(ref s_loadState, -1);
     }
 }

@@ -27,7 +27,7 @@ public class DebugHeapTests
         string details = Details(r);
         Assert.Contains($"{size} bytes asked", details);
         Assert.Contains($"the byte at offset {size} (0 past the end) was overwritten: found 41", details);
-        Assert.Contains("allocated at:", details);
+        Assert.Contains("allocated at:\n#0 NativeHeap.Tests.ChildScenarios.AllocatedByDebugVictim(UIntPtr)", details);
         Assert.Equal("True", r["survived"]);
     }
 
@@ -43,6 +43,7 @@ public class DebugHeapTests
         string details = Details(r);
         Assert.Contains($"{size} bytes asked", details);
         Assert.Contains("the byte at offset -1 (1 before the start) was overwritten: found 41, expected ", details);
+        Assert.Contains("allocated at:\n#0 NativeHeap.Tests.ChildScenarios.AllocatedByDebugVictim(UIntPtr)", details);
         Assert.Equal("True", r["survived"]);
     }
 
@@ -57,7 +58,8 @@ public class DebugHeapTests
         Assert.Equal("Heap.Validate(): write after free detected", r["words"]);
         string details = Details(r);
         Assert.Contains($"the byte at offset {size / 2} was written after the block was freed: found 41", details);
-        Assert.Contains("freed at:", details);
+        Assert.Contains("allocated at:\n#0 NativeHeap.Tests.ChildScenarios.AllocatedByDebugVictim(UIntPtr)", details);
+        Assert.Contains("freed at:\n#0 NativeHeap.Tests.ChildScenarios.FreedByDebugVictim(Byte*)", details);
         Assert.Equal("True", r["survived"]);
     }
 
@@ -78,8 +80,8 @@ public class DebugHeapTests
         Assert.Equal("True", r["reported"]);
         Assert.Equal("free(): double free detected", r["words"]);
         string details = Details(r);
-        Assert.Contains("allocated at:", details);
-        Assert.Contains("freed at:", details);
+        Assert.Contains("allocated at:\n#0 NativeHeap.Tests.ChildScenarios.AllocatedByDebugVictim(UIntPtr)", details);
+        Assert.Contains("freed at:\n#0 NativeHeap.Tests.ChildScenarios.FreedByDebugVictim(Byte*)", details);
         Assert.Equal("True", r["survived"]);
     }
 
@@ -137,14 +139,17 @@ public class DebugHeapTests
     [InlineData("write-after-free", 8, "free(): write after free detected", "the byte at offset 4 was written after the block was freed: found 41")]
     [InlineData("write-after-free", 4096, "free(): write after free detected", "the byte at offset 2048 was written after the block was freed: found 41")]
     [InlineData("double-free", 64, "free(): double free detected", "the block was already freed")]
-    public void FromC_UnderThePreload_EachMisuseAbortsWithItsReport(string what, int size, string words, string finding)
+    public void FromC_UnderThePreload_EachMisuseAbortsWithItsReport_NamingWhoAllocatedAndFreed(string what, int size, string words, string finding)
     {
         ProcessResult r = MisuseInC(what, size);
         Assert.True(r.ExitCode == 134, $"debug_misuse {what} {size} exited {r.ExitCode}, not with SIGABRT:\n{r.Output}\n{r.Error}");
         Assert.Contains(words + ": 0x", r.Error);
         Assert.Contains($"{size} bytes asked", r.Error);
         Assert.Contains(finding, r.Error);
-        Assert.Contains("allocated at:", r.Error);
+        // The names come from the program's symbol table and DWARF, read in the aborting process.
+        Assert.Contains("allocated at:\n  #0 allocate_victim (", r.Error);
+        Assert.Contains("debug_misuse.c:", r.Error);
+        if (what is "write-after-free" or "double-free") Assert.Contains("freed at:\n  #0 free_victim (", r.Error);
         Assert.DoesNotContain("no report", r.Output);
     }
 
