@@ -28,6 +28,8 @@ int main(void)
     LINE("fast_path.debug_key", offsetof(struct nhm_fast_path, debug_key));
     LINE("fast_path.size", sizeof(struct nhm_fast_path));
     LINE("thread_locals.tcache", offsetof(struct nhm_thread_locals, tcache));
+    LINE("thread_locals.debug_stack", offsetof(struct nhm_thread_locals, debug_stack));
+    LINE("debug.stack_depth", NHM_DEBUG_STACK_DEPTH);
     LINE("chunk.header", NHM_CHUNK_HEADER);
     LINE("chunk.size_word", NHM_SIZE_WORD);
     LINE("chunk.prev_inuse", NHM_PREV_INUSE);

@@ -4,14 +4,31 @@
 #include "nh_internal.h"
 #include "fast_path.h"
 
+/* The debug heap's stack of this call, captured before entering .NET (the managed side reads
+ * it from the thread state, Debugging/DebugStacks.Capture) and cleared after: only while
+ * fast.debug, so the default's calls pay one predictable test. */
+#define DEBUG_ENTER()                                                                   \
+    do {                                                                                \
+        if (__builtin_expect(__atomic_load_n(&fast.debug, __ATOMIC_RELAXED), 0))        \
+            ((struct nhm_thread_locals *)thread_locals)->debug_stack =                  \
+                nhd_stack_capture(0, NHM_DEBUG_STACK_DEPTH);                            \
+    } while (0)
+#define DEBUG_LEAVE()                                                                   \
+    do {                                                                                \
+        if (__builtin_expect(__atomic_load_n(&fast.debug, __ATOMIC_RELAXED), 0))        \
+            ((struct nhm_thread_locals *)thread_locals)->debug_stack = 0;               \
+    } while (0)
+
 EXPORT void *nh_malloc(size_t size)
 {
     void *hit = tcache_get_fast(size);
     if (hit != NULL) return hit;
     if (!can_enter()) return boot_alloc(size, 16);
+    DEBUG_ENTER();
     enter();
     void *p = nhm_malloc(TS, size);
     leave();
+    DEBUG_LEAVE();
     return p;
 }
 
@@ -28,9 +45,11 @@ EXPORT void nh_free(void *ptr)
         defer_free(ptr);
         return;
     }
+    DEBUG_ENTER();
     enter();
     nhm_free(TS, ptr);
     leave();
+    DEBUG_LEAVE();
 }
 
 EXPORT void *nh_calloc(size_t count, size_t size)
@@ -50,9 +69,11 @@ EXPORT void *nh_calloc(size_t count, size_t size)
         if (p != NULL) memset(p, 0, bytes);
         return p;
     }
+    DEBUG_ENTER();
     enter();
     void *p = nhm_calloc(TS, count, size);
     leave();
+    DEBUG_LEAVE();
     return p;
 }
 
@@ -84,9 +105,11 @@ EXPORT void *nh_realloc(void *ptr, size_t size)
         }
         return move_block(ptr, chunk_usable(ptr), size);
     }
+    DEBUG_ENTER();
     enter();
     void *p = nhm_realloc(TS, ptr, size);
     leave();
+    DEBUG_LEAVE();
     return p;
 }
 
@@ -103,9 +126,11 @@ EXPORT void *nh_reallocarray(void *ptr, size_t count, size_t size)
 EXPORT void *nh_memalign(size_t alignment, size_t size)
 {
     if (!can_enter()) return boot_alloc(size, alignment);
+    DEBUG_ENTER();
     enter();
     void *p = nhm_memalign(TS, alignment, size);
     leave();
+    DEBUG_LEAVE();
     return p;
 }
 
@@ -118,27 +143,33 @@ EXPORT int nh_posix_memalign(void **result, size_t alignment, size_t size)
         *result = p;
         return 0;
     }
+    DEBUG_ENTER();
     enter();
     int r = nhm_posix_memalign(TS, result, alignment, size);
     leave();
+    DEBUG_LEAVE();
     return r;
 }
 
 EXPORT void *nh_aligned_alloc(size_t alignment, size_t size)
 {
     if (!can_enter()) return boot_alloc(size, alignment);
+    DEBUG_ENTER();
     enter();
     void *p = nhm_aligned_alloc(TS, alignment, size);
     leave();
+    DEBUG_LEAVE();
     return p;
 }
 
 EXPORT void *nh_valloc(size_t size)
 {
     if (!can_enter()) return boot_alloc(size, (size_t)sysconf(_SC_PAGESIZE));
+    DEBUG_ENTER();
     enter();
     void *p = nhm_valloc(TS, size);
     leave();
+    DEBUG_LEAVE();
     return p;
 }
 
@@ -152,9 +183,11 @@ EXPORT void *nh_pvalloc(size_t size)
         }
         return boot_alloc(rounded & ~(page - 1), page);
     }
+    DEBUG_ENTER();
     enter();
     void *p = nhm_pvalloc(TS, size);
     leave();
+    DEBUG_LEAVE();
     return p;
 }
 

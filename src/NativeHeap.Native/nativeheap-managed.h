@@ -35,7 +35,12 @@ struct nhm_tcache {
 /* ThreadLocals as far as C reads it. */
 struct nhm_thread_locals {
     struct nhm_tcache *tcache; /* null until the managed side makes the tcache, and again once it is given back */
+    uint32_t debug_stack;      /* debug heap: the caller's stack id, set by abi.c for the call in progress (0: none) */
 };
+
+/* The debug heap's stacks from C: return addresses kept per call, the two of libnativeheap's
+ * own (nh_* and the preload's wrapper) included; at most Debugging/DebugStacks.Depth. */
+#define NHM_DEBUG_STACK_DEPTH 24
 
 /* The chunk as the fast paths read it (src/NativeHeap/Chunks/Chunk.cs): a 16-byte header whose
  * second word is the size with its flag bits, user memory after it. */

@@ -16,6 +16,12 @@ internal unsafe struct ThreadLocals
     /// it is given back, which is what turns the C fast paths off for this thread.
     /// </summary>
     public Tcache* Tcache;
+    /// <summary>
+    /// Second, where libnativeheap's C layer writes it (<c>debug_stack</c>): with the debug heap
+    /// on, the stack of the C call in progress, captured in C before it entered .NET (two of
+    /// the allocator's frames to walk instead of about eight); 0 for a .NET thread's call.
+    /// </summary>
+    public uint DebugStack;
     public MallocState* Arena;
     /// <summary>tcache_shutting_down: the thread has given its tcache back; it gets no new one.</summary>
     public bool TcacheShutDown;

@@ -94,15 +94,24 @@ internal static unsafe class DebugBlock
         return low | Tag(mem + HeaderBytes, low);
     }
 
+    /// <summary>Writes the canary over [from, end): at an 8-aligned address the pattern is the secret word itself.</summary>
     internal static void FillCanary(byte* from, byte* end)
     {
-        for (byte* b = from; b < end; b++) *b = CanaryByte((nuint)b);
+        byte* b = from;
+        for (; b < end && ((nuint)b & 7) != 0; b++) *b = CanaryByte((nuint)b);
+        for (; b + 8 <= end; b += 8) *(ulong*)b = s_canary;
+        for (; b < end; b++) *b = CanaryByte((nuint)b);
     }
 
     /// <summary>The first byte in [from, end) that is not the canary, or null.</summary>
     internal static byte* FirstBadCanary(byte* from, byte* end)
     {
-        for (byte* b = from; b < end; b++)
+        byte* b = from;
+        for (; b < end && ((nuint)b & 7) != 0; b++)
+            if (*b != CanaryByte((nuint)b)) return b;
+        for (; b + 8 <= end; b += 8)
+            if (*(ulong*)b != s_canary) break; // the bad byte is in this word: the byte loop finds it
+        for (; b < end; b++)
             if (*b != CanaryByte((nuint)b)) return b;
         return null;
     }
@@ -144,12 +153,9 @@ internal static unsafe class DebugBlock
         return state;
     }
 
-    /// <summary>Marks the block quarantined (its allocation stack kept).</summary>
-    internal static void SetState(byte* user, BlockState state)
-    {
-        BlockState _ = State(user, out uint stack, out int log2);
+    /// <summary>Marks the block <paramref name="state"/>, its allocation's stack and alignment as the header had them.</summary>
+    internal static void SetState(byte* user, uint stack, int log2, BlockState state) =>
         ((ulong*)user)[-2] = Meta(user, stack, log2, state);
-    }
 
     /// <summary>The size asked for, or false when the size word's check bits were overwritten (an underflow).</summary>
     internal static bool TryAsked(byte* user, out nuint asked)

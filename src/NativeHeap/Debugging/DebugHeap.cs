@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -67,7 +68,7 @@ internal static unsafe class DebugHeap
         var mem = (byte*)(offset == DebugBlock.HeaderBytes ? Ptmalloc.Malloc(ctx, ref ts, inner) : Ptmalloc.Memalign(ctx, ref ts, offset, inner));
         if (mem == null) return null;
         byte* user = mem + offset;
-        DebugBlock.Make(mem, mem + Ptmalloc.UsableSize(mem), user, size, DebugStacks.Capture());
+        DebugBlock.Make(mem, mem + Ptmalloc.UsableSize(mem), user, size, DebugStacks.Capture(ts));
         return user;
     }
 
@@ -149,10 +150,10 @@ internal static unsafe class DebugHeap
             Ptmalloc.Free(ctx, ref ts, b.Mem);
             return;
         }
-        uint freeStack = DebugStacks.Capture();
+        uint freeStack = DebugStacks.Capture(ts);
         NativeMemory.Fill(b.User, asked, DebugBlock.Poison);
         DebugBlock.SetFreeStack(b.User, b.End, freeStack);
-        DebugBlock.SetState(b.User, BlockState.Quarantined);
+        DebugBlock.SetState(b.User, b.AllocStack, (int)BitOperations.Log2((ulong)(b.User - b.Mem)), BlockState.Quarantined);
         while (!DebugQuarantine.TryPush(q, b.User, chunkBytes))
             Evict(ctx, ref ts, q, 0); // the ring is full: make room
         Evict(ctx, ref ts, q, limit);

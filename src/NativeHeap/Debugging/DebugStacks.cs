@@ -26,6 +26,8 @@ internal static unsafe class DebugStacks
 {
     /// <summary>Return addresses kept per stack (the caller's; the allocator's own frames are left out or dropped in reports).</summary>
     internal const uint Depth = 32;
+    /// <summary>What libnativeheap's C layer captures (NHM_DEBUG_STACK_DEPTH in nativeheap-managed.h; NativeAbiLayoutTests compares them).</summary>
+    internal const uint CDepth = 24;
     /// <summary>The most stacks a .NET process keeps; past it, captures return 0 (a report then says no stack was recorded).</summary>
     private const int MaxManagedStacks = 1 << 20;
 
@@ -46,8 +48,10 @@ internal static unsafe class DebugStacks
         s_capture = (delegate* unmanaged<uint, uint, uint>)capture;
     }
 
-    /// <summary>The calling thread's stack as an id; 0 when it could not be taken.</summary>
-    internal static uint Capture() => s_capture != null ? s_capture(0, Depth) : CaptureManaged();
+    /// <summary>The stack of the call in progress on <paramref name="ts"/>'s thread as an id; 0 when it could not be taken.</summary>
+    internal static uint Capture(in Arenas.ThreadLocals ts) =>
+        ts.DebugStack != 0 ? ts.DebugStack // libnativeheap's C layer took it on the way in
+        : s_capture != null ? s_capture(0, CDepth) : CaptureManaged();
 
     /// <summary>Stack <paramref name="id"/> as report lines, innermost first, from the caller's first frame (empty for 0 or an unknown id).</summary>
     internal static List<string> Describe(uint id)

@@ -112,7 +112,7 @@ internal static unsafe partial class ChildScenarios
     {
         var rng = new Random(7);
         var live = new List<(nint P, nuint Size, byte Fill)>();
-        for (int i = 0; i < 200_000; i++)
+        for (int i = 0; i < 60_000; i++)
         {
             int op = rng.Next(10);
             if (op < 5 || live.Count == 0)
@@ -148,7 +148,7 @@ internal static unsafe partial class ChildScenarios
                 new Span<byte>(q, (int)bigger).Fill(fill);
                 live[k] = ((nint)q, bigger, fill);
             }
-            if (i % 50_000 == 0) Heap.Validate();
+            if (i % 20_000 == 0) Heap.Validate();
         }
         Heap.Validate();
         foreach (var (p, _, _) in live) Heap.Free((void*)p);

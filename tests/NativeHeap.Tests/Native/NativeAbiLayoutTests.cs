@@ -41,6 +41,8 @@ public unsafe class NativeAbiLayoutTests
         Line("fast_path.debug_key", (byte*)&fast.DebugKey - (byte*)&fast);
         Line("fast_path.size", sizeof(Heap.FastPath));
         Line("thread_locals.tcache", (byte*)&ts.Tcache - (byte*)&ts);
+        Line("thread_locals.debug_stack", (byte*)&ts.DebugStack - (byte*)&ts);
+        Line("debug.stack_depth", NativeHeap.Debugging.DebugStacks.CDepth);
         Line("chunk.header", Chunk.HeaderSize);
         Line("chunk.size_word", ((byte*)&chunk.Size - (byte*)&chunk) / sizeof(nuint));
         Line("chunk.prev_inuse", Chunk.PrevInuse);
