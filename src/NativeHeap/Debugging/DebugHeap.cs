@@ -88,8 +88,7 @@ internal static unsafe class DebugHeap
     private static Found Find(MallocContext* ctx, byte* user, string op)
     {
         if (Volatile.Read(ref s_started) == 0) Start(ctx);
-        if (((nuint)user & Chunk.AlignMask) != 0 || (nuint)user < 4096)
-            DebugReport.NotABlock(op, user, "it is not 16-byte aligned");
+        if (((nuint)user & Chunk.AlignMask) != 0) DebugReport.NotABlock(op, user, "it is not 16-byte aligned");
         int mappedLog2 = -1;
         bool inHeap = MallocContext.OwnsHeapChunk(ctx, (Chunk*)(user - DebugBlock.HeaderBytes));
         if (!inHeap)

@@ -51,7 +51,10 @@ internal static unsafe class DebugStacks
     /// <summary>The stack of the call in progress on <paramref name="ts"/>'s thread as an id; 0 when it could not be taken.</summary>
     internal static uint Capture(in Arenas.ThreadLocals ts) =>
         ts.DebugStack != 0 ? ts.DebugStack // libnativeheap's C layer took it on the way in
-        : s_capture != null ? s_capture(0, CDepth) : CaptureManaged();
+        : s_capture != null ? s_capture(0, CDepth)
+        // Under NativeAOT (libnativeheap) the C depot is always there: this constant-false test
+        // lets the trimmer drop the .NET capture, which would add to every C process's image.
+        : RuntimeFeature.IsDynamicCodeSupported ? CaptureManaged() : 0;
 
     /// <summary>Stack <paramref name="id"/> as report lines, innermost first, from the caller's first frame (empty for 0 or an unknown id).</summary>
     internal static List<string> Describe(uint id)
@@ -65,6 +68,7 @@ internal static unsafe class DebugStacks
             for (int i = 0; i < frames.Length; i++) frames[i] = buffer[i];
             return StackText.Frames(frames);
         }
+        if (!RuntimeFeature.IsDynamicCodeSupported) return [];
         ManagedFrame[] managed;
         lock (s_managedLock)
         {
