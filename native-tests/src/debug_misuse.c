@@ -21,6 +21,14 @@ __attribute__((noinline)) static void free_victim(char *p)
     __asm__ volatile("" ::: "memory"); /* not a tail call: free_victim stays on the stack */
 }
 
+/* A byte unlike the one there (the canary is random: it may hold 0x41), said on stderr, which abort does not lose. */
+static void overwrite(char *at)
+{
+    unsigned char v = (unsigned char)*at == 0x41 ? 0x42 : 0x41;
+    *at = (char)v;
+    fprintf(stderr, "wrote %02x\n", v);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) return 2;
@@ -28,10 +36,10 @@ int main(int argc, char **argv)
     const char *what = argv[1];
     char *p = allocate_victim(size);
     if (!strcmp(what, "overflow")) {
-        p[size] = 0x41;
+        overwrite(p + size); /* one byte past the end */
         free_victim(p);
     } else if (!strcmp(what, "underflow")) {
-        p[-1] = 0x41;
+        overwrite(p - 1); /* one byte before the start */
         free_victim(p);
     } else if (!strcmp(what, "write-after-free")) {
         free_victim(p);

@@ -171,7 +171,13 @@ internal static unsafe class DebugHeap
         while (DebugQuarantine.TryPopOver(q, limit, out byte* user))
         {
             DebugFinding? f = CheckQuarantined(user, "free");
-            if (f != null) DebugReport.Raise(f); // the block stays out of the arena: its memory is lost, the heap usable
+            if (f != null)
+            {
+                // Left out of the arena (its memory is lost, the heap usable), and no longer a block
+                // of ours: reported once, not again by every later check.
+                ((ulong*)user)[-2] = 0;
+                DebugReport.Raise(f);
+            }
             DebugBlock.State(user, out _, out int log2);
             ((ulong*)user)[-2] = 0; // no longer a block of ours: a late free of it is no double free we can name
             Ptmalloc.Free(ctx, ref ts, DebugBlock.Mem(user, log2));

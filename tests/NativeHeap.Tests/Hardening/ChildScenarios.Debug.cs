@@ -6,95 +6,107 @@ namespace NativeHeap.Tests;
 /// <summary>Scenarios of <see cref="DebugHeapTests"/>: each runs with <c>debug=1</c> in a process of its own.</summary>
 internal static unsafe partial class ChildScenarios
 {
-    /// <summary>The misuse named by NH_TEST_MISUSE ("overflow:SIZE", "underflow:SIZE", ...), then proof that the heap still works.</summary>
+    /// <summary>
+    /// Every misuse named in NH_TEST_MISUSE ("overflow:SIZE,underflow:SIZE,..."), one after the
+    /// other in this process: each one's report as "CASE.key=value" lines, then the byte it
+    /// overwrote is put back, the block freed, and the next case runs on the same heap (a heap
+    /// that goes on working after a report is part of what is tested). Last, every size class.
+    /// </summary>
     public static void DebugMisuse()
     {
-        string[] what = Environment.GetEnvironmentVariable("NH_TEST_MISUSE")!.Split(':');
-        nuint size = what.Length > 1 ? nuint.Parse(what[1]) : 64;
-        try
+        foreach (string name in Environment.GetEnvironmentVariable("NH_TEST_MISUSE")!.Split(','))
         {
-            switch (what[0])
+            string[] what = name.Split(':');
+            nuint size = nuint.Parse(what[1]);
+            byte* damaged = null, block = null;
+            byte original = 0;
+            // A byte unlike the one there (the canary is random: it could be 0x41).
+            byte Overwrite(byte* at)
             {
-                case "overflow":
-                {
-                    byte* p = AllocatedByDebugVictim(size);
-                    p[size] = 0x41; // one byte past the end
-                    Heap.Free(p);
-                    break;
-                }
-                case "underflow":
-                {
-                    byte* p = AllocatedByDebugVictim(size);
-                    p[-1] = 0x41; // one byte before the start
-                    Heap.Free(p);
-                    break;
-                }
-                case "write-after-free":
-                {
-                    byte* p = AllocatedByDebugVictim(size);
-                    FreedByDebugVictim(p);
-                    p[size / 2] = 0x41;
-                    Heap.Validate();
-                    break;
-                }
-                case "write-after-free-evicted":
-                {
-                    // quarantine_bytes is small in this run: freeing other blocks pushes p out, and its check reports.
-                    byte* p = AllocatedByDebugVictim(size);
-                    FreedByDebugVictim(p);
-                    p[0] = 0x41;
-                    for (int i = 0; i < 64; i++) Heap.Free(Heap.Alloc(size));
-                    break;
-                }
-                case "double-free":
-                {
-                    byte* p = AllocatedByDebugVictim(size);
-                    FreedByDebugVictim(p);
-                    // Without the debug heap, p would have left the tcache for a bin by now.
-                    var others = new List<nint>();
-                    for (int i = 0; i < 100; i++) others.Add((nint)Heap.Alloc(size));
-                    foreach (nint o in others) Heap.Free((void*)o);
-                    Heap.Free(p);
-                    break;
-                }
-                case "realloc-overflow":
-                {
-                    byte* p = AllocatedByDebugVictim(size);
-                    p[size + 3] = 0x41;
-                    Heap.Realloc(p, size * 2);
-                    break;
-                }
-                case "aligned-overflow":
-                {
-                    var p = (byte*)Heap.AlignedAlloc(size, 4096);
-                    Report("aligned", ((nuint)p & 4095) == 0);
-                    p[size] = 0x41;
-                    Heap.Validate();
-                    break;
-                }
-                case "foreign":
-                {
-                    byte* p = AllocatedByDebugVictim(size);
-                    Heap.Free(p + 16); // inside a block
-                    break;
-                }
+                damaged = at;
+                original = *at;
+                *at = original == 0x41 ? (byte)0x42 : (byte)0x41;
+                return *at;
             }
-            Report("reported", false);
+            try
+            {
+                switch (what[0])
+                {
+                    case "overflow":
+                        block = AllocatedByDebugVictim(size);
+                        Report($"{name}.wrote", Overwrite(block + size).ToString("x2")); // one byte past the end
+                        Heap.Free(block);
+                        break;
+                    case "underflow":
+                        block = AllocatedByDebugVictim(size);
+                        Report($"{name}.wrote", Overwrite(block - 1).ToString("x2")); // one byte before the start
+                        Heap.Free(block);
+                        break;
+                    case "write-after-free":
+                        block = AllocatedByDebugVictim(size);
+                        FreedByDebugVictim(block);
+                        Report($"{name}.wrote", Overwrite(block + size / 2).ToString("x2"));
+                        block = null; // freed: repairing puts the poison back
+                        Heap.Validate();
+                        break;
+                    case "write-after-free-evicted":
+                        // Run with a small quarantine_bytes: freeing other blocks pushes it out, and its check reports.
+                        block = AllocatedByDebugVictim(size);
+                        FreedByDebugVictim(block);
+                        Report($"{name}.wrote", Overwrite(block).ToString("x2"));
+                        block = damaged = null; // out of the quarantine and the heap once reported
+                        for (int i = 0; i < 64; i++) Heap.Free(Heap.Alloc(size));
+                        break;
+                    case "double-free":
+                        block = AllocatedByDebugVictim(size);
+                        FreedByDebugVictim(block);
+                        // Without the debug heap, the block would have left the tcache for a bin by now.
+                        var others = new List<nint>();
+                        for (int i = 0; i < 100; i++) others.Add((nint)Heap.Alloc(size));
+                        foreach (nint o in others) Heap.Free((void*)o);
+                        byte* again = block;
+                        block = null; // in the quarantine: nothing to free after the report
+                        Heap.Free(again);
+                        break;
+                    case "realloc-overflow":
+                        block = AllocatedByDebugVictim(size);
+                        Report($"{name}.wrote", Overwrite(block + size + 3).ToString("x2"));
+                        block = (byte*)Heap.Realloc(block, size * 2);
+                        break;
+                    case "aligned-overflow":
+                        block = (byte*)Heap.AlignedAlloc(size, 4096);
+                        Report($"{name}.aligned", ((nuint)block & 4095) == 0);
+                        Report($"{name}.wrote", Overwrite(block + size).ToString("x2"));
+                        Heap.Validate();
+                        break;
+                    case "foreign":
+                        block = AllocatedByDebugVictim(size);
+                        Heap.Free(block + 16); // inside a block
+                        break;
+                }
+                Report($"{name}.reported", false);
+            }
+            catch (HeapCorruptionException e)
+            {
+                Report($"{name}.reported", true);
+                Report($"{name}.words", e.GlibcMessage);
+                string[] lines = e.Details?.Split('\n') ?? [];
+                for (int i = 0; i < lines.Length; i++) Report($"{name}.details{i}", lines[i]);
+            }
+            if (damaged != null) *damaged = block == null ? DebugPoison : original;
+            if (block != null) Heap.Free(block); // repaired: it frees as any block
         }
-        catch (HeapCorruptionException e)
-        {
-            Report("reported", true);
-            Report("words", e.GlibcMessage);
-            string[] lines = e.Details?.Split('\n') ?? [];
-            for (int i = 0; i < lines.Length; i++) Report($"details{i}", lines[i]);
-        }
-        // Everything still works, every size class and a mapped one.
+        Heap.Validate();
         var blocks = new List<nint>();
         for (nuint s = 1; s < 70000; s = s * 3 / 2 + 1) blocks.Add((nint)Heap.Alloc(s));
         blocks.Add((nint)Heap.Alloc(1 << 20));
         foreach (nint b in blocks) Heap.Free((void*)b);
+        Heap.Validate();
         Report("survived", true);
     }
+
+    /// <summary>What a quarantined block's bytes hold (Debugging/DebugBlock.Poison).</summary>
+    private const byte DebugPoison = 0xDF;
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static byte* AllocatedByDebugVictim(nuint size)

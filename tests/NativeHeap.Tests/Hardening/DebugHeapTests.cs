@@ -3,15 +3,34 @@ namespace NativeHeap.Tests;
 /// <summary>
 /// The debug heap (<c>debug=1</c>): each misuse it exists for is reported with its own words
 /// and the block's account, the heap stays usable after, and a correct program gets no report.
+/// The misuses run one after another in one child process (each block repaired after its
+/// report), so that one start serves them all.
 /// </summary>
 [Trait(Traits.Category, Traits.Allocator)]
 public class DebugHeapTests
 {
-    private static Dictionary<string, string> Misuse(string what, string tunables = "debug=1") =>
-        Child.Run(nameof(ChildScenarios.DebugMisuse), (Tunables.Variable, tunables), ("NH_TEST_MISUSE", what));
+    private const string Cases = "overflow:8,overflow:4096,overflow:262144,underflow:8,underflow:4096,underflow:262144,"
+        + "write-after-free:8,write-after-free:4096,write-after-free:262144,double-free:64,realloc-overflow:100,aligned-overflow:100,foreign:64";
 
-    private static string Details(Dictionary<string, string> r) =>
-        string.Join('\n', r.Where(kv => kv.Key.StartsWith("details", StringComparison.Ordinal)).OrderBy(kv => int.Parse(kv.Key[7..])).Select(kv => kv.Value));
+    private static readonly Lazy<Dictionary<string, string>> s_run = new(() =>
+        Child.Run(nameof(ChildScenarios.DebugMisuse), (Tunables.Variable, "debug=1"), ("NH_TEST_MISUSE", Cases)));
+
+    private static readonly Lazy<Dictionary<string, string>> s_smallQuarantine = new(() =>
+        Child.Run(nameof(ChildScenarios.DebugMisuse), (Tunables.Variable, "debug=1:quarantine_bytes=1024"), ("NH_TEST_MISUSE", "write-after-free-evicted:64")));
+
+    /// <summary>One case's report: its words, its details joined by lines, what it wrote (the child trims each line).</summary>
+    private static (string Words, string Details, string Wrote) Case(string name, Dictionary<string, string>? run = null)
+    {
+        Dictionary<string, string> r = run ?? s_run.Value;
+        Assert.True(r.GetValueOrDefault($"{name}.reported") == "True", $"{name}: no report\n{r["stderr"]}");
+        Assert.Equal("True", r["survived"]);
+        string details = string.Join('\n', r.Where(kv => kv.Key.StartsWith($"{name}.details", StringComparison.Ordinal))
+            .OrderBy(kv => int.Parse(kv.Key[(name.Length + 8)..])).Select(kv => kv.Value));
+        return (r[$"{name}.words"], details, r.GetValueOrDefault($"{name}.wrote", ""));
+    }
+
+    private const string AllocatedHere = "allocated at:\n#0 NativeHeap.Tests.ChildScenarios.AllocatedByDebugVictim(UIntPtr)";
+    private const string FreedHere = "freed at:\n#0 NativeHeap.Tests.ChildScenarios.FreedByDebugVictim(Byte*)";
 
     [Theory]
     [InlineData(8)]
@@ -19,14 +38,11 @@ public class DebugHeapTests
     [InlineData(256 * 1024)]
     public void OneByteOverflow_IsReportedAtFree(int size)
     {
-        var r = Misuse($"overflow:{size}");
-        Assert.Equal("True", r["reported"]);
-        Assert.Equal("free(): heap buffer overflow detected", r["words"]);
-        string details = Details(r);
+        var (words, details, wrote) = Case($"overflow:{size}");
+        Assert.Equal("free(): heap buffer overflow detected", words);
         Assert.Contains($"{size} bytes asked", details);
-        Assert.Contains($"the byte at offset {size} (0 past the end) was overwritten: found 41", details);
-        Assert.Contains("allocated at:\n#0 NativeHeap.Tests.ChildScenarios.AllocatedByDebugVictim(UIntPtr)", details);
-        Assert.Equal("True", r["survived"]);
+        Assert.Contains($"the byte at offset {size} (0 past the end) was overwritten: found {wrote}", details);
+        Assert.Contains(AllocatedHere, details);
     }
 
     [Theory]
@@ -35,14 +51,11 @@ public class DebugHeapTests
     [InlineData(256 * 1024)]
     public void OneByteUnderflow_IsReportedAtFree(int size)
     {
-        var r = Misuse($"underflow:{size}");
-        Assert.Equal("True", r["reported"]);
-        Assert.Equal("free(): heap buffer underflow detected", r["words"]);
-        string details = Details(r);
+        var (words, details, wrote) = Case($"underflow:{size}");
+        Assert.Equal("free(): heap buffer underflow detected", words);
         Assert.Contains($"{size} bytes asked", details);
-        Assert.Contains("the byte at offset -1 (1 before the start) was overwritten: found 41, expected ", details);
-        Assert.Contains("allocated at:\n#0 NativeHeap.Tests.ChildScenarios.AllocatedByDebugVictim(UIntPtr)", details);
-        Assert.Equal("True", r["survived"]);
+        Assert.Contains($"the byte at offset -1 (1 before the start) was overwritten: found {wrote}, expected ", details);
+        Assert.Contains(AllocatedHere, details);
     }
 
     [Theory]
@@ -51,62 +64,55 @@ public class DebugHeapTests
     [InlineData(256 * 1024)]
     public void WriteAfterFree_IsFoundByValidate(int size)
     {
-        var r = Misuse($"write-after-free:{size}");
-        Assert.Equal("True", r["reported"]);
-        Assert.Equal("Heap.Validate(): write after free detected", r["words"]);
-        string details = Details(r);
-        Assert.Contains($"the byte at offset {size / 2} was written after the block was freed: found 41", details);
-        Assert.Contains("allocated at:\n#0 NativeHeap.Tests.ChildScenarios.AllocatedByDebugVictim(UIntPtr)", details);
-        Assert.Contains("freed at:\n#0 NativeHeap.Tests.ChildScenarios.FreedByDebugVictim(Byte*)", details);
-        Assert.Equal("True", r["survived"]);
+        var (words, details, wrote) = Case($"write-after-free:{size}");
+        Assert.Equal("Heap.Validate(): write after free detected", words);
+        Assert.Contains($"the byte at offset {size / 2} was written after the block was freed: found {wrote}", details);
+        Assert.Contains(AllocatedHere, details);
+        Assert.Contains(FreedHere, details);
     }
 
     [Fact]
     public void WriteAfterFree_IsFoundWhenTheBlockLeavesTheQuarantine()
     {
-        var r = Misuse("write-after-free-evicted:64", "debug=1:quarantine_bytes=1024");
-        Assert.Equal("True", r["reported"]);
-        Assert.Equal("free(): write after free detected", r["words"]);
-        Assert.Contains("the byte at offset 0 was written after the block was freed: found 41", Details(r));
-        Assert.Equal("True", r["survived"]);
+        var (words, details, wrote) = Case("write-after-free-evicted:64", s_smallQuarantine.Value);
+        Assert.Equal("free(): write after free detected", words);
+        Assert.Contains($"the byte at offset 0 was written after the block was freed: found {wrote}", details);
+        Assert.Contains(FreedHere, details);
     }
 
     [Fact]
     public void DoubleFree_AfterTheTcacheWouldHaveLetItGo_IsReportedWithBothStacks()
     {
-        var r = Misuse("double-free:64");
-        Assert.Equal("True", r["reported"]);
-        Assert.Equal("free(): double free detected", r["words"]);
-        string details = Details(r);
-        Assert.Contains("allocated at:\n#0 NativeHeap.Tests.ChildScenarios.AllocatedByDebugVictim(UIntPtr)", details);
-        Assert.Contains("freed at:\n#0 NativeHeap.Tests.ChildScenarios.FreedByDebugVictim(Byte*)", details);
-        Assert.Equal("True", r["survived"]);
+        var (words, details, _) = Case("double-free:64");
+        Assert.Equal("free(): double free detected", words);
+        Assert.Contains("the block was already freed (it is in the quarantine)", details);
+        Assert.Contains(AllocatedHere, details);
+        Assert.Contains(FreedHere, details);
     }
 
     [Fact]
     public void Realloc_ChecksTheOldBlock()
     {
-        var r = Misuse("realloc-overflow:100");
-        Assert.Equal("realloc(): heap buffer overflow detected", r["words"]);
-        Assert.Contains("the byte at offset 103 (3 past the end) was overwritten: found 41", Details(r));
-        Assert.Equal("True", r["survived"]);
+        var (words, details, wrote) = Case("realloc-overflow:100");
+        Assert.Equal("realloc(): heap buffer overflow detected", words);
+        Assert.Contains($"the byte at offset 103 (3 past the end) was overwritten: found {wrote}", details);
     }
 
     [Fact]
     public void AnAlignedBlock_IsAlignedAndChecked()
     {
-        var r = Misuse("aligned-overflow:100");
-        Assert.Equal("True", r["aligned"]);
-        Assert.Equal("Heap.Validate(): heap buffer overflow detected", r["words"]);
-        Assert.Equal("True", r["survived"]);
+        var (words, details, wrote) = Case("aligned-overflow:100");
+        Assert.Equal("True", s_run.Value["aligned-overflow:100.aligned"]);
+        Assert.Equal("Heap.Validate(): heap buffer overflow detected", words);
+        Assert.Contains($"the byte at offset 100 (0 past the end) was overwritten: found {wrote}", details);
     }
 
     [Fact]
     public void APointerInsideABlock_IsAnInvalidPointer()
     {
-        var r = Misuse("foreign:64");
-        Assert.Equal("free(): invalid pointer", r["words"]);
-        Assert.Equal("True", r["survived"]);
+        var (words, details, _) = Case("foreign:64");
+        Assert.Equal("free(): invalid pointer", words);
+        Assert.Contains("no intact debug header before it", details);
     }
 
     [Fact]
