@@ -34,12 +34,17 @@ public static unsafe class Exports
     /// <summary>
     /// Called by the C layer right after <c>nhm_start</c>: the stack depot compiled into this
     /// library (src/NativeHeap/native/stackdepot.h), <c>uint32_t nhd_stack_capture(uint32_t skip, uint32_t depth)</c>
-    /// and <c>int32_t nhd_stack_frames(uint32_t id, uintptr_t *out, int32_t max)</c>, for the debug heap's stacks.
+    /// and <c>int32_t nhd_stack_frames(uint32_t id, uintptr_t *out, int32_t max)</c>, for the debug heap's stacks,
+    /// and symbols.c's <c>format_stack</c>, which names them (libnativeheap-symbols.so, loaded at the first report).
     /// </summary>
     [UnmanagedCallersOnly(EntryPoint = "nhm_debug_stacks")]
-    private static void DebugStacks(nint capture, nint frames)
+    private static void DebugStacks(nint capture, nint frames, nint format)
     {
-        try { global::NativeHeap.Debugging.DebugStacks.UseNative(capture, frames); }
+        try
+        {
+            global::NativeHeap.Debugging.DebugStacks.UseNative(capture, frames);
+            global::NativeHeap.Debugging.StackText.UseNative(format);
+        }
         catch (Exception e) { Fatal("start", e); }
     }
 

@@ -80,8 +80,9 @@ struct nhm_fast_path {
  * the managed side fills (and refreshes on every option change) from then on. Returns the
  * size of the state behind ts. */
 size_t nhm_start(struct nhm_fast_path *fast);
-/* The stack depot's two functions (src/NativeHeap/native/stackdepot.h), for the debug heap's reports (Debugging/DebugStacks). */
-void nhm_debug_stacks(uint32_t (*capture)(uint32_t skip, uint32_t depth), int32_t (*frames)(uint32_t id, uintptr_t *out, int32_t max));
+/* The stack depot's two functions (src/NativeHeap/native/stackdepot.h) and the symbolizer's (symbols.c), for the debug heap's reports (Debugging/DebugStacks, StackText). */
+void nhm_debug_stacks(uint32_t (*capture)(uint32_t skip, uint32_t depth), int32_t (*frames)(uint32_t id, uintptr_t *out, int32_t max),
+                      int32_t (*format)(const uint64_t *ips, int32_t count, char *out, int32_t capacity));
 void *nhm_malloc(void *ts, size_t size);
 void nhm_free(void *ts, void *ptr);
 void *nhm_calloc(void *ts, size_t count, size_t size);

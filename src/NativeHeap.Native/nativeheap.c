@@ -22,10 +22,11 @@
  *   signals.c           the program's signals kept from the runtime
  *   runtime_threads.c   the runtime's own threads (--wrap=pthread_create)
  *   start.c             starting the runtime at the first call
+ *   symbols.c           the debug heap's symbolizer, loaded from beside this library for a report
  *   abi.c               the exported nh_* functions
  * and the debug heap's stack depot, shared with libnativeheap-debug.so (src/NativeHeap/native:
  * unwind.c, the DWARF unwinder, built without malloc; stackdepot.c), not exported: start.c
- * hands its two functions to the managed side (nhm_debug_stacks). */
+ * hands its two functions, and symbols.c's, to the managed side (nhm_debug_stacks). */
 #include "nh_internal.h"
 #include "fast_path.h"
 #define NH_UNWIND_NO_MALLOC
@@ -39,5 +40,6 @@
 #include "fork.c"
 #include "signals.c"
 #include "runtime_threads.c"
+#include "symbols.c"
 #include "start.c"
 #include "abi.c"
