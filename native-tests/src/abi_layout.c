@@ -30,6 +30,19 @@ int main(void)
     LINE("thread_locals.tcache", offsetof(struct nhm_thread_locals, tcache));
     LINE("thread_locals.debug_stack", offsetof(struct nhm_thread_locals, debug_stack));
     LINE("debug.stack_depth", NHM_DEBUG_STACK_DEPTH);
+    /* The guard pages' table (guard.h's struct nhg_slot, DebugGuard.Slot). */
+    LINE("guard_slot.start", offsetof(struct nhg_slot, start));
+    LINE("guard_slot.length", offsetof(struct nhg_slot, length));
+    LINE("guard_slot.user", offsetof(struct nhg_slot, user));
+    LINE("guard_slot.asked", offsetof(struct nhg_slot, asked));
+    LINE("guard_slot.state", offsetof(struct nhg_slot, state));
+    LINE("guard_slot.alloc_stack", offsetof(struct nhg_slot, alloc_stack));
+    LINE("guard_slot.free_stack", offsetof(struct nhg_slot, free_stack));
+    LINE("guard_slot.alloc_text", offsetof(struct nhg_slot, alloc_text));
+    LINE("guard_slot.free_text", offsetof(struct nhg_slot, free_text));
+    LINE("guard_slot.size", sizeof(struct nhg_slot));
+    LINE("guard_slot.live", NHG_LIVE);
+    LINE("guard_slot.freed", NHG_FREED);
     LINE("chunk.header", NHM_CHUNK_HEADER);
     LINE("chunk.size_word", NHM_SIZE_WORD);
     LINE("chunk.prev_inuse", NHM_PREV_INUSE);

@@ -2,7 +2,10 @@
  * and NATIVEHEAP_TUNABLES=debug=1: each must end in an abort whose report names the block and
  * the functions that allocated and freed it. Built with -g and without frame pointers, so
  * that the names come from DWARF CFI and the symbol table as a user's program's would.
- *   debug_misuse overflow|underflow|write-after-free|double-free|clean SIZE */
+ *   debug_misuse overflow|underflow|write-after-free|double-free|clean SIZE
+ * Under guard_sample=1 the accesses that fault (a guard page, a freed block's pages) end in
+ * SIGSEGV instead, after the fault handler's report:
+ *   debug_misuse read-past|write-past|read-after-free|write-after-free-now SIZE */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +52,16 @@ int main(int argc, char **argv)
         free_victim(p);
         for (int i = 0; i < 100; i++) free(malloc(size)); /* past where the tcache would have kept it */
         free(p);
+    } else if (!strcmp(what, "read-past")) {
+        fprintf(stderr, "read %d\n", *(volatile char *)(p + size)); /* one byte past the end */
+    } else if (!strcmp(what, "write-past")) {
+        *(volatile char *)(p + size) = 0x41;
+    } else if (!strcmp(what, "read-after-free")) {
+        free_victim(p);
+        fprintf(stderr, "read %d\n", *(volatile char *)p);
+    } else if (!strcmp(what, "write-after-free-now")) {
+        free_victim(p);
+        *(volatile char *)(p + size / 2) = 0x41;
     } else if (!strcmp(what, "clean")) {
         printf("usable=%zu\n", malloc_usable_size(p));
         p = realloc(p, size * 3);

@@ -35,15 +35,17 @@ public static unsafe class Exports
     /// Called by the C layer right after <c>nhm_start</c>: the stack depot compiled into this
     /// library (src/NativeHeap/native/stackdepot.h), <c>uint32_t nhd_stack_capture(uint32_t skip, uint32_t depth)</c>
     /// and <c>int32_t nhd_stack_frames(uint32_t id, uintptr_t *out, int32_t max)</c>, for the debug heap's stacks,
-    /// and symbols.c's <c>format_stack</c>, which names them (libnativeheap-symbols.so, loaded at the first report).
+    /// symbols.c's <c>format_stack</c>, which names them (libnativeheap-symbols.so, loaded at the first report),
+    /// and the guard pages' fault handler (src/NativeHeap/native/guard.h): <c>nhg_install</c> and symbols.c's <c>guard_stack_text</c>.
     /// </summary>
     [UnmanagedCallersOnly(EntryPoint = "nhm_debug_stacks")]
-    private static void DebugStacks(nint capture, nint frames, nint format)
+    private static void DebugStacks(nint capture, nint frames, nint format, nint guardInstall, nint guardStackText)
     {
         try
         {
             global::NativeHeap.Debugging.DebugStacks.UseNative(capture, frames);
             global::NativeHeap.Debugging.StackText.UseNative(format);
+            global::NativeHeap.Debugging.DebugGuard.UseNative(guardInstall, guardStackText);
         }
         catch (Exception e) { Fatal("start", e); }
     }

@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "../NativeHeap/native/guard.h"
+
 /* ---- One layout, two readers ----
  * The C layer serves a tcache hit and a free into a tcache bin with room itself, on the
  * thread's own tcache, which the managed side made and owns. These structs are the managed
@@ -80,9 +82,13 @@ struct nhm_fast_path {
  * the managed side fills (and refreshes on every option change) from then on. Returns the
  * size of the state behind ts. */
 size_t nhm_start(struct nhm_fast_path *fast);
-/* The stack depot's two functions (src/NativeHeap/native/stackdepot.h) and the symbolizer's (symbols.c), for the debug heap's reports (Debugging/DebugStacks, StackText). */
+/* The stack depot's two functions (src/NativeHeap/native/stackdepot.h), the symbolizer's
+ * (symbols.c), and the guard-page handler's install and its stacks (guard.h), for the debug
+ * heap (Debugging/DebugStacks, StackText, DebugGuard). */
 void nhm_debug_stacks(uint32_t (*capture)(uint32_t skip, uint32_t depth), int32_t (*frames)(uint32_t id, uintptr_t *out, int32_t max),
-                      int32_t (*format)(const uint64_t *ips, int32_t count, char *out, int32_t capacity));
+                      int32_t (*format)(const uint64_t *ips, int32_t count, char *out, int32_t capacity),
+                      int32_t (*guard_install)(struct nhg_slot *table, uint64_t capacity, nhg_stack_text_fn stack_text),
+                      nhg_stack_text_fn guard_stack_text);
 void *nhm_malloc(void *ts, size_t size);
 void nhm_free(void *ts, void *ptr);
 void *nhm_calloc(void *ts, size_t count, size_t size);

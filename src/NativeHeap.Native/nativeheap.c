@@ -24,15 +24,18 @@
  *   start.c             starting the runtime at the first call
  *   symbols.c           the debug heap's symbolizer, loaded from beside this library for a report
  *   abi.c               the exported nh_* functions
- * and the debug heap's stack depot, shared with libnativeheap-debug.so (src/NativeHeap/native:
- * unwind.c, the DWARF unwinder, built without malloc; stackdepot.c), not exported: start.c
- * hands its two functions, and symbols.c's, to the managed side (nhm_debug_stacks). */
+ * and the debug heap's native parts, shared with libnativeheap-debug.so (src/NativeHeap/native:
+ * unwind.c, the DWARF unwinder, built without malloc; stackdepot.c; guard.c, the guard pages'
+ * fault handler), not exported: start.c hands their functions, and symbols.c's, to the
+ * managed side (nhm_debug_stacks). */
+#define NHG_API /* nhg_install stays inside: start.c hands it over */
 #include "nh_internal.h"
 #include "fast_path.h"
 #define NH_UNWIND_NO_MALLOC
 #define NHD_API
 #include "../NativeHeap/native/unwind.c"
 #include "../NativeHeap/native/stackdepot.c"
+#include "../NativeHeap/native/guard.c"
 #include "boot.c"
 #include "deferred.c"
 #include "gate.c"

@@ -11,7 +11,7 @@ static void start(void)
     save_signal_handlers(before);
     tstate |= INSIDE;
     size_t need = nhm_start(&fast); /* starts the runtime; its own mallocs, if they come back here, go to boot */
-    nhm_debug_stacks(nhd_stack_capture, nhd_stack_frames, format_stack);
+    nhm_debug_stacks(nhd_stack_capture, nhd_stack_frames, format_stack, nhg_install, guard_stack_text);
     if (need > THREAD_LOCALS_SIZE) boot_die("nativeheap: the thread state does not fit its C thread-local\n");
     tstate &= ~INSIDE;
     restore_signal_handlers(before);

@@ -31,3 +31,19 @@ static int32_t format_stack(const uint64_t *ips, int32_t count, char *out, int32
     }
     return fn(ips, count, out, capacity);
 }
+
+/* The guard-page handler's stacks (src/NativeHeap/native/guard.h), in a fault handler: a depot
+ * stack, or (id 0) the faulting thread's from its context. The symbolizer's loading mallocs:
+ * INSIDE sends that to the boot allocator, whatever the interrupted code was doing. */
+static int32_t guard_stack_text(uint32_t id, uintptr_t pc, uintptr_t sp, uintptr_t bp, char *out, int32_t capacity)
+{
+    uint64_t ips[NHM_DEBUG_STACK_DEPTH];
+    int32_t n = id != 0 ? nhd_stack_frames(id, (uintptr_t *)ips, NHM_DEBUG_STACK_DEPTH)
+                        : (int32_t)nh_backtrace_from((uintptr_t *)ips, NHM_DEBUG_STACK_DEPTH, pc, sp, bp);
+    if (n <= 0) return -1;
+    int inside = tstate & INSIDE;
+    tstate |= INSIDE;
+    int32_t written = format_stack(ips, n, out, capacity);
+    if (!inside) tstate &= ~INSIDE;
+    return written;
+}

@@ -103,4 +103,13 @@ public enum HeapOption
     /// chunks are held, poisoned, before their memory can be reused (oldest first); 0 holds none.
     /// </summary>
     QuarantineBytes = 114,
+    /// <summary>
+    /// NativeHeap's debug heap's guard pages (<c>guard_sample</c>): N places every Nth
+    /// allocation at the end of pages of its own, right before an inaccessible page, and keeps
+    /// its pages inaccessible for a while after it is freed: a read or write past its end, or
+    /// after its free, faults, and the fault is reported with the block and its stacks before
+    /// the process ends as a crash would. 1: every allocation; 0 (the default): none. A nonzero
+    /// value turns <see cref="Debug"/> on, so it too must be set before the first allocation.
+    /// </summary>
+    GuardSample = 115,
 }

@@ -49,6 +49,7 @@ int nh_malloc_trim(size_t pad);
 #define NH_M_MEMALIGN_TCACHE 112
 #define NH_M_DEBUG 113
 #define NH_M_QUARANTINE_BYTES 114
+#define NH_M_GUARD_SAMPLE 115
 int nh_mallopt(int param, int value);
 struct mallinfo2 nh_mallinfo2(void);
 void nh_malloc_stats(void);

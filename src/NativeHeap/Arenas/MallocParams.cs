@@ -59,6 +59,8 @@ internal unsafe struct MallocParams
     public nuint QuarantineBytes;
     /// <summary>The debug heap's secrets (Debugging/DebugBlock: the size word's key, the canary pattern), drawn when debug is set.</summary>
     public ulong DebugKey, DebugCanary;
+    /// <summary>guard_sample (NativeHeap's): with debug, every Nth allocation gets pages of its own before a guard page (Debugging/DebugGuard); 0: none.</summary>
+    public int GuardSample;
 
     internal const nuint DefaultMmapThreshold = 128 * 1024;
     internal const nuint DefaultMmapThresholdMax = 32 * 1024 * 1024;

@@ -120,6 +120,8 @@ internal static unsafe class OptionTable
         new() { Id = HeapOption.Debug, Name = "debug", Range = Switch("off", "canaries, quarantine and reports with stacks"), Apply = &ApplyDebug },
         new() { Id = HeapOption.QuarantineBytes, Name = "quarantine_bytes", Range = new(0, long.MaxValue, "must be a byte count"),
             Defaults = Both((long)MallocParams.DefaultQuarantineBytes), Store = &StoreQuarantineBytes },
+        new() { Id = HeapOption.GuardSample, Name = "guard_sample", Range = new(0, int.MaxValue, "must be 0 (none) or N (every Nth allocation)"),
+            Apply = &ApplyGuardSample },
     ];
 
     /// <summary>The row of <paramref name="id"/>, or null for a value that is no option.</summary>
@@ -175,6 +177,15 @@ internal static unsafe class OptionTable
             ctx->Mp.DebugKey = secrets[0];
             ctx->Mp.DebugCanary = secrets[1];
         }
+        return null;
+    }
+
+    // Guarded blocks are debug blocks: a nonzero sample turns the debug heap on, while it still can be.
+    private static string? ApplyGuardSample(MallocContext* ctx, long value)
+    {
+        if (value != 0 && ctx->Mp.Debug == 0 && ApplyDebug(ctx, 1) is string refused)
+            return $"needs debug=1, which {refused}";
+        ctx->Mp.GuardSample = (int)value;
         return null;
     }
 

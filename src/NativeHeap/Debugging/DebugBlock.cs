@@ -167,14 +167,15 @@ internal static unsafe class DebugBlock
 
     /// <summary>
     /// After an underflow: the size asked for if only the size word's check bits were hit (its
-    /// low 48 bits still fit the chunk), and the word that should be there; false when more was overwritten.
+    /// low 48 bits still fit the chunk, <paramref name="tail"/> bytes of canary at least after it),
+    /// and the word that should be there; false when more was overwritten.
     /// </summary>
-    internal static bool TryAskedAfterUnderflow(byte* user, byte* end, out nuint asked, out ulong expected)
+    internal static bool TryAskedAfterUnderflow(byte* user, byte* end, nuint tail, out nuint asked, out ulong expected)
     {
         asked = (nuint)((((ulong*)user)[-1] ^ s_key) & 0xFFFF_FFFF_FFFF);
         expected = asked ^ s_key;
         // The slack a chunk can have: under 32 bytes in an arena, under a page when mapped on its own.
-        return asked <= (nuint)(end - user) - TailMin && (nuint)(end - user) - TailMin - asked < Os.OsMemory.PageSize + 32;
+        return asked <= (nuint)(end - user) - tail && (nuint)(end - user) - tail - asked < Os.OsMemory.PageSize + 32;
     }
 
     /// <summary>The block's user pointer if <paramref name="mem"/> (a chunk's user pointer) starts a debug block whose header can be read.</summary>

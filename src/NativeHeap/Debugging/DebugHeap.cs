@@ -64,6 +64,9 @@ internal static unsafe class DebugHeap
         if (Volatile.Read(ref s_started) == 0) Start(ctx);
         nuint offset = Math.Max(alignment, DebugBlock.HeaderBytes);
         if (size > Chunk.MaxRequest - offset - DebugBlock.TailMin) return null;
+        if (ctx->Mp.GuardSample != 0 && DebugGuard.Sampled(ctx->Mp.GuardSample)
+            && DebugGuard.Allocate(size, alignment, DebugStacks.Capture(ts)) is var guarded && guarded != null)
+            return guarded;
         nuint inner = offset + size + DebugBlock.TailMin;
         var mem = (byte*)(offset == DebugBlock.HeaderBytes ? Ptmalloc.Malloc(ctx, ref ts, inner) : Ptmalloc.Memalign(ctx, ref ts, offset, inner));
         if (mem == null) return null;
@@ -136,6 +139,11 @@ internal static unsafe class DebugHeap
     internal static void Free(MallocContext* ctx, ref ThreadLocals ts, void* ptr)
     {
         if (ptr == null) return;
+        if (DebugGuard.TryFind((byte*)ptr, out DebugGuard.Slot guarded))
+        {
+            DebugGuard.Free(guarded, "free", DebugStacks.Capture(ts));
+            return;
+        }
         Found b = Find(ctx, (byte*)ptr, "free");
         if (b.State == BlockState.Quarantined) DoubleFree(b, "free");
         nuint asked = CheckedLive(b, "free");
@@ -229,9 +237,19 @@ internal static unsafe class DebugHeap
             failed = fresh == null;
             return fresh;
         }
-        Found b = Find(ctx, (byte*)ptr, "realloc");
-        if (b.State == BlockState.Quarantined) DoubleFree(b, "realloc");
-        nuint asked = CheckedLive(b, "realloc");
+        nuint asked;
+        if (DebugGuard.TryFind((byte*)ptr, out DebugGuard.Slot guarded))
+        {
+            if (guarded.State == DebugGuard.Freed) DebugReport.Raise(DebugReport.GuardedDoubleFree(guarded, "realloc"));
+            if (DebugGuard.CheckLive(guarded, "realloc") is DebugFinding f) DebugReport.Raise(f);
+            asked = (nuint)guarded.Asked;
+        }
+        else
+        {
+            Found b = Find(ctx, (byte*)ptr, "realloc");
+            if (b.State == BlockState.Quarantined) DoubleFree(b, "realloc");
+            asked = CheckedLive(b, "realloc");
+        }
         if (size == 0)
         {
             Free(ctx, ref ts, ptr);
@@ -253,6 +271,7 @@ internal static unsafe class DebugHeap
     {
         var user = (byte*)ptr;
         if (user == null || ((nuint)user & Chunk.AlignMask) != 0 || Volatile.Read(ref s_started) == 0) return 0;
+        if (DebugGuard.TryFind(user, out DebugGuard.Slot guarded)) return guarded.State == DebugGuard.Live ? (nuint)guarded.Asked : 0;
         if (!MallocContext.OwnsHeapChunk(ctx, (Chunk*)(user - DebugBlock.HeaderBytes))
             && !Ownership.HoldsMapped(&ctx->Owned, Chunk.FromMem(user - DebugBlock.HeaderBytes)))
         {
@@ -283,6 +302,7 @@ internal static unsafe class DebugHeap
             for (nuint i = 0; i < ctx->Owned.MappedCapacity && mapped == null; i++)
                 if (ctx->Owned.Mapped[i] > 1) mapped = CheckChunk(Chunk.ToMem((Chunk*)ctx->Owned.Mapped[i]));
         if (mapped != null) DebugReport.Raise(mapped);
+        if (DebugGuard.CheckAll("Heap.Validate") is DebugFinding guarded) DebugReport.Raise(guarded);
     }
 
     private static DebugFinding? CheckChunk(byte* mem)

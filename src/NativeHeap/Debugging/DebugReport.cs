@@ -31,10 +31,11 @@ internal static unsafe class DebugReport
     internal static void NotABlock(string op, byte* user, string why) =>
         Raise(new DebugFinding { Words = $"{op}(): invalid pointer", User = (nuint)user, What = $"0x{(nuint)user:x} is no block of this heap: {why}" });
 
+    /// <summary>The header before the block overwritten; <paramref name="mem"/> null for a guarded block (DebugGuard), whose canary may be empty.</summary>
     internal static DebugFinding Underflow(string op, byte* user, byte* mem, byte* end, uint allocStack)
     {
         string what;
-        if (DebugBlock.TryAskedAfterUnderflow(user, end, out nuint asked, out ulong expected))
+        if (DebugBlock.TryAskedAfterUnderflow(user, end, mem == null ? 0 : DebugBlock.TailMin, out nuint asked, out ulong expected))
         {
             // The lowest byte that differs is where the write before the block began.
             var e = (byte*)&expected;
@@ -95,8 +96,20 @@ internal static unsafe class DebugReport
             Freed = true,
         });
 
+    internal static DebugFinding GuardedDoubleFree(in DebugGuard.Slot s, string op) => new()
+    {
+        Words = op == "free" ? "free(): double free detected" : $"{op}(): invalid pointer",
+        User = (nuint)s.User,
+        What = $"{Block((byte*)s.User, (nuint)s.Asked, null, (byte*)(s.Start + s.Length) - Os.OsMemory.PageSize)}\nthe block was already freed (its pages are kept inaccessible)",
+        AllocStack = s.AllocStack,
+        FreeStack = s.FreeStack,
+        Freed = true,
+    };
+
+    /// <summary>The block's line; <paramref name="mem"/> null for a guarded block (DebugGuard), whose <paramref name="end"/> is its guard page.</summary>
     private static string Block(byte* user, nuint? asked, byte* mem, byte* end) =>
-        $"block 0x{(nuint)user:x}: {(asked is nuint n ? $"{n} bytes asked" : "size unknown")}, in the chunk at 0x{(nuint)mem - 16:x} ({(nuint)(end - mem)} usable bytes)";
+        $"block 0x{(nuint)user:x}: {(asked is nuint n ? $"{n} bytes asked" : "size unknown")}, "
+        + (mem == null ? $"on pages of its own before the guard page at 0x{(nuint)end:x}" : $"in the chunk at 0x{(nuint)mem - 16:x} ({(nuint)(end - mem)} usable bytes)");
 
     private static string Bytes(byte* at, int n)
     {

@@ -2,6 +2,8 @@ using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Reflection;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Text;
 
 namespace NativeHeap.Debugging;
 
@@ -40,6 +42,9 @@ internal static unsafe class DebugStacks
     private static readonly Lock s_managedLock = new();
     private static readonly List<ManagedFrame[]> s_managed = [];
     private static readonly Dictionary<StackKey, uint> s_managedIds = [];
+    // Their report lines in native memory, made once per stack for the guard pages' fault handler
+    // (DebugGuard), which cannot run .NET code; kept for the process's life.
+    private static readonly Dictionary<uint, nint> s_managedTexts = [];
 
     /// <summary>libnativeheap's C layer hands over its stack depot (Exports' nhm_debug_stacks).</summary>
     internal static void UseNative(nint capture, nint frames)
@@ -76,6 +81,27 @@ internal static unsafe class DebugStacks
             managed = s_managed[(int)id - 1];
         }
         return managed.Select(f => f.ToString()).ToList();
+    }
+
+    /// <summary>
+    /// Stack <paramref name="id"/>'s report lines as NUL-terminated UTF-8 that lives as long as
+    /// the process, for a fault handler to print; 0 for id 0, or where the C layer names its
+    /// stacks itself (libnativeheap).
+    /// </summary>
+    internal static nint Text(uint id)
+    {
+        if (id == 0 || s_frames != null) return 0;
+        lock (s_managedLock)
+            if (s_managedTexts.TryGetValue(id, out nint made)) return made;
+        byte[] utf8 = Encoding.UTF8.GetBytes(string.Join('\n', Describe(id)) + "\0");
+        var text = (byte*)NativeMemory.Alloc((nuint)utf8.Length);
+        utf8.CopyTo(new Span<byte>(text, utf8.Length));
+        lock (s_managedLock)
+        {
+            if (s_managedTexts.TryAdd(id, (nint)text)) return (nint)text;
+            NativeMemory.Free(text);
+            return s_managedTexts[id];
+        }
     }
 
     // GetMethod is used for a frame's identity and its name only; where trimming removed a

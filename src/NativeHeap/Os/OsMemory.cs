@@ -171,9 +171,13 @@ internal static unsafe class OsMemory
     }
 
     /// <summary>Makes reserved pages read-write (mprotect); false on failure (a heap that cannot grow), the reason in <see cref="LastFailure"/>.</summary>
-    internal static bool TryCommit(void* address, nuint size)
+    internal static bool TryCommit(void* address, nuint size) => TryProtect(address, size, Libc.PROT_READ | Libc.PROT_WRITE);
+
+    /// <summary>Makes pages inaccessible (mprotect PROT_NONE: the debug heap's guard pages); false on failure, the reason in <see cref="LastFailure"/>.</summary>
+    internal static bool TryProtectNone(void* address, nuint size) => TryProtect(address, size, Libc.PROT_NONE);
+
+    private static bool TryProtect(void* address, nuint size, int prot)
     {
-        const int prot = Libc.PROT_READ | Libc.PROT_WRITE;
         int callerErrno = Marshal.GetLastSystemError();
         if (Libc.Mprotect((nint)address, size, prot) == 0)
         {

@@ -973,6 +973,13 @@ __attribute__((noinline)) size_t nh_backtrace_skip(uintptr_t *out, size_t max, s
     return walk_stack(out, max, skip, 0, (uintptr_t)__builtin_return_address(0), (uintptr_t)fp + 16, fp[0]);
 }
 
+size_t nh_backtrace_from(uintptr_t *out, size_t max, uintptr_t pc, uintptr_t sp, uintptr_t bp)
+{
+    if (max == 0 || !__atomic_load_n(&ready, __ATOMIC_ACQUIRE) || !thread_bounds(sp))
+        return 0;
+    return walk_stack(out, max, 0, 0, pc + 1, sp, bp);
+}
+
 /* ------------------------------------------------------------- the rest */
 
 int nh_unwind_init(void)

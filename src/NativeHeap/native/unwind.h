@@ -67,6 +67,13 @@ struct nh_module {
     unsigned seen;
 };
 
+/**
+ * The stack of a thread stopped at pc (a signal's context: pc, its RSP and RBP): pc + 1 first
+ * (so that it reads as a return address, as the others do), then its callers; at most max.
+ * Returns how many; 0 when the stack cannot be read.
+ */
+size_t nh_backtrace_from(uintptr_t *out, size_t max, uintptr_t pc, uintptr_t sp, uintptr_t bp);
+
 /** Scans the modules and finds the unwinder's own; 0, or -1 if no memory could be mapped. */
 int nh_unwind_init(void);
 

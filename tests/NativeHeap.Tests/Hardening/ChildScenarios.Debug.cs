@@ -105,6 +105,28 @@ internal static unsafe partial class ChildScenarios
         Report("survived", true);
     }
 
+    /// <summary>
+    /// Under guard_sample=1, the access NH_TEST_FAULT names ("read-past:SIZE", "write-past:SIZE",
+    /// "read-after-free:SIZE", "write-after-free:SIZE") on a fresh block: it faults, and the
+    /// process must end after the fault handler's report ("survived" would say it did not).
+    /// </summary>
+    public static void DebugGuardFault()
+    {
+        string[] what = Environment.GetEnvironmentVariable("NH_TEST_FAULT")!.Split(':');
+        nuint size = nuint.Parse(what[1]);
+        byte* block = AllocatedByDebugVictim(size);
+        Report("allocated", true);
+        Console.Out.Flush();
+        switch (what[0])
+        {
+            case "read-past": Report("read", Volatile.Read(ref block[size])); break;
+            case "write-past": Volatile.Write(ref block[size], 0x41); break;
+            case "read-after-free": FreedByDebugVictim(block); Report("read", Volatile.Read(ref block[0])); break;
+            case "write-after-free": FreedByDebugVictim(block); Volatile.Write(ref block[size / 2], 0x41); break;
+        }
+        Report("survived", true);
+    }
+
     /// <summary>What a quarantined block's bytes hold (Debugging/DebugBlock.Poison).</summary>
     private const byte DebugPoison = 0xDF;
 

@@ -1,3 +1,5 @@
+using NativeHeap.Lab;
+
 namespace NativeHeap.Tests;
 
 /// <summary>
@@ -119,6 +121,64 @@ public class DebugHeapTests
     public void ACorrectProgram_GetsNoReport_AndUsableSizeIsTheSizeAsked()
     {
         var r = Child.Run(nameof(ChildScenarios.DebugCleanWorkload), (Tunables.Variable, "debug=1"));
+        Assert.Equal("True", r["clean"]);
+    }
+
+    // Under guard pages: what does not fault (the canary in the up to 15 bytes before the guard
+    // page, the header, a second free) is still found, with the block's pages named.
+    private static readonly Lazy<Dictionary<string, string>> s_guarded = new(() =>
+        Child.Run(nameof(ChildScenarios.DebugMisuse), (Tunables.Variable, "guard_sample=1"),
+            ("NH_TEST_MISUSE", "overflow:8,underflow:4096,double-free:64,realloc-overflow:100,aligned-overflow:100,foreign:64")));
+
+    [Theory]
+    [InlineData("overflow:8", "free(): heap buffer overflow detected", "the byte at offset 8 (0 past the end) was overwritten")]
+    [InlineData("underflow:4096", "free(): heap buffer underflow detected", "the byte at offset -1 (1 before the start) was overwritten")]
+    [InlineData("double-free:64", "free(): double free detected", "the block was already freed (its pages are kept inaccessible)")]
+    [InlineData("realloc-overflow:100", "realloc(): heap buffer overflow detected", "the byte at offset 103 (3 past the end) was overwritten")]
+    [InlineData("aligned-overflow:100", "Heap.Validate(): heap buffer overflow detected", "the byte at offset 100 (0 past the end) was overwritten")]
+    public void UnderGuardPages_WhatDoesNotFault_IsFoundAsWithout(string name, string words, string finding)
+    {
+        var (w, details, _) = Case(name, s_guarded.Value);
+        Assert.Equal(words, w);
+        Assert.Contains("on pages of its own before the guard page at 0x", details);
+        Assert.Contains(finding, details);
+        if (!name.StartsWith("aligned", StringComparison.Ordinal)) Assert.Contains(AllocatedHere, details);
+    }
+
+    [Fact]
+    public void UnderGuardPages_APointerInsideABlock_IsAnInvalidPointer()
+    {
+        var (words, _, _) = Case("foreign:64", s_guarded.Value);
+        Assert.Equal("free(): invalid pointer", words);
+    }
+
+    [Theory]
+    [InlineData("read-past:16", "guard page: heap buffer overflow detected: 0x", "a read at offset 16 (0 past the end)")]
+    [InlineData("write-past:4096", "guard page: heap buffer overflow detected: 0x", "a write at offset 4096 (0 past the end)")]
+    [InlineData("read-past:262144", "guard page: heap buffer overflow detected: 0x", "a read at offset 262144 (0 past the end)")]
+    [InlineData("read-after-free:64", "guard page: read after free detected: 0x", "a read at offset 0 of the block after it was freed")]
+    [InlineData("write-after-free:4096", "guard page: write after free detected: 0x", "a write at offset 2048 of the block after it was freed")]
+    public void UnderGuardPages_AFaultingAccess_IsReported_ThenTheRuntimeEndsTheProcess(string fault, string words, string finding)
+    {
+        ProcessResult r = Child.RunExpectingFailure(nameof(ChildScenarios.DebugGuardFault), (Tunables.Variable, "guard_sample=1"), ("NH_TEST_FAULT", fault));
+        Assert.Contains("allocated=True", r.Output);
+        Assert.DoesNotContain("survived", r.Output);
+        Assert.True(r.ExitCode != 0, $"exit {r.ExitCode}\n{r.Error}");
+        Assert.Contains(words, r.Error);
+        Assert.Contains(finding, r.Error);
+        Assert.Contains("on pages of its own before the guard page at 0x", r.Error);
+        // The handler prints the .NET stacks made when the block was allocated and freed; the
+        // runtime's own handler then reports the access and its stack, as for any access violation.
+        Assert.Contains("allocated at:\n  #0 NativeHeap.Tests.ChildScenarios.AllocatedByDebugVictim(UIntPtr)", r.Error);
+        if (fault.Contains("after-free")) Assert.Contains("freed at:\n  #0 NativeHeap.Tests.ChildScenarios.FreedByDebugVictim(Byte*)", r.Error);
+        Assert.Contains("System.AccessViolationException", r.Error);
+        Assert.Contains("ChildScenarios.DebugGuardFault()", r.Error);
+    }
+
+    [Fact]
+    public void UnderGuardPages_ACorrectProgram_GetsNoReport()
+    {
+        var r = Child.Run(nameof(ChildScenarios.DebugCleanWorkload), (Tunables.Variable, "guard_sample=3"));
         Assert.Equal("True", r["clean"]);
     }
 

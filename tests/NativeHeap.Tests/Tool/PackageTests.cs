@@ -20,6 +20,8 @@ public class PackageTests
             Assert.Contains("README.md", names);
             Assert.Contains("lib/net10.0/NativeHeap.dll", names);
             Assert.Contains("lib/net10.0/NativeHeap.xml", names);
+            // The debug heap's guard-page fault handler, where a .NET process's native probing finds it.
+            Assert.Contains("runtimes/linux-x64/native/libnativeheap-debug.so", names);
             using var reader = new StreamReader(zip.GetEntry("lib/net10.0/NativeHeap.xml")!.Open());
             string docs = reader.ReadToEnd();
             Assert.Contains("T:NativeHeap.Buffers.NativeHeapMemoryPool", docs);
