@@ -5,19 +5,15 @@
 #include "fast_path.h"
 
 /* The debug heap's stack of this call, captured before entering .NET (the managed side reads
- * it from the thread state, Debugging/DebugStacks.Capture) and cleared after: only while
- * fast.debug, so the default's calls pay one predictable test. */
+ * it from the thread state, Debugging/DebugStacks.Capture) only while fast.debug, so the
+ * default's calls pay one predictable test; cleared after by a plain store, not a second test. */
 #define DEBUG_ENTER()                                                                   \
     do {                                                                                \
         if (__builtin_expect(__atomic_load_n(&fast.debug, __ATOMIC_RELAXED), 0))        \
             ((struct nhm_thread_locals *)thread_locals)->debug_stack =                  \
                 nhd_stack_capture(0, NHM_DEBUG_STACK_DEPTH);                            \
     } while (0)
-#define DEBUG_LEAVE()                                                                   \
-    do {                                                                                \
-        if (__builtin_expect(__atomic_load_n(&fast.debug, __ATOMIC_RELAXED), 0))        \
-            ((struct nhm_thread_locals *)thread_locals)->debug_stack = 0;               \
-    } while (0)
+#define DEBUG_LEAVE() (((struct nhm_thread_locals *)thread_locals)->debug_stack = 0)
 
 EXPORT void *nh_malloc(size_t size)
 {

@@ -94,17 +94,8 @@ internal static unsafe class DebugHeap
         if (((nuint)user & Chunk.AlignMask) != 0) DebugReport.NotABlock(op, user, "it is not 16-byte aligned");
         int mappedLog2 = -1;
         bool inHeap = MallocContext.OwnsHeapChunk(ctx, (Chunk*)(user - DebugBlock.HeaderBytes));
-        if (!inHeap)
-        {
-            // A block mapped on its own: its chunk is recorded, 16 bytes before mem = user - 2^log2.
-            for (int log2 = 4; log2 < 48 && (nuint)user > ((nuint)1 << log2) + Chunk.HeaderSize; log2++)
-                if (Ownership.HoldsMapped(&ctx->Owned, Chunk.FromMem(user - ((nuint)1 << log2))))
-                {
-                    mappedLog2 = log2;
-                    break;
-                }
-            if (mappedLog2 < 0) DebugReport.NotABlock(op, user, "it is not in this heap's memory");
-        }
+        if (!inHeap && (mappedLog2 = MappedLog2(ctx, user)) < 0)
+            DebugReport.NotABlock(op, user, "it is not in this heap's memory");
         BlockState state = DebugBlock.State(user, out uint stack, out int headerLog2);
         if (state == BlockState.Unknown || (mappedLog2 >= 0 && headerLog2 != mappedLog2))
             DebugReport.NotABlock(op, user,
@@ -116,6 +107,18 @@ internal static unsafe class DebugHeap
         if (usable < (nuint)(user - mem) + DebugBlock.TailMin)
             DebugReport.NotABlock(op, user, "its chunk is not in use");
         return new Found(user, mem, mem + usable, state, stack);
+    }
+
+    /// <summary>
+    /// For a block mapped on its own, log2 of its offset from its chunk's memory (its chunk is
+    /// recorded, 16 bytes before mem = user - 2^log2); -1 when no recorded chunk has it.
+    /// </summary>
+    private static int MappedLog2(MallocContext* ctx, byte* user)
+    {
+        for (int log2 = 4; log2 < 48 && (nuint)user > ((nuint)1 << log2) + Chunk.HeaderSize; log2++)
+            if (Ownership.HoldsMapped(&ctx->Owned, Chunk.FromMem(user - ((nuint)1 << log2))))
+                return log2;
+        return -1;
     }
 
     /// <summary>What is wrong with a live block's header or canary, or null; <paramref name="asked"/>, the size it was asked for.</summary>
@@ -178,7 +181,7 @@ internal static unsafe class DebugHeap
     {
         while (DebugQuarantine.TryPopOver(q, limit, out byte* user))
         {
-            DebugFinding? f = CheckQuarantined(user, "free");
+            DebugFinding? f = CheckQuarantined(user, "free", out int log2);
             if (f != null)
             {
                 // Left out of the arena (its memory is lost, the heap usable), and no longer a block
@@ -186,9 +189,9 @@ internal static unsafe class DebugHeap
                 ((ulong*)user)[-2] = 0;
                 DebugReport.Raise(f);
             }
-            DebugBlock.State(user, out _, out int log2);
+            byte* mem = DebugBlock.Mem(user, log2);
             ((ulong*)user)[-2] = 0; // no longer a block of ours: a late free of it is no double free we can name
-            Ptmalloc.Free(ctx, ref ts, DebugBlock.Mem(user, log2));
+            Ptmalloc.Free(ctx, ref ts, mem);
         }
     }
 
@@ -209,9 +212,9 @@ internal static unsafe class DebugHeap
     }
 
     /// <summary>What is wrong with a quarantined block (its header, its poison, its canary and the free's stack after it), or null.</summary>
-    private static DebugFinding? CheckQuarantined(byte* user, string op)
+    private static DebugFinding? CheckQuarantined(byte* user, string op, out int log2)
     {
-        BlockState state = DebugBlock.State(user, out uint allocStack, out int log2);
+        BlockState state = DebugBlock.State(user, out uint allocStack, out log2);
         byte* mem = DebugBlock.Mem(user, log2);
         byte* end = state == BlockState.Unknown ? user : mem + Ptmalloc.UsableSize(mem);
         if (state != BlockState.Quarantined || !DebugBlock.TryAsked(user, out nuint asked) || user + asked + DebugBlock.TailMin > end)
@@ -272,15 +275,8 @@ internal static unsafe class DebugHeap
         var user = (byte*)ptr;
         if (user == null || ((nuint)user & Chunk.AlignMask) != 0 || Volatile.Read(ref s_started) == 0) return 0;
         if (DebugGuard.TryFind(user, out DebugGuard.Slot guarded)) return guarded.State == DebugGuard.Live ? (nuint)guarded.Asked : 0;
-        if (!MallocContext.OwnsHeapChunk(ctx, (Chunk*)(user - DebugBlock.HeaderBytes))
-            && !Ownership.HoldsMapped(&ctx->Owned, Chunk.FromMem(user - DebugBlock.HeaderBytes)))
-        {
-            // A block mapped on its own with an alignment above 16: find it as free does, without reporting.
-            bool mapped = false;
-            for (int log2 = 5; log2 < 48 && !mapped && (nuint)user > ((nuint)1 << log2) + Chunk.HeaderSize; log2++)
-                mapped = Ownership.HoldsMapped(&ctx->Owned, Chunk.FromMem(user - ((nuint)1 << log2)));
-            if (!mapped) return 0;
-        }
+        if (!MallocContext.OwnsHeapChunk(ctx, (Chunk*)(user - DebugBlock.HeaderBytes)) && MappedLog2(ctx, user) < 0)
+            return 0; // found as free finds it, without reporting
         return DebugBlock.State(user, out _, out _) == BlockState.Live && DebugBlock.TryAsked(user, out nuint asked) ? asked : 0;
     }
 
@@ -314,6 +310,6 @@ internal static unsafe class DebugHeap
         if (state == BlockState.Unknown || DebugBlock.Mem(user, log2) != mem) return null;
         return state == BlockState.Live
             ? CheckLive(new Found(user, mem, mem + usable, state, stack), "Heap.Validate", out _)
-            : CheckQuarantined(user, "Heap.Validate");
+            : CheckQuarantined(user, "Heap.Validate", out _);
     }
 }
