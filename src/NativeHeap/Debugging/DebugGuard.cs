@@ -82,6 +82,7 @@ internal static unsafe class DebugGuard
         // The header before the block and the alignment's slack fit before it, in whole pages.
         nuint rw = OsMemory.AlignUp(size + alignment + DebugBlock.HeaderBytes, page);
         if (Volatile.Read(ref s_ready) == 0 && !Start()) return null;
+        if (Volatile.Read(ref s_count) >= MaxBlocks) return null; // full: no mapping made for nothing (checked again under the lock)
         byte* start = OsMemory.Map(rw + page);
         if (start == null) return null;
         byte* guard = start + rw;

@@ -135,7 +135,9 @@ static void guard_report(const struct nhg_slot *s, uintptr_t a, int is_write, co
     }
 }
 
-/* Runs the action that was there before, as the kernel would have. */
+/* Runs the action that was there before, as the kernel would have. A fault (si_code > 0)
+ * happens again when the handler returns, so the default only needs to be in place; a
+ * signal sent by kill or raise (si_code <= 0) does not, and is sent again. */
 static void guard_chain(int sig, siginfo_t *info, void *uc)
 {
     if (g_before.sa_flags & SA_SIGINFO) {
@@ -143,16 +145,17 @@ static void guard_chain(int sig, siginfo_t *info, void *uc)
             g_before.sa_sigaction(sig, info, uc);
             return;
         }
-    } else if (g_before.sa_handler != SIG_DFL && g_before.sa_handler != SIG_IGN) {
+    } else if (g_before.sa_handler == SIG_IGN) {
+        if (info->si_code <= 0) return; /* a sent SIGSEGV is ignored; a fault cannot be */
+    } else if (g_before.sa_handler != SIG_DFL) {
         g_before.sa_handler(sig);
         return;
     }
-    /* The default (or an ignored fault, which would only fault again): the kernel's, by
-     * faulting again on return with the default action in place. */
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
     sigaction(sig, &dfl, NULL);
+    if (info->si_code <= 0) raise(sig); /* pending until this handler returns, then the default */
 }
 
 static void guard_on_fault(int sig, siginfo_t *info, void *ucv)
@@ -167,7 +170,7 @@ static void guard_on_fault(int sig, siginfo_t *info, void *ucv)
          * violation and ends the process; the default dumps core. */
         sigaction(SIGSEGV, &g_before, NULL);
         if (!(g_before.sa_flags & SA_SIGINFO) && (g_before.sa_handler == SIG_DFL || g_before.sa_handler == SIG_IGN))
-            guard_chain(sig, info, ucv);
+            guard_chain(sig, info, ucv); /* the default, even where SIGSEGV was ignored: a fault cannot be */
         errno = saved_errno;
         return; /* the access runs again, and faults into that handler */
     }
