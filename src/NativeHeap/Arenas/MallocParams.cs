@@ -84,8 +84,8 @@ internal unsafe struct MallocParams
     internal const nuint NativeHeapTcacheBytes = 1024 * 1024;
     /// <summary>The nativeheap profile's purge delay (README: chosen by malloc-large's time and RSS).</summary>
     internal const long NativeHeapPurgeDelayMs = 1000;
-    /// <summary>The debug heap's quarantine: enough to hold a 256 KiB block several times over, small beside most programs' heaps.</summary>
-    internal const nuint DefaultQuarantineBytes = 4 * 1024 * 1024;
+    /// <summary>The debug heap's quarantine, per thread: a 256 KiB block three times over, and small enough to keep its checks mostly in cache (docs/decisions.md).</summary>
+    internal const nuint DefaultQuarantineBytes = 1024 * 1024;
 
     /// <summary>
     /// Every option a profile sets to <paramref name="profile"/>'s value (OptionTable's
