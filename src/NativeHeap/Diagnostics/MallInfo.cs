@@ -8,14 +8,22 @@ namespace NativeHeap.Diagnostics;
 /// <summary>mallinfo2: int_mallinfo of every arena, each under its lock, added up.</summary>
 internal static unsafe class MallInfo
 {
-    internal static HeapInfo Compute(MallocContext* ctx)
+    internal static HeapInfo Compute(MallocContext* ctx) => Compute(ctx, out _);
+
+    /// <summary>mallinfo2, and the bytes of every arena's top (mallinfo2 gives the main arena's only).</summary>
+    internal static HeapInfo Compute(MallocContext* ctx, out ulong tops)
     {
         var total = new HeapInfo { Hblks = (ulong)ctx->Mp.NMmaps, Hblkhd = ctx->Mp.MmappedMem };
+        tops = 0;
         MallocState* a = &ctx->Main;
         do
         {
             FutexLock.Enter(&a->Mutex);
-            try { total = Add(total, a, a == &ctx->Main); }
+            try
+            {
+                total = Add(total, a, a == &ctx->Main);
+                tops += Chunk.SizeOf(a->Top);
+            }
             finally { FutexLock.Exit(&a->Mutex); }
             a = a->Next;
         }
