@@ -1,5 +1,7 @@
 using System.Diagnostics.Metrics;
 using NativeHeap.Arenas;
+using NativeHeap.Chunks;
+using NativeHeap.Os;
 
 namespace NativeHeap.Diagnostics;
 
@@ -80,7 +82,23 @@ internal static unsafe class HeapMetrics
         if (ctx == null) return null;
         // Each figure as it stands: the tcaches are read without their threads stopping.
         (ulong tcache, int threads) = Heap.TcacheTotals();
-        HeapInfo info = MallInfo.Compute(ctx, out ulong tops);
+        // mallinfo2's sums, arena by arena (see ReadArena).
+        ulong arenaMem = 0, inUse = 0, fast = 0, free = 0, tops = 0;
+        s_arenas ??= new ArenaReading[MallocContext.ArenaCapacity + 1];
+        MallocState* a = &ctx->Main;
+        do
+        {
+            ref ArenaReading r = ref s_arenas[a->Index];
+            ReadArena(ctx, a, ref r);
+            arenaMem += r.Info.Arena;
+            inUse += r.Info.Uordblks;
+            fast += r.Info.Fsmblks;
+            free += r.Info.Fordblks;
+            tops += r.Top;
+            a = (MallocState*)Volatile.Read(ref *(nint*)&a->Next);
+        }
+        while (a != &ctx->Main);
+        var info = new HeapInfo { Arena = arenaMem, Uordblks = inUse, Fsmblks = fast, Fordblks = free, Hblkhd = ctx->Mp.MmappedMem };
         // mallinfo2 counts cached chunks as in use; a racy tcache count may exceed what the arenas now say.
         ulong inArenas = info.Uordblks > tcache ? info.Uordblks - tcache : 0;
         return new HeapReading
@@ -95,6 +113,54 @@ internal static unsafe class HeapMetrics
             Arenas = Volatile.Read(ref ctx->NArenas),
             Threads = threads,
         };
+    }
+
+    /// <summary>Each arena's last walk, by its index; guarded by s_readLock.</summary>
+    private static ArenaReading[]? s_arenas;
+
+    /// <summary>Readings in a row an arena may keep its last walk because its lock was busy.</summary>
+    private const int MaxMisses = 4;
+
+    /// <summary>
+    /// Walk arena <paramref name="av"/> under its lock if the lock is free within a few
+    /// microseconds of trying; otherwise keep its last walk, up to <see cref="MaxMisses"/>
+    /// readings in a row, then wait for the lock. A reader never sleeps behind the threads that
+    /// keep an arena busy (the lock is not fair: a sleeping waiter is mostly woken after its
+    /// holder has taken it again), and no thread waits longer than one arena's walk.
+    /// </summary>
+    private static void ReadArena(MallocContext* ctx, MallocState* av, ref ArenaReading r)
+    {
+        int* word = &av->Mutex;
+        bool held = false;
+        for (int i = 0; i < 64 && !(held = FutexLock.TryEnter(word)); i++) Thread.SpinWait(8);
+        if (!held)
+        {
+            if (r.Walked && r.Misses < MaxMisses)
+            {
+                r.Misses++;
+                return;
+            }
+            FutexLock.Enter(word);
+        }
+        try
+        {
+            r.Info = MallInfo.Add(default, av, av == &ctx->Main);
+            r.Top = Chunk.SizeOf(av->Top);
+            r.Walked = true;
+            r.Misses = 0;
+        }
+        finally
+        {
+            FutexLock.Exit(word);
+        }
+    }
+
+    private struct ArenaReading
+    {
+        public HeapInfo Info;
+        public ulong Top;
+        public bool Walked;
+        public int Misses;
     }
 }
 

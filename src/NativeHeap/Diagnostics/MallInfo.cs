@@ -8,22 +8,14 @@ namespace NativeHeap.Diagnostics;
 /// <summary>mallinfo2: int_mallinfo of every arena, each under its lock, added up.</summary>
 internal static unsafe class MallInfo
 {
-    internal static HeapInfo Compute(MallocContext* ctx) => Compute(ctx, out _);
-
-    /// <summary>mallinfo2, and the bytes of every arena's top (mallinfo2 gives the main arena's only).</summary>
-    internal static HeapInfo Compute(MallocContext* ctx, out ulong tops)
+    internal static HeapInfo Compute(MallocContext* ctx)
     {
         var total = new HeapInfo { Hblks = (ulong)ctx->Mp.NMmaps, Hblkhd = ctx->Mp.MmappedMem };
-        tops = 0;
         MallocState* a = &ctx->Main;
         do
         {
             FutexLock.Enter(&a->Mutex);
-            try
-            {
-                total = Add(total, a, a == &ctx->Main);
-                tops += Chunk.SizeOf(a->Top);
-            }
+            try { total = Add(total, a, a == &ctx->Main); }
             finally { FutexLock.Exit(&a->Mutex); }
             a = a->Next;
         }
@@ -39,8 +31,8 @@ internal static unsafe class MallInfo
         finally { FutexLock.Exit(&av->Mutex); }
     }
 
-    /// <summary>int_mallinfo: one arena's free chunks (fastbins, bins, top) against its system memory.</summary>
-    private static HeapInfo Add(HeapInfo m, MallocState* av, bool main)
+    /// <summary>int_mallinfo: one arena's free chunks (fastbins, bins, top) against its system memory; its lock is held.</summary>
+    internal static HeapInfo Add(HeapInfo m, MallocState* av, bool main)
     {
         ulong nfastblocks = 0, fastavail = 0;
         for (int i = 0; i < BinIndex.NFastBins; i++)
