@@ -17,9 +17,6 @@ public static unsafe partial class Heap
     /// <summary>NATIVEHEAP_TUNABLES as parsed at start-up: a profile set later is applied under them again.</summary>
     private static List<(HeapOption Option, long Value, string Text)> s_envSettings = [];
 
-    /// <summary>The context if the heap has started, else null (readers that must not start it).</summary>
-    internal static MallocContext* StartedContext => s_context;
-
     private static MallocContext* Context
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -117,7 +117,7 @@ public static unsafe partial class Heap
     private static ThreadLocals* CreateLocals()
     {
         _ = Context;
-        HeapMetrics.EnsureCreated(); // here, not at start-up: libnativeheap's C threads never come here
+        if (!HeapMetrics.Created) HeapMetrics.Create(ReadMetrics); // here, not at start-up: libnativeheap's C threads never come here
         ReleaseEndedThreads(); // first, so that this thread can take an ended one's arena
         var ts = (ThreadLocals*)NativeMemory.AllocZeroed((nuint)sizeof(ThreadLocals));
         ts->ArmsPurgeTimer = true;
@@ -132,7 +132,7 @@ public static unsafe partial class Heap
     /// and how many live threads have one: each count read as it stands, without its thread
     /// stopping, under the owners' lock so that none is freed meanwhile. For the metrics.
     /// </summary>
-    internal static (ulong Bytes, int Threads) TcacheTotals()
+    private static (ulong Bytes, int Threads) TcacheTotals()
     {
         ulong bytes = 0;
         int threads = 0;
@@ -149,6 +149,15 @@ public static unsafe partial class Heap
             }
         }
         return (bytes, threads);
+    }
+
+    /// <summary>The heap's metrics now (what <see cref="HeapMetrics"/> reads); null before start-up, which a reading never causes.</summary>
+    private static HeapReading? ReadMetrics()
+    {
+        MallocContext* ctx = s_context;
+        if (ctx == null) return null;
+        (ulong bytes, int threads) = TcacheTotals();
+        return HeapMetrics.Read(ctx, bytes, threads);
     }
 
     /// <summary>The tcaches of the .NET threads that have one, the caller's first (C threads' are not reachable from here).</summary>

@@ -26,7 +26,18 @@ internal static unsafe class HeapMetrics
     private static HeapReading? s_last;
     private static long s_lastAt;
 
-    internal static void EnsureCreated() => _ = s_instruments;
+    /// <summary>Where readings come from: the façade's, which never starts the heap; null until <see cref="Create"/>.</summary>
+    private static Func<HeapReading?>? s_source;
+
+    /// <summary>Whether the meter exists.</summary>
+    internal static bool Created => Volatile.Read(ref s_source) is not null;
+
+    /// <summary>Create the meter (once), its readings taken by <paramref name="source"/>.</summary>
+    internal static void Create(Func<HeapReading?> source)
+    {
+        lock (s_readLock) s_source ??= source;
+        _ = s_instruments;
+    }
 
     private static readonly object[] s_instruments =
     [
@@ -64,7 +75,7 @@ internal static unsafe class HeapMetrics
         lock (s_readLock)
         {
             long now = Environment.TickCount64;
-            if (s_last is null || now - s_lastAt >= ShareMs) (s_last, s_lastAt) = (Read(), now);
+            if (s_last is null || now - s_lastAt >= ShareMs) (s_last, s_lastAt) = (s_source?.Invoke(), now);
             return s_last;
         }
     }
@@ -75,13 +86,9 @@ internal static unsafe class HeapMetrics
         lock (s_readLock) s_last = null;
     }
 
-    /// <summary>A fresh reading of the process heap; null if it has not started (a reading never starts it).</summary>
-    internal static HeapReading? Read()
+    /// <summary>A fresh reading of heap <paramref name="ctx"/>, its .NET threads' tcaches holding <paramref name="tcache"/> bytes.</summary>
+    internal static HeapReading Read(MallocContext* ctx, ulong tcache, int threads)
     {
-        MallocContext* ctx = Heap.StartedContext;
-        if (ctx == null) return null;
-        // Each figure as it stands: the tcaches are read without their threads stopping.
-        (ulong tcache, int threads) = Heap.TcacheTotals();
         // mallinfo2's sums, arena by arena (see ReadArena).
         ulong arenaMem = 0, inUse = 0, fast = 0, free = 0, tops = 0;
         s_arenas ??= new ArenaReading[MallocContext.ArenaCapacity + 1];
