@@ -9,7 +9,7 @@ namespace NativeHeap.Benchmarks;
 /// What a read of the heap's metrics costs while 8 threads allocate and free (random sizes of
 /// 16 B to 4 KiB, 2,000 live blocks each): a listener records every NativeHeap instrument each
 /// 10 ms, a fresh reading each time. Prints the read's median, p99 and longest time (wall clock, and the reading thread's CPU time), and the
-/// threads' operations per second with and without the reads (alternating phases).
+/// threads' operations per second with and without the reads (alternating phases), and a read of the same heap once its threads are idle.
 /// <c>dotnet run -c Release --project benchmarks/NativeHeap.Benchmarks -- heap-metrics [--seconds N]</c>
 /// </summary>
 internal static unsafe class HeapMetricsRead
@@ -21,6 +21,8 @@ internal static unsafe class HeapMetricsRead
         int seconds = args.SkipWhile(a => a != "--seconds").Skip(1).Select(int.Parse).FirstOrDefault(12);
         long ops = 0;
         bool stop = false;
+        using var idle = new CountdownEvent(Threads);
+        using var done = new ManualResetEventSlim();
         var workers = Enumerable.Range(0, Threads).Select(t => new Thread(() =>
         {
             var live = new nint[2000];
@@ -35,6 +37,8 @@ internal static unsafe class HeapMetricsRead
                 }
                 Interlocked.Add(ref ops, 1000);
             }
+            idle.Signal();
+            done.Wait();
             foreach (nint p in live) Heap.Free((void*)p);
         })).ToList();
         workers.ForEach(w => w.Start());
@@ -76,6 +80,18 @@ internal static unsafe class HeapMetricsRead
             else without += rate;
         }
         Volatile.Write(ref stop, true);
+        // The same heap with its threads idle: the walks alone.
+        idle.Wait();
+        var quiet = new List<double>();
+        for (int i = 0; i < 50; i++)
+        {
+            HeapMetrics.ForgetReading();
+            double cpuStart = ThreadCpuMicroseconds();
+            listener.RecordObservableInstruments();
+            quiet.Add(ThreadCpuMicroseconds() - cpuStart);
+        }
+        quiet.Sort();
+        done.Set();
         workers.ForEach(w => w.Join());
 
         reads.Sort();
@@ -83,6 +99,7 @@ internal static unsafe class HeapMetricsRead
         var c = CultureInfo.InvariantCulture;
         Console.WriteLine(string.Create(c, $"heap-metrics: {reads.Count} reads with {Threads} threads allocating, {Heap.ArenaCount} arenas: median {reads[reads.Count / 2]:F0} us, p99 {reads[(int)(reads.Count * 0.99)]:F0} us, longest {reads[^1]:F0} us"));
         Console.WriteLine(string.Create(c, $"heap-metrics: the reading thread's CPU time a read: median {cpu[cpu.Count / 2]:F0} us, p99 {cpu[(int)(cpu.Count * 0.99)]:F0} us, longest {cpu[^1]:F0} us"));
+        Console.WriteLine(string.Create(c, $"heap-metrics: the same heap with its threads idle: median {quiet[quiet.Count / 2]:F0} us a read"));
         Console.WriteLine(string.Create(c, $"heap-metrics: the threads' alloc+free pairs per second: {withReads / (seconds / 2) / 1e6:F2} M with a read each 10 ms, {without / (seconds / 2) / 1e6:F2} M without (sum of values {values})"));
         return 0;
     }
