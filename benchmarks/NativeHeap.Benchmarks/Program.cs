@@ -14,6 +14,7 @@ namespace NativeHeap.Benchmarks;
 /// <c>c-workloads [--rounds N]</c> (the workloads in C under LD_PRELOAD of each allocator),
 /// <c>mimalloc-bench [--rounds N] [--tiny] ...</c> (mimalloc-bench's programs under LD_PRELOAD of each allocator),
 /// <c>pool-idle [--rounds N]</c> (the pools' anonymous RSS over 30 s idle after a 1 GiB burst),
+/// <c>heap-metrics [--seconds N]</c> (what a read of the heap's metrics costs with 8 threads allocating),
 /// <c>results ARTIFACTS RSS.md OUT.md MACHINE COMMAND</c> (writes RESULTS.md and its plot).
 /// </summary>
 public static class Program
@@ -39,6 +40,7 @@ public static class Program
             case "mimalloc-bench": return MimallocBench.Run(args);
             case "pool-idle": return PoolIdle.Parent(args);
             case "pool-idle-child": return PoolIdle.Child(args[1]);
+            case "heap-metrics": return HeapMetricsRead.Run(args);
             case "results": return ResultsReport.Write(args[1], args[2], args[3], args[4], args[5]);
         }
         // jemalloc needs its tunable in every benchmark process; "--short" runs BenchmarkDotNet's

@@ -1,6 +1,8 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using NativeHeap.Arenas;
+using NativeHeap.Bins;
+using NativeHeap.Diagnostics;
 
 namespace NativeHeap;
 
@@ -115,6 +117,7 @@ public static unsafe partial class Heap
     private static ThreadLocals* CreateLocals()
     {
         _ = Context;
+        if (!HeapMetrics.Created) HeapMetrics.Create(ReadMetrics); // here, not at start-up: libnativeheap's C threads never come here
         ReleaseEndedThreads(); // first, so that this thread can take an ended one's arena
         var ts = (ThreadLocals*)NativeMemory.AllocZeroed((nuint)sizeof(ThreadLocals));
         ts->ArmsPurgeTimer = true;
@@ -122,6 +125,39 @@ public static unsafe partial class Heap
         lock (s_owners) s_owners.Add(new WeakReference<ThreadOwner>(owner));
         t_owner = owner;
         return t_locals = ts;
+    }
+
+    /// <summary>
+    /// The bytes cached in .NET threads' tcaches (ended threads' not yet given back included)
+    /// and how many live threads have one: each count read as it stands, without its thread
+    /// stopping, under the owners' lock so that none is freed meanwhile. For the metrics.
+    /// </summary>
+    private static (ulong Bytes, int Threads) TcacheTotals()
+    {
+        ulong bytes = 0;
+        int threads = 0;
+        lock (s_owners)
+        {
+            foreach (WeakReference<ThreadOwner> w in s_owners)
+            {
+                if (!w.TryGetTarget(out ThreadOwner? owner)) continue;
+                ThreadLocals* ts = owner.State;
+                Tcache* tc = ts == null ? null : (Tcache*)Volatile.Read(ref *(nint*)&ts->Tcache);
+                if (tc == null) continue;
+                bytes += Volatile.Read(ref tc->Bytes);
+                if (owner.Thread.IsAlive) threads++;
+            }
+        }
+        return (bytes, threads);
+    }
+
+    /// <summary>The heap's metrics now (what <see cref="HeapMetrics"/> reads); null before start-up, which a reading never causes.</summary>
+    private static HeapReading? ReadMetrics()
+    {
+        MallocContext* ctx = s_context;
+        if (ctx == null) return null;
+        (ulong bytes, int threads) = TcacheTotals();
+        return HeapMetrics.Read(ctx, bytes, threads);
     }
 
     /// <summary>The tcaches of the .NET threads that have one, the caller's first (C threads' are not reachable from here).</summary>

@@ -47,6 +47,12 @@ internal unsafe struct MallocContext
     /// purge timer clears it before each scan (see Heap.Purge.cs). Written under any arena's lock.
     /// </summary>
     public int PurgeScheduled;
+    /// <summary>
+    /// Bytes given back to the kernel by the purge and by trim (each MADV_DONTNEED, lowered
+    /// break, shrunk or deleted heap adds its length), for the heap's metrics. Added to with an
+    /// atomic from the slow paths of any arena, beside a system call that costs far more.
+    /// </summary>
+    public long ReleasedBytes;
     public Ownership Owned;
     public Segments Segments;
     /// <summary>The last arena index given out (the main arena's is 0). Arenas are never destroyed.</summary>

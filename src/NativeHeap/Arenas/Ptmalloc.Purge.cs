@@ -63,7 +63,7 @@ internal static unsafe partial class Ptmalloc
         if (!Purging(mp) || size < PurgeMinSize) return;
         if (mp->PurgeDelayMs == 0)
         {
-            PurgeChunk(p);
+            PurgeChunk(ctx, p);
             return;
         }
         long* stamp = (long*)((byte*)p + StampOffset);
@@ -72,9 +72,9 @@ internal static unsafe partial class Ptmalloc
     }
 
     /// <summary>Release free chunk <paramref name="p"/>'s whole pages now, keeping its stamp, which then says so.</summary>
-    private static bool PurgeChunk(Chunk* p)
+    private static bool PurgeChunk(MallocContext* ctx, Chunk* p)
     {
-        bool released = ReleaseChunkPages(p, PurgeKeep);
+        bool released = ReleaseChunkPages(ctx, p, PurgeKeep);
         *(long*)((byte*)p + StampOffset) = Purged;
         return released;
     }
@@ -188,7 +188,7 @@ internal static unsafe partial class Ptmalloc
                 if (at == Purged) continue;
                 if (at > now) at = *stamp = now; // not a stamp (set before purging was on): count from now
                 if (now - at >= delay)
-                    released |= PurgeChunk(p);
+                    released |= PurgeChunk(ctx, p);
                 else if (at + delay < next)
                 {
                     next = at + delay;

@@ -33,6 +33,7 @@ internal static unsafe partial class Ptmalloc
             {
                 // Top cannot shrink: drop the pages of its tail from RSS and keep them mapped.
                 OsMemory.DontNeed(topEnd - extra, extra);
+                Interlocked.Add(ref ctx->ReleasedBytes, (long)extra);
                 return true;
             }
             OsMemory.Sbrk(-(nint)extra);
@@ -41,6 +42,7 @@ internal static unsafe partial class Ptmalloc
             nuint released = (nuint)(currentBrk - newBrk);
             if (released == 0) return false;
             av->SystemMem -= released;
+            Interlocked.Add(ref ctx->ReleasedBytes, (long)released);
             Chunk.SetHead(av->Top, (topSize - released) | Chunk.PrevInuse);
             return true;
         }
@@ -63,7 +65,7 @@ internal static unsafe partial class Ptmalloc
             Chunk* bin = MallocState.BinAt(av, i);
             for (Chunk* p = bin->Bk; p != bin; p = p->Bk)
                 // A chunk with a purge stamp keeps it, and it says the pages are gone.
-                result |= Purging(&ctx->Mp) && Chunk.SizeOf(p) >= PurgeMinSize ? PurgeChunk(p) : ReleaseChunkPages(p, Chunk.StructSize);
+                result |= Purging(&ctx->Mp) && Chunk.SizeOf(p) >= PurgeMinSize ? PurgeChunk(ctx, p) : ReleaseChunkPages(ctx, p, Chunk.StructSize);
         }
         if (av != &ctx->Main || av->Top == MallocState.InitialTop(av)) return result;
         return (OnHeaps(ctx, av) ? HeapTrim(ctx, HeapHeader.For(av->Top), pad, belowThreshold: true) : Systrim(ctx, pad, av)) | result;
@@ -74,7 +76,7 @@ internal static unsafe partial class Ptmalloc
     /// keeping its first <paramref name="keep"/> bytes (glibc keeps sizeof(malloc_chunk): the
     /// header and links; the purge also its stamp).
     /// </summary>
-    private static bool ReleaseChunkPages(Chunk* p, nuint keep)
+    private static bool ReleaseChunkPages(MallocContext* ctx, Chunk* p, nuint keep)
     {
         nuint psm1 = OsMemory.PageSize - 1;
         nuint size = Chunk.SizeOf(p);
@@ -83,6 +85,7 @@ internal static unsafe partial class Ptmalloc
         size -= (nuint)(pagedMem - (byte*)p);
         if (size <= psm1) return false;
         OsMemory.DontNeed(pagedMem, size & ~psm1);
+        Interlocked.Add(ref ctx->ReleasedBytes, (long)(size & ~psm1));
         return true;
     }
 
@@ -117,6 +120,7 @@ internal static unsafe partial class Ptmalloc
             Debug.Assert(newSize > 0 && newSize < HeapHeader.MaxSize);
             if (newSize + (HeapHeader.MaxSize - prevHeap->Size) < OsMemory.AddSaturating(pad, Chunk.MinSize + heap->PageSize)) break;
             av->SystemMem -= heap->Size;
+            Interlocked.Add(ref ctx->ReleasedBytes, (long)heap->Size);
             HeapHeader.Delete(ctx, heap);
             heap = prevHeap;
             if (!Chunk.IsPrevInuse(p))
@@ -137,6 +141,7 @@ internal static unsafe partial class Ptmalloc
         if (extra == 0) return false;
         if (!HeapHeader.Shrink(heap, extra)) return false;
         av->SystemMem -= extra;
+        Interlocked.Add(ref ctx->ReleasedBytes, (long)extra);
         Chunk.SetHead(topChunk, (topSize - extra) | Chunk.PrevInuse);
         return true;
     }

@@ -31,8 +31,8 @@ internal static unsafe class MallInfo
         finally { FutexLock.Exit(&av->Mutex); }
     }
 
-    /// <summary>int_mallinfo: one arena's free chunks (fastbins, bins, top) against its system memory.</summary>
-    private static HeapInfo Add(HeapInfo m, MallocState* av, bool main)
+    /// <summary>int_mallinfo: one arena's free chunks (fastbins, bins, top) against its system memory; its lock is held.</summary>
+    internal static HeapInfo Add(HeapInfo m, MallocState* av, bool main)
     {
         ulong nfastblocks = 0, fastavail = 0;
         for (int i = 0; i < BinIndex.NFastBins; i++)

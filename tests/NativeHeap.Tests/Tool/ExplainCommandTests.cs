@@ -169,45 +169,6 @@ public class ExplainCommandTests
         }
     }
 
-    /// <summary>
-    /// The HTML map's script, run by node over a stand-in canvas: it draws the chunks, the
-    /// wheel doubles the scale, and hovering a pixel finds the chunk there with its trace line.
-    /// </summary>
-    [Fact]
-    public void Map_Html_ScriptDrawsZoomsAndFindsTheChunkUnderThePointer()
-    {
-        using var temp = new TempDirectory("nh-map-js");
-        string dir = temp.Path;
-        string html = Path.Combine(dir, "seed-002.html");
-        var r = Cli.Run(["map", "seed-002", "--at", "after-frees", "--out", html]);
-        Assert.True(r.ExitCode == 0, r.Output + r.Error);
-        string page = File.ReadAllText(html);
-        int from = page.IndexOf("<script>", StringComparison.Ordinal) + 8, to = page.IndexOf("</script>", StringComparison.Ordinal);
-        const string Stub = """
-            const rects = [], listeners = {};
-            const context = { fillRect: (x, y, w, h) => rects.push([x, y, w, h]), fillText() {}, beginPath() {}, moveTo() {}, lineTo() {}, fill() {} };
-            const canvas = { getContext: () => context, addEventListener: (n, f) => listeners[n] = f, getBoundingClientRect: () => ({ left: 0, top: 0 }) };
-            const tipElement = { style: {}, textContent: "" }, legendElement = { innerHTML: "" };
-            const document = { getElementById: id => id === "map" ? canvas : id === "tip" ? tipElement : legendElement };
-            """;
-        const string Check = """
-            const drawn = rects.length, scale = bpp, strip = layout()[0];
-            listeners.mousemove({ clientX: 10 + 500, clientY: strip.top + 200 });
-            listeners.wheel({ deltaY: -1, preventDefault() {} });
-            console.log(JSON.stringify({ drawn, scale, zoomed: bpp, legend: legendElement.innerHTML.length, tip: tipElement.textContent, shown: tipElement.style.display }));
-            """;
-        string script = Path.Combine(dir, "map.js");
-        File.WriteAllText(script, Stub + page[from..to] + Check);
-        var node = Child.RunProgram("node", [script], [], timeoutSeconds: 60);
-        Assert.True(node.ExitCode == 0, node.Error);
-        JsonElement o = JsonDocument.Parse(node.Output).RootElement;
-        Assert.True(o.GetProperty("drawn").GetInt32() > 1000, node.Output);
-        Assert.Equal(o.GetProperty("scale").GetInt64() / 2, o.GetProperty("zoomed").GetInt64());
-        Assert.True(o.GetProperty("legend").GetInt32() > 100);
-        Assert.Equal("block", o.GetProperty("shown").GetString());
-        Assert.Matches(@"^0x[0-9a-f]+: .+, (in use|tcache|fastbin|unsorted|small bin|large bin|top|metadata|mmapped), .+ resident\nline \d+ \(id \d+\)", o.GetProperty("tip").GetString());
-    }
-
     [Fact]
     public void RecordAThreadedProgram_ThenExplainIt()
     {

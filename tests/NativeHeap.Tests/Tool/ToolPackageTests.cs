@@ -44,18 +44,9 @@ public class ToolPackageTests
         string config = Path.Combine(root, "nuget.config");
         File.WriteAllText(config,
             $"""<?xml version="1.0" encoding="utf-8"?><configuration><packageSources><clear /><add key="tool" value="{packageDir}" /></packageSources></configuration>""");
-        ProcessResult install = Child.RunProgram(dotnet,
-            ["tool", "install", "--tool-path", toolDir, "--configfile", config, "--add-source", packageDir, "NativeHeap.Cli"],
-            [], work, timeoutSeconds: 120);
-        Assert.True(install.ExitCode == 0, $"dotnet tool install exited {install.ExitCode}:\n{install.Output}\n{install.Error}");
-
-        string tool = Path.Combine(toolDir, "nativeheap");
-        // The tool's launcher finds the runtime this test runs on; NATIVEHEAP_NATIVE_TOOLS empty counts as unset.
-        (string, string)[] environment =
-        [
-            ("NATIVEHEAP_NATIVE_TOOLS", ""),
-            ("DOTNET_ROOT", Path.GetDirectoryName(new FileInfo(dotnet).ResolveLinkTarget(true)?.FullName ?? dotnet)!),
-        ];
+        string tool = DotnetTool.Install("NativeHeap.Cli", "nativeheap", toolDir, work, "--configfile", config, "--add-source", packageDir);
+        // NATIVEHEAP_NATIVE_TOOLS empty counts as unset.
+        (string, string)[] environment = [("NATIVEHEAP_NATIVE_TOOLS", ""), .. DotnetTool.Environment];
 
         ProcessResult record = Child.RunProgram(tool, ["record", "-o", Path.Combine(work, "t-%p.trace"), "--", "/bin/true"],
             environment, work, timeoutSeconds: 60);
