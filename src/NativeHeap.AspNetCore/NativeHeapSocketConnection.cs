@@ -23,6 +23,7 @@ internal sealed class NativeHeapSocketConnection : ConnectionContext, IMemoryPoo
     private static long s_lastId;
 
     private readonly Socket _socket;
+    private readonly SocketOperation _receiver, _sender;
     private readonly Pipe _input, _output;
     private readonly CancellationTokenSource _closed = new();
     private readonly Lock _shutdownLock = new();
@@ -30,17 +31,21 @@ internal sealed class NativeHeapSocketConnection : ConnectionContext, IMemoryPoo
     private Exception? _shutdownReason;
     private Task _receiving = Task.CompletedTask, _sending = Task.CompletedTask;
 
-    internal NativeHeapSocketConnection(Socket socket, MemoryPool<byte> pool)
+    internal NativeHeapSocketConnection(Socket socket, MemoryPool<byte> pool, IOQueue ioQueue)
     {
         _socket = socket;
+        // As Kestrel's transport: receive completions on the connection's I/O queue, sends inline
+        // (the send loop already runs there), the application's side on the thread pool.
+        _receiver = new SocketOperation(ioQueue);
+        _sender = new SocketOperation(PipeScheduler.Inline);
         MemoryPool = pool;
         LocalEndPoint = socket.LocalEndPoint;
         RemoteEndPoint = socket.RemoteEndPoint;
         ConnectionClosed = _closed.Token;
         ConnectionId = "nh" + Interlocked.Increment(ref s_lastId).ToString("x");
-        _input = new Pipe(new PipeOptions(pool, PipeScheduler.ThreadPool, PipeScheduler.ThreadPool,
+        _input = new Pipe(new PipeOptions(pool, PipeScheduler.ThreadPool, ioQueue,
             MaxReadBufferBytes, MaxReadBufferBytes / 2, useSynchronizationContext: false));
-        _output = new Pipe(new PipeOptions(pool, PipeScheduler.ThreadPool, PipeScheduler.ThreadPool,
+        _output = new Pipe(new PipeOptions(pool, ioQueue, PipeScheduler.ThreadPool,
             MaxWriteBufferBytes, MaxWriteBufferBytes / 2, useSynchronizationContext: false));
         Transport = new DuplexPipe(_input.Reader, _output.Writer);
         Features = new FeatureCollection();
@@ -79,6 +84,8 @@ internal sealed class NativeHeapSocketConnection : ConnectionContext, IMemoryPoo
         Transport.Output.Complete();
         await _receiving.ConfigureAwait(false);
         await _sending.ConfigureAwait(false);
+        _receiver.Dispose();
+        _sender.Dispose();
         _closed.Dispose();
     }
 
@@ -91,12 +98,12 @@ internal sealed class NativeHeapSocketConnection : ConnectionContext, IMemoryPoo
             while (_shutdownReason == null)
             {
                 // Wait for data with no buffer: an idle connection holds no pool memory.
-                await _socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None).ConfigureAwait(false);
+                await _receiver.ReceiveAsync(_socket, Memory<byte>.Empty);
                 Memory<byte> memory = input.GetMemory(2048);
-                int received = await _socket.ReceiveAsync(memory, SocketFlags.None).ConfigureAwait(false);
+                int received = await _receiver.ReceiveAsync(_socket, memory);
                 if (received == 0) break; // FIN
                 input.Advance(received);
-                FlushResult flush = await input.FlushAsync().ConfigureAwait(false);
+                FlushResult flush = await input.FlushAsync();
                 if (flush.IsCompleted || flush.IsCanceled) break;
             }
         }
@@ -129,11 +136,11 @@ internal sealed class NativeHeapSocketConnection : ConnectionContext, IMemoryPoo
         {
             while (true)
             {
-                ReadResult result = await output.ReadAsync().ConfigureAwait(false);
+                ReadResult result = await output.ReadAsync();
                 if (result.IsCanceled) break;
                 ReadOnlySequence<byte> buffer = result.Buffer;
-                if (buffer.IsSingleSegment) await SendAll(buffer.First).ConfigureAwait(false);
-                else if (!buffer.IsEmpty) await SendCoalesced(buffer).ConfigureAwait(false);
+                if (buffer.IsSingleSegment) await SendAll(buffer.First);
+                else if (!buffer.IsEmpty) await SendCoalesced(buffer);
                 output.AdvanceTo(buffer.End);
                 if (result.IsCompleted) break;
             }
@@ -162,7 +169,7 @@ internal sealed class NativeHeapSocketConnection : ConnectionContext, IMemoryPoo
     {
         while (!memory.IsEmpty)
         {
-            int sent = await _socket.SendAsync(memory, SocketFlags.None).ConfigureAwait(false);
+            int sent = await _sender.SendAsync(_socket, memory);
             memory = memory[sent..];
         }
     }
@@ -175,7 +182,7 @@ internal sealed class NativeHeapSocketConnection : ConnectionContext, IMemoryPoo
         {
             int length = (int)Math.Min(buffer.Length, staging.Memory.Length);
             buffer.Slice(0, length).CopyTo(staging.Memory.Span);
-            await SendAll(staging.Memory[..length]).ConfigureAwait(false);
+            await SendAll(staging.Memory[..length]);
             buffer = buffer.Slice(length);
         }
     }

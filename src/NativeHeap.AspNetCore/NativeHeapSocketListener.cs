@@ -8,6 +8,8 @@ namespace NativeHeap.AspNetCore;
 /// <summary>A listening socket: accepts connections whose pipes rent from the listener's pool, which it disposes with itself.</summary>
 internal sealed class NativeHeapSocketListener(Socket socket, MemoryPool<byte> pool) : IConnectionListener
 {
+    private readonly IOQueue[] _ioQueues = [.. Enumerable.Range(0, IOQueue.DefaultCount).Select(_ => new IOQueue())];
+    private long _accepted;
     private int _disposed;
 
     public EndPoint EndPoint { get; } = socket.LocalEndPoint!;
@@ -20,7 +22,7 @@ internal sealed class NativeHeapSocketListener(Socket socket, MemoryPool<byte> p
             {
                 Socket accepted = await socket.AcceptAsync(cancellationToken).ConfigureAwait(false);
                 if (accepted.LocalEndPoint is IPEndPoint) accepted.NoDelay = true; // as Kestrel's transport: responses are not held for Nagle
-                var connection = new NativeHeapSocketConnection(accepted, pool);
+                var connection = new NativeHeapSocketConnection(accepted, pool, _ioQueues[_accepted++ % _ioQueues.Length]);
                 connection.Start();
                 return connection;
             }

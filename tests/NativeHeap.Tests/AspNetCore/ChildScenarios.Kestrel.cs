@@ -21,10 +21,12 @@ internal static partial class ChildScenarios
     /// A real Kestrel on a loopback ephemeral port, with AddNativeHeapMemoryPool when
     /// <see cref="KestrelPoolVariable"/> is 1: echoes two batches of POSTs and reports the
     /// NativeHeap pools' rented bytes (their own metric, nativeheap.memory_pool.rented) around each.
+    /// "factory-only": NativeHeap's IMemoryPoolFactory alone, with Kestrel's own socket transport.
     /// </summary>
     private static void KestrelPool()
     {
-        bool on = Environment.GetEnvironmentVariable(KestrelPoolVariable) == "1";
+        string mode = Environment.GetEnvironmentVariable(KestrelPoolVariable) ?? "0";
+        bool on = mode == "1";
         _ = NativeHeapMemoryPool.Shared.Name; // the meter exists either way: the listener below really listens
 
         long all = 0, kestrel = 0;
@@ -54,6 +56,7 @@ internal static partial class ChildScenarios
         builder.Logging.ClearProviders(); // stdout carries only key=value lines
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         if (on) builder.Services.AddNativeHeapMemoryPool();
+        if (mode == "factory-only") builder.Services.AddSingleton<IMemoryPoolFactory<byte>, NativeHeapMemoryPoolFactory>();
         WebApplication app = builder.Build();
         app.MapPost("/echo", (HttpContext context) => context.Request.Body.CopyToAsync(context.Response.Body));
         app.MapGet("/pool", (HttpContext context) => context.Features.Get<IMemoryPoolFeature>()?.MemoryPool.GetType().FullName ?? "none");
@@ -69,6 +72,21 @@ internal static partial class ChildScenarios
         ChildMain.Report("instruments", instruments);
         ChildMain.Report("batch_bytes", Requests * BodyBytes);
         var before = Read();
+        if (mode == "factory-only")
+        {
+            try
+            {
+                using HttpResponseMessage response = client.PostAsync("/echo", new ByteArrayContent(body)).GetAwaiter().GetResult();
+                ChildMain.Report("echo", response.Content.ReadAsByteArrayAsync().GetAwaiter().GetResult().AsSpan().SequenceEqual(body) ? "ok" : "differs");
+            }
+            catch (HttpRequestException e)
+            {
+                ChildMain.Report("echo", e.GetType().Name);
+            }
+            ChildMain.Report("kestrel_rented", Read().Kestrel - before.Kestrel);
+            app.StopAsync().GetAwaiter().GetResult();
+            return;
+        }
         for (int batch = 1; batch <= 2; batch++)
         {
             for (int i = 0; i < Requests; i++)

@@ -41,6 +41,21 @@ public class KestrelPoolTests
         }
     }
 
+    /// <summary>
+    /// Why the package carries a transport: Kestrel's own socket transport does take its pool from
+    /// the factory, but a response of several segments goes out as a list of arrays, and on
+    /// NativeHeap memory it resets the connection. Should a later ASP.NET Core send native memory,
+    /// this fails and the transport can go.
+    /// </summary>
+    [Fact]
+    public void TheFactoryAlone_ReachesKestrelsSocketTransport_WhichResetsMultiSegmentResponses()
+    {
+        var r = Child.Run("KestrelPool", (ChildScenarios.KestrelPoolVariable, "factory-only"), ("DOTNET_TieredCompilation", "1"), (ChildMain.NoPrecompile, "1"));
+        Assert.Equal("NativeHeap.AspNetCore.NativeHeapMemoryPoolFactory+Lease", r["connection_pool"]); // Kestrel's SocketConnection got the factory's pool
+        Assert.True(long.Parse(r["kestrel_rented"]) > 0, "Kestrel's socket transport rented from the NativeHeap pool");
+        Assert.Equal("HttpRequestException", r["echo"]);
+    }
+
     // Tiered JIT and no precompiling: ASP.NET Core is large and these tests measure no timing.
     private static (string, string)[] Environment(bool off = false) =>
     [
