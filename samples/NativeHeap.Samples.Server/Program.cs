@@ -4,6 +4,7 @@
 //   curl --data-binary @file http://127.0.0.1:5000/echo     -> the body back
 // --pool default (or no --pool) keeps Kestrel's pool; POOL=nativeheap in the environment works too.
 using System.Runtime.InteropServices;
+using NativeHeap;
 using NativeHeap.Buffers;
 
 var builder = WebApplication.CreateBuilder(args);
@@ -40,6 +41,15 @@ app.MapPost("/echo", async (HttpContext context) =>
 {
     context.Response.ContentLength = context.Request.ContentLength;
     await context.Request.BodyReader.CopyToAsync(context.Response.BodyWriter, context.RequestAborted);
+});
+
+// Where the memory is: NativeHeap's (mallinfo's figures) and the GC's, in KiB.
+app.MapGet("/memory", () =>
+{
+    HeapInfo heap = NativeHeap.Heap.GetInfo();
+    GCMemoryInfo gc = GC.GetGCMemoryInfo();
+    return Results.Text($"nativeheap_in_use_kib={(heap.Uordblks + heap.Hblkhd) / 1024} nativeheap_free_held_kib={heap.Fordblks / 1024} " +
+        $"nativeheap_arenas={NativeHeap.Heap.ArenaCount} threadpool_items={ThreadPool.CompletedWorkItemCount} gc_collections={GC.CollectionCount(0)} gc_heap_kib={GC.GetTotalMemory(false) / 1024} gc_committed_kib={gc.TotalCommittedBytes / 1024} (at the last GC)\n");
 });
 
 app.Lifetime.ApplicationStarted.Register(() => Console.WriteLine($"pool={pool} pid={Environment.ProcessId} listening on {string.Join(' ', app.Urls)}"));
