@@ -16,9 +16,10 @@ public static class NativeHeapServiceCollectionExtensions
     /// <remarks>
     /// The factory alone does not do: Kestrel's own socket transport takes its pools from it but
     /// sends multi-segment responses as a list of arrays, and fails on native memory (see
-    /// <see cref="NativeHeapSocketTransportFactory"/>). <c>UseKestrel</c> registers its factory
-    /// with <c>AddSingleton</c> and the container resolves the last registration: call this after
-    /// the web host is set up, as <c>builder.Services.AddNativeHeapMemoryPool()</c> after
+    /// <see cref="NativeHeapSocketTransportFactory"/>). Kestrel's connections use NativeHeap
+    /// wherever the line is; other components that ask for <see cref="IMemoryPoolFactory{T}"/>
+    /// get the last registration, and <c>UseKestrel</c> registers its own: call this after the web
+    /// host is set up, as <c>builder.Services.AddNativeHeapMemoryPool()</c> after
     /// <c>WebApplication.CreateBuilder</c> does.
     /// </remarks>
     /// <param name="services">The application's services.</param>
@@ -28,8 +29,10 @@ public static class NativeHeapServiceCollectionExtensions
         ArgumentNullException.ThrowIfNull(services);
         services.AddSingleton<NativeHeapMemoryPoolFactory>();
         services.AddSingleton<IMemoryPoolFactory<byte>>(sp => sp.GetRequiredService<NativeHeapMemoryPoolFactory>());
-        // Kestrel tries the transports registered last first: ours takes IP and Unix sockets.
-        services.AddSingleton<IConnectionListenerFactory, NativeHeapSocketTransportFactory>();
+        // Kestrel tries the transports registered last first: ours takes IP and Unix sockets. It is
+        // given NativeHeap's factory itself, so that Kestrel's connections rent from NativeHeap
+        // even where UseKestrel's factory registration comes after this one.
+        services.AddSingleton<IConnectionListenerFactory>(sp => new NativeHeapSocketTransportFactory(sp.GetRequiredService<NativeHeapMemoryPoolFactory>()));
         return services;
     }
 }

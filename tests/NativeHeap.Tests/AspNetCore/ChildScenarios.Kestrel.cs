@@ -7,6 +7,7 @@ using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using NativeHeap.AspNetCore;
 using NativeHeap.Buffers;
@@ -106,5 +107,28 @@ internal static partial class ChildScenarios
         app.StopAsync().GetAwaiter().GetResult();
         ChildMain.Report("kestrel_pool_after_stop", factory?.GetStatistics("kestrel") is not null);
         ((IDisposable)app).Dispose();
+    }
+
+    /// <summary>
+    /// The line before the web host is configured (the generic host, ConfigureServices first):
+    /// UseKestrel's factory registration then comes last, and Kestrel's connections must still
+    /// rent from NativeHeap. Reports the connection's pool and the kestrel pool's rented bytes.
+    /// </summary>
+    private static void KestrelPoolRegisteredEarly()
+    {
+        IHost host = Host.CreateDefaultBuilder([])
+            .ConfigureLogging(logging => logging.ClearProviders())
+            .ConfigureServices(services => services.AddNativeHeapMemoryPool())
+            .ConfigureWebHostDefaults(web => web.UseUrls("http://127.0.0.1:0").Configure(app =>
+                app.Run(context => context.Response.WriteAsync(context.Features.Get<IMemoryPoolFeature>()?.MemoryPool.GetType().FullName ?? "none"))))
+            .Build();
+        host.Start();
+        string url = host.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
+        using var client = new HttpClient { BaseAddress = new Uri(url) };
+        ChildMain.Report("factory", host.Services.GetRequiredService<IMemoryPoolFactory<byte>>().GetType().FullName!);
+        ChildMain.Report("connection_pool", client.GetStringAsync("/").GetAwaiter().GetResult());
+        ChildMain.Report("kestrel_rented", host.Services.GetRequiredService<NativeHeapMemoryPoolFactory>().GetStatistics("kestrel")?.RentedBytes ?? -1);
+        host.StopAsync().GetAwaiter().GetResult();
+        host.Dispose();
     }
 }

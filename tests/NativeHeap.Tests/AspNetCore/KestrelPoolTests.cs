@@ -41,6 +41,15 @@ public class KestrelPoolTests
         }
     }
 
+    [Fact]
+    public void TheLineBeforeUseKestrel_StillPutsKestrelsConnectionsOnNativeHeap()
+    {
+        var r = Child.Run("KestrelPoolRegisteredEarly", Environment());
+        Assert.DoesNotContain("NativeHeap", r["factory"]); // UseKestrel's registration came last and wins the factory...
+        Assert.Equal("NativeHeap.AspNetCore.NativeHeapMemoryPoolFactory+Lease", r["connection_pool"]); // ...not the connections
+        Assert.True(long.Parse(r["kestrel_rented"]) > 0);
+    }
+
     /// <summary>
     /// Why the package carries a transport: Kestrel's own socket transport does take its pool from
     /// the factory, but a response of several segments goes out as a list of arrays, and on
