@@ -111,9 +111,9 @@ internal sealed class NativeHeapSocketConnection : ConnectionContext, IMemoryPoo
         {
             error = new ConnectionResetException(e.Message, e);
         }
-        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        catch (Exception e)
         {
-            error = _shutdownReason == null ? e : null;
+            error = _shutdownReason == null ? e : null; // after a shutdown, the socket's errors are its consequence
         }
         finally
         {
