@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
-using NativeHeap.Interop;
 using NativeHeap.Os;
 
 namespace NativeHeap.Debugging;
@@ -204,9 +203,9 @@ internal static unsafe class DebugGuard
             install = (delegate* unmanaged<Slot*, ulong, nint, int>)export;
         int error = install == null ? -1 : install(table, Capacity, s_stackText);
         if (error != 0)
-            Libc.WriteAll(2, System.Text.Encoding.UTF8.GetBytes(error < 0
+            OsProcess.WriteStderr(error < 0
                 ? $"nativeheap: guard pages without their fault handler ({DebugLibrary} was not found): a fault in one will not name its block\n"
-                : $"nativeheap: guard pages without their fault handler (sigaction failed, errno {error}): a fault in one will not name its block\n"));
+                : $"nativeheap: guard pages without their fault handler (sigaction failed, errno {error}): a fault in one will not name its block\n");
     }
 
     /// <summary>The library a .NET process takes the fault handler from (NativeHeap's package carries it).</summary>

@@ -38,4 +38,7 @@ internal static unsafe class OsProcess
     /// <summary>What glibc's malloc_printerr does: the message on stderr, then abort().</summary>
     [DoesNotReturn]
     internal static void PrintAndAbort(string message) => Libc.PrintAndAbort(message);
+
+    /// <summary>Writes <paramref name="message"/> to stderr (fd 2) with write(2): no buffering to lose if the process then crashes.</summary>
+    internal static void WriteStderr(string message) => Libc.WriteAll(2, System.Text.Encoding.UTF8.GetBytes(message));
 }

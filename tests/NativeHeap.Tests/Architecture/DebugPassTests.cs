@@ -33,7 +33,7 @@ public partial class DebugPassTests
     public void DebugPass_FiltersByTheAllocatorTrait()
     {
         string ci = File.ReadAllText(Path.Combine(NativeTests.RepoRoot, ".ci", "run"));
-        Assert.Matches($@"dotnet test tests/NativeHeap\.Tests -c Debug [^\n]*--filter ""{Traits.Category}={Traits.Allocator}""", ci);
+        Assert.Matches($@"dotnet test tests/NativeHeap\.Tests -c Debug [^\n]*--filter ""{Traits.Category}={Traits.Allocator}&{Traits.Pass}!={Traits.ReleaseOnly}""", ci);
     }
 
     private static bool HasAllocatorTrait(Type type) =>
