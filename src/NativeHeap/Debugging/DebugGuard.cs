@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using NativeHeap.Os;
 
@@ -139,44 +140,55 @@ internal static unsafe class DebugGuard
     {
         if (s.State == Freed) DebugReport.Raise(DebugReport.GuardedDoubleFree(s, op));
         if (CheckLive(s, op) is DebugFinding f) DebugReport.Raise(f);
-        OsMemory.DontNeed((void*)s.Start, (nuint)s.Length);
-        if (!OsMemory.TryProtectNone((void*)s.Start, (nuint)s.Length))
-            throw new InvalidOperationException(OsMemory.LastFailure);
         nint freeText = DebugStacks.Text(freeStack);
         lock (s_lock)
         {
             int i = IndexOf(s.User);
-            Debug.Assert(i >= 0 && s_table[i].State == Live, "a guarded block freed twice at once");
-            s_table[i].FreeStack = freeStack;
-            s_table[i].FreeText = (ulong)freeText;
-            Volatile.Write(ref s_table[i].State, Freed);
-            if (s_freedCount == FreedKept)
+            Debug.Assert(i >= 0);
+            if (s_table[i].State == Live)
             {
-                // The oldest freed block's address space goes back: a later use of it is no longer caught.
-                nuint oldest = s_freed[s_freedHead];
-                int j = IndexOf(oldest);
-                Debug.Assert(j >= 0 && s_table[j].State == Freed);
-                OsMemory.Unmap((void*)s_table[j].Start, (nuint)s_table[j].Length);
-                Remove(j);
-                s_count--;
-                s_freedHead = (s_freedHead + 1) % FreedKept;
-                s_freedCount--;
+                FreeLocked(i, freeStack, freeText);
+                return;
             }
-            s_freed[(s_freedHead + s_freedCount) % FreedKept] = (nuint)s.User;
-            s_freedCount++;
         }
+        // Two frees of it raced, and the other one won: this one is the double free.
+        TryFind((byte*)s.User, out Slot now);
+        DebugReport.Raise(DebugReport.GuardedDoubleFree(now, op));
+    }
+
+    private static void FreeLocked(int i, uint freeStack, nint freeText)
+    {
+        ref Slot s = ref s_table[i];
+        OsMemory.DontNeed((void*)s.Start, (nuint)s.Length);
+        if (!OsMemory.TryProtectNone((void*)s.Start, (nuint)s.Length))
+            throw new InvalidOperationException(OsMemory.LastFailure);
+        s.FreeStack = freeStack;
+        s.FreeText = (ulong)freeText;
+        Volatile.Write(ref s.State, Freed);
+        nuint user = (nuint)s.User;
+        if (s_freedCount == FreedKept)
+        {
+            // The oldest freed block's address space goes back: a later use of it is no longer caught.
+            int j = IndexOf(s_freed[s_freedHead]);
+            Debug.Assert(j >= 0 && s_table[j].State == Freed);
+            OsMemory.Unmap((void*)s_table[j].Start, (nuint)s_table[j].Length);
+            Remove(j);
+            s_count--;
+            s_freedHead = (s_freedHead + 1) % FreedKept;
+            s_freedCount--;
+        }
+        s_freed[(s_freedHead + s_freedCount) % FreedKept] = user;
+        s_freedCount++;
     }
 
     /// <summary>Every live guarded block's header and canary (Heap.Validate): the first finding, or null.</summary>
     internal static DebugFinding? CheckAll(string op)
     {
         if (Volatile.Read(ref s_ready) == 0) return null;
-        var live = new List<Slot>();
+        // Under the lock: a free meanwhile would make the pages being read inaccessible.
         lock (s_lock)
             for (int i = 0; i < Capacity; i++)
-                if (s_table[i].State == Live) live.Add(s_table[i]);
-        foreach (Slot s in live)
-            if (CheckLive(s, op) is DebugFinding f) return f;
+                if (s_table[i].State == Live && CheckLive(s_table[i], op) is DebugFinding f) return f;
         return null;
     }
 
@@ -198,7 +210,10 @@ internal static unsafe class DebugGuard
     private static void InstallHandler(Slot* table)
     {
         delegate* unmanaged<Slot*, ulong, nint, int> install = s_install;
-        if (install == null && NativeLibrary.TryLoad(DebugLibrary, typeof(DebugGuard).Assembly, null, out nint lib)
+        // RuntimeFeature.IsDynamicCodeSupported is false under NativeAOT, where libnativeheap always
+        // hands its own handler over: the trimmer drops the loading, which every C process would carry.
+        if (install == null && RuntimeFeature.IsDynamicCodeSupported
+            && NativeLibrary.TryLoad(DebugLibrary, typeof(DebugGuard).Assembly, null, out nint lib)
             && NativeLibrary.TryGetExport(lib, "nhg_install", out nint export))
             install = (delegate* unmanaged<Slot*, ulong, nint, int>)export;
         int error = install == null ? -1 : install(table, Capacity, s_stackText);

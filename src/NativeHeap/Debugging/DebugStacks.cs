@@ -90,7 +90,7 @@ internal static unsafe class DebugStacks
     /// </summary>
     internal static nint Text(uint id)
     {
-        if (id == 0 || s_frames != null) return 0;
+        if (id == 0 || s_frames != null || !RuntimeFeature.IsDynamicCodeSupported) return 0; // constant false under NativeAOT: trimmed
         lock (s_managedLock)
             if (s_managedTexts.TryGetValue(id, out nint made)) return made;
         byte[] utf8 = Encoding.UTF8.GetBytes(string.Join('\n', Describe(id)) + "\0");
