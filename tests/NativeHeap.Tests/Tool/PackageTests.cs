@@ -5,15 +5,41 @@ using System.Reflection.PortableExecutable;
 
 namespace NativeHeap.Tests;
 
-/// <summary>The NuGet package that `dotnet pack src/NativeHeap -o artifacts/package` makes (CI does).</summary>
+/// <summary>The NuGet packages that `dotnet pack src/NativeHeap -o artifacts/package` (and src/NativeHeap.AspNetCore) make (CI does).</summary>
 public class PackageTests
 {
+    /// <summary>Package <paramref name="id"/>'s .nupkg in artifacts/package (NativeHeap.0.1.0.nupkg, not NativeHeap.AspNetCore's for "NativeHeap").</summary>
+    private static string Package(string id)
+    {
+        string dir = Path.Combine(NativeTests.RepoRoot, "artifacts", "package");
+        string? package = Directory.Exists(dir)
+            ? Directory.EnumerateFiles(dir, id + ".*.nupkg").SingleOrDefault(f => char.IsAsciiDigit(Path.GetFileName(f)[id.Length + 1]))
+            : null;
+        Assert.True(package != null, $"no {id} .nupkg in {dir}: run `dotnet pack src/{id} -c Release -o artifacts/package` (CI does).");
+        return package;
+    }
+
+    [Fact]
+    public void AspNetCorePackage_CarriesItsAssemblyDocsAndSymbols_AndDependsOnNativeHeap()
+    {
+        string package = Package("NativeHeap.AspNetCore");
+        using (ZipArchive zip = ZipFile.OpenRead(package))
+        {
+            string[] names = zip.Entries.Select(e => e.FullName).ToArray();
+            Assert.Contains("README.md", names);
+            Assert.Contains("lib/net10.0/NativeHeap.AspNetCore.dll", names);
+            Assert.Contains("lib/net10.0/NativeHeap.AspNetCore.xml", names);
+            Assert.Contains("Microsoft.Extensions.DependencyInjection.NativeHeapServiceCollectionExtensions", PublicTypes(zip.GetEntry("lib/net10.0/NativeHeap.AspNetCore.dll")!));
+            using var nuspec = new StreamReader(zip.Entries.Single(e => e.FullName.EndsWith(".nuspec", StringComparison.Ordinal)).Open());
+            Assert.Matches("<dependency id=\"NativeHeap\" version=\"0.1.0\"", nuspec.ReadToEnd());
+        }
+        Assert.True(File.Exists(Path.ChangeExtension(package, ".snupkg")), "the .snupkg is missing");
+    }
+
     [Fact]
     public void Package_CarriesReadmeXmlDocsAndSymbols()
     {
-        string dir = Path.Combine(NativeTests.RepoRoot, "artifacts", "package");
-        string? package = Directory.Exists(dir) ? Directory.EnumerateFiles(dir, "NativeHeap.*.nupkg").SingleOrDefault() : null;
-        Assert.True(package != null, $"no NativeHeap .nupkg in {dir}: run `dotnet pack src/NativeHeap -c Release -o artifacts/package` (CI does).");
+        string package = Package("NativeHeap");
         using (ZipArchive zip = ZipFile.OpenRead(package))
         {
             string[] names = zip.Entries.Select(e => e.FullName).ToArray();
