@@ -26,13 +26,19 @@ internal static unsafe class OsMemory
     /// <summary>sbrk's failure value, glibc's MORECORE_FAILURE.</summary>
     internal static readonly byte* SbrkFailure = (byte*)-1;
 
+    private static readonly int[] s_breakLockWord = GC.AllocateArray<int>(1, pinned: true);
+
     /// <summary>
     /// Serialises every NativeHeap sequence that reads or moves the program break: glibc's
     /// sbrk is not safe against a concurrent caller, and each such sequence (grow, then
     /// correct alignment; read, then shrink) must see the break it left.
     /// </summary>
-    /// <remarks>A <see cref="FutexLock"/> word in a pinned array: it never moves, and entering it allocates nothing.</remarks>
-    internal static readonly int* BreakLock = (int*)Unsafe.AsPointer(ref GC.AllocateArray<int>(1, pinned: true)[0]);
+    /// <remarks>
+    /// A <see cref="FutexLock"/> word in a pinned array: it never moves, and entering it
+    /// allocates nothing. <see cref="s_breakLockWord"/> keeps the array alive: a pinned array
+    /// nothing references is still collected, and its memory given to the next pinned one.
+    /// </remarks>
+    internal static readonly int* BreakLock = (int*)Unsafe.AsPointer(ref s_breakLockWord[0]);
 
     [ThreadStatic] private static string? t_lastFailure;
 

@@ -8,6 +8,34 @@ namespace NativeHeap.Tests;
 internal static unsafe partial class ChildScenarios
 {
     /// <summary>
+    /// The break's lock word after collections that free pinned arrays and pinned arrays
+    /// allocated after them (a pinned array nothing references is collected, and the next one
+    /// may take its memory): the word must still read free, and entering it must not wait.
+    /// </summary>
+    public static void BreakLockSurvivesCollections()
+    {
+        int* word = OsMemory.BreakLock;
+        var kept = new List<byte[]>();
+        for (int round = 0; round < 20; round++)
+        {
+            for (int i = 0; i < 200; i++) _ = GC.AllocateArray<byte>(64 << (i % 8), pinned: true);
+            GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+            GC.WaitForPendingFinalizers();
+            for (int i = 0; i < 50; i++)
+            {
+                byte[] fresh = GC.AllocateArray<byte>(64 << (i % 8), pinned: true);
+                fresh.AsSpan().Fill(0xAB);
+                kept.Add(fresh);
+            }
+        }
+        Report("word", *word);
+        bool entered = FutexLock.TryEnter(word);
+        if (entered) FutexLock.Exit(word);
+        Report("entered", entered);
+        GC.KeepAlive(kept);
+    }
+
+    /// <summary>
     /// Every OS call of the allocator fails once, in a process where nothing was compiled
     /// before (run with <see cref="ChildMain.NoPrecompile"/>): the error path is JIT-compiled
     /// and its message formatted for the first time right after the failure, work that enters

@@ -6,6 +6,14 @@ namespace NativeHeap.Tests;
 public unsafe class OsLayerTests
 {
     [Fact]
+    public void BreakLock_StaysAFreeLockWord_AfterCollectionsReusePinnedMemory()
+    {
+        Dictionary<string, string> r = Child.Run(nameof(ChildScenarios.BreakLockSurvivesCollections));
+        Assert.Equal("0", r["word"]);
+        Assert.Equal("True", r["entered"]);
+    }
+
+    [Fact]
     public void Mincore_ThroughTmdsLibC_ReportsTheErrnoOfItsFailure()
     {
         byte* page = OsMemory.Map(OsMemory.PageSize);
