@@ -25,6 +25,9 @@ public sealed unsafe partial class NativeHeapMemoryPool
         return new NativeHeapMemoryPoolStatistics(pooled, allocated, Volatile.Read(ref _evicted), rented);
     }
 
+    /// <summary>Whether the once-a-second timer evicts this pool (true); a test that steps eviction by hand turns it off.</summary>
+    internal bool EvictedByTimer { get; set; } = true;
+
     /// <summary>
     /// The eviction rule (see the class remarks): a thread cache untouched since the last call
     /// gives its owners to the depot; the depot frees half of each stack's low-water mark. With

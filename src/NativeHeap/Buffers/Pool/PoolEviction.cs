@@ -39,7 +39,8 @@ internal static class PoolEviction
     private static void Tick()
     {
         List<NativeHeapMemoryPool> pools = Pools();
-        foreach (NativeHeapMemoryPool pool in pools) pool.Evict(all: false);
+        foreach (NativeHeapMemoryPool pool in pools)
+            if (pool.EvictedByTimer) pool.Evict(all: false);
         if (pools.Exists(p => p.PooledBytes != 0)) return;
         lock (s_lock)
         {
